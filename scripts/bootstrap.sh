@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Make this checkout runnable on a fresh Debian/Ubuntu machine: system packages (when root),
+# the virtualenv, and the pinned Python packages. Idempotent and quiet when nothing is missing.
+#
+#   scripts/bootstrap.sh runtime   # requirements.txt
+#   scripts/bootstrap.sh dev       # requirements-dev.txt (tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="${1:-runtime}"
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "bootstrap: missing system packages: $*; install them with: sudo apt-get install -y $*" >&2
+        exit 1
+    fi
+    echo "bootstrap: installing system packages: $*"
+    export DEBIAN_FRONTEND=noninteractive
+    # a fresh machine has no package lists
+    if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
+        apt-get update -qq
+    fi
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+}
+
+if ! command -v "$PYTHON" >/dev/null; then
+    apt_install python3 python3-venv
+fi
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "bootstrap: $PYTHON is $("$PYTHON" -V 2>&1); Python 3.11 or newer is needed" >&2
+    exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+        apt_install python3-venv
+    fi
+    echo "bootstrap: creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+fi
+
+case "$profile" in
+    runtime) req=requirements.txt ;;
+    dev) req=requirements-dev.txt ;;
+    *) echo "bootstrap: unknown profile $profile (runtime|dev)" >&2; exit 2 ;;
+esac
+# reinstall only when a requirements file changed since the last install
+stamp="$VENV/.installed-$profile"
+if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ "$req" -nt "$stamp" ]; then
+    echo "bootstrap: installing $req into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+    touch "$stamp"
+fi

@@ -1,0 +1,39 @@
+"""Shared fixtures: a model trained once per session into a temp dir, the app, the replay set."""
+import pytest
+
+from model.dataset import replay_records
+from model.train import train
+from webapp import create_app
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model")
+    train(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def app(model_dir):
+    return create_app({"MODEL_DIR": str(model_dir), "TESTING": True})
+
+
+@pytest.fixture(scope="session")
+def card(app):
+    return app.extensions["model_service"].card
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def replay():
+    """[(record, actual_price)] for the 2009-2010 sales in sale order."""
+    return replay_records()
+
+
+@pytest.fixture
+def record(replay):
+    return dict(replay[0][0])

@@ -1,0 +1,127 @@
+"""Training, the model card and the integrity check."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model import bins
+from model.card import ModelIntegrityError, load_verified_pipeline, sha256_of
+from model.dataset import load_frame, split
+from model.features import FEATURES
+from model.train import main as train_main
+from model.train import regression_metrics, train
+
+
+def test_split_is_by_year_and_in_sale_order():
+    train_frame, holdout = split(load_frame())
+    assert (len(train_frame), len(holdout)) == (1941, 989)
+    assert train_frame["year_sold"].max() == 2008 and holdout["year_sold"].min() == 2009
+    keys = list(zip(holdout["year_sold"], holdout["month_sold"], holdout["order"]))
+    assert keys == sorted(keys)
+
+
+def test_training_is_deterministic(model_dir, tmp_path):
+    card = train(tmp_path)
+    first, _ = load_verified_pipeline(model_dir)
+    second, _ = load_verified_pipeline(tmp_path)
+    _, holdout = split(load_frame())
+    X = holdout[[f.name for f in FEATURES]]
+    assert np.array_equal(first.predict(X), second.predict(X))
+    assert card["artifact"]["sha256"] == json.loads((model_dir / "model_card.json").read_text())["artifact"]["sha256"]
+
+
+def test_card_schema(card):
+    assert card["name"] == "ames-house-price" and card["version"] == "1.0.0"
+    assert [f["name"] for f in card["features"]] == [f.name for f in FEATURES]
+    by_name = {f["name"]: f for f in card["features"]}
+    assert by_name["area"]["train_min"] == 334 and by_name["area"]["train_max"] == 5642
+    assert "Po" not in by_name["kitchen_qual"]["categories"]
+    assert len(by_name["neighborhood"]["categories"]) == 28
+    assert card["data"]["train"]["rows"] == 1941 and card["data"]["holdout"]["rows"] == 989
+
+
+def test_reference_bins_are_deciles_with_fractions_that_sum_to_one(card):
+    train_frame, _ = split(load_frame())
+    for name, ref in card["reference"]["features"].items():
+        assert len(ref["bins"]) == len(ref["fractions"])
+        assert sum(ref["fractions"]) == pytest.approx(1.0, abs=1e-12)
+        values = train_frame[name].tolist()
+        if ref["kind"] == "numeric":
+            assert ref["bins"][-1] == bins.MISSING and ref["edges"] == sorted(set(ref["edges"]))
+            idx = [bins.numeric_index(ref["edges"], v) for v in values]
+        else:
+            assert ref["bins"][-2:] == [bins.OTHER, bins.MISSING]
+            positions = {c: i for i, c in enumerate(ref["bins"][:-2])}
+            idx = [bins.categorical_index(positions, v) for v in values]
+        # recount independently with pandas
+        counts = pd.Series(idx).value_counts().reindex(range(len(ref["bins"])), fill_value=0)
+        assert ref["fractions"] == pytest.approx((counts / len(values)).tolist(), abs=1e-15)
+    area = card["reference"]["features"]["area"]
+    assert len(area["edges"]) == 9 and all(0.09 < f < 0.11 for f in area["fractions"][:-1])
+    pred = card["reference"]["prediction"]
+    assert len(pred["edges"]) == 9 and all(e == round(e) for e in pred["edges"])
+
+
+def test_bin_labels_sort_in_bin_order():
+    labels = bins.numeric_labels([10, 20.5, 300])
+    assert labels == ["00:[-Inf,10)", "01:[10,20.5)", "02:[20.5,300)", "03:[300,+Inf)", "__missing__"]
+    assert [bins.numeric_index([10, 20.5, 300], v) for v in (-1, 10, 20.4, 20.5, 1e9, None, float("nan"))] == \
+        [0, 1, 1, 2, 3, 4, 4]
+    assert [bins.categorical_index({"a": 0, "b": 1}, v) for v in ("a", "b", "zz", None)] == [0, 1, 2, 3]
+
+
+def test_holdout_metrics_recompute(model_dir, card):
+    pipeline, _ = load_verified_pipeline(model_dir)
+    _, holdout = split(load_frame())
+    pred = pipeline.predict(holdout[[f.name for f in FEATURES]])
+    actual = holdout["price"].to_numpy()
+    m = card["metrics"]["holdout"]
+    assert m == regression_metrics(actual, pred)
+    assert m["mae_dollars"] == pytest.approx(np.mean(np.abs(actual - pred)), rel=1e-12)
+    assert m["rmse_dollars"] == pytest.approx(np.sqrt(np.mean((actual - pred) ** 2)), rel=1e-12)
+    assert m["mape_ratio"] == pytest.approx(np.mean(np.abs(actual - pred) / actual), rel=1e-12)
+    assert m["rows"] == 989 and 0.85 < m["r2"] < 1 and m["mape_ratio"] < 0.12
+
+
+def test_tampered_pickle_is_refused(model_dir, tmp_path):
+    shutil.copytree(model_dir, tmp_path, dirs_exist_ok=True)
+    with open(tmp_path / "model.pkl", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelIntegrityError, match=r"sha256 of .*model.pkl is [0-9a-f]{12}\.\.\., the card expects"):
+        load_verified_pipeline(tmp_path)
+
+
+def test_missing_files_and_bad_card_are_refused(model_dir, tmp_path):
+    with pytest.raises(ModelIntegrityError, match="model card .* not found"):
+        load_verified_pipeline(tmp_path)
+    shutil.copy(model_dir / "model_card.json", tmp_path)
+    with pytest.raises(ModelIntegrityError, match="model file .* not found"):
+        load_verified_pipeline(tmp_path)
+    (tmp_path / "model_card.json").write_text("{not json")
+    with pytest.raises(ModelIntegrityError, match="unreadable"):
+        load_verified_pipeline(tmp_path)
+    card = json.loads((model_dir / "model_card.json").read_text())
+    card["artifact"]["file"] = "../model.pkl"
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelIntegrityError, match="plain file name"):
+        load_verified_pipeline(tmp_path)
+
+
+def test_corrupt_pickle_with_matching_card_is_refused(model_dir, tmp_path):
+    shutil.copytree(model_dir, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "model.pkl").write_bytes(b"not a pickle")
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    card["artifact"]["sha256"] = sha256_of(tmp_path / "model.pkl")
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelIntegrityError, match="cannot be loaded"):
+        load_verified_pipeline(tmp_path)
+
+
+def test_if_missing_does_not_retrain(model_dir, tmp_path, capsys):
+    shutil.copytree(model_dir, tmp_path, dirs_exist_ok=True)
+    before = (tmp_path / "model.pkl").stat().st_mtime_ns
+    assert train_main(["--model-dir", str(tmp_path), "--if-missing"]) == 0
+    assert (tmp_path / "model.pkl").stat().st_mtime_ns == before
+    assert "not retraining" in capsys.readouterr().out

@@ -1,0 +1,70 @@
+"""The prediction API: an application factory in the style of Flask's tutorial.
+
+    app = create_app({"MODEL_DIR": "..."})  # settings default to the environment
+
+The model is loaded, checksum-verified and self-checked once, here; if any of
+that fails, ModelIntegrityError says why in one line and no app is made.
+"""
+import re
+import uuid
+from dataclasses import dataclass
+
+from flask import Flask, g, request
+
+from model.card import load_verified_pipeline
+
+from . import config
+from .errors import register_error_handlers
+from .openapi import build_spec
+from .predictor import FastPredictor
+from .routes import bp
+from .validation import RecordSchema
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+@dataclass
+class ModelService:
+    """Everything a request needs from the loaded model, built once per process."""
+    card: dict
+    version: str
+    schema: RecordSchema
+    predictor: FastPredictor
+    spec: dict
+
+
+def load_model_service(cfg) -> ModelService:
+    pipeline, card = load_verified_pipeline(cfg["MODEL_DIR"])
+    features = card["features"]
+    predictor = FastPredictor(pipeline, [f["name"] for f in features])
+    predictor.self_check(features)
+    return ModelService(
+        card=card,
+        version=card["version"],
+        schema=RecordSchema(features, cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"]),
+        predictor=predictor,
+        spec=build_spec(card, cfg["MAX_BATCH_SIZE"], cfg["MAX_CONTENT_LENGTH"]),
+    )
+
+
+def create_app(test_config=None) -> Flask:
+    app = Flask(__name__)
+    app.config.from_mapping(config.from_env())
+    if test_config:
+        app.config.from_mapping(test_config)
+    app.json.sort_keys = False
+    app.extensions["model_service"] = load_model_service(app.config)
+
+    @app.before_request
+    def _assign_request_id():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo_request_id(response):
+        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
+        return response
+
+    register_error_handlers(app)
+    app.register_blueprint(bp)
+    return app

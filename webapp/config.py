@@ -1,0 +1,33 @@
+"""Settings from environment variables (twelve-factor), with the defaults of DESIGN.md.
+
+`create_app(config)` starts from `from_env()` and lets a mapping override any key,
+so tests pass their settings in instead of mutating os.environ.
+"""
+import os
+from pathlib import Path
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"config error: {name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise SystemExit(f"config error: {name}={raw!r} must be positive")
+    return value
+
+
+def from_env() -> dict:
+    """Flask config keys read from the environment."""
+    return {
+        "MODEL_DIR": os.environ.get("MODEL_DIR") or str(DEFAULT_MODEL_DIR),
+        "MAX_BATCH_SIZE": _int("MAX_BATCH_SIZE", 1000),  # records per /predict or /feedback call
+        # 1000 records of ~400 bytes fit with room to spare; larger bodies get 413 before parsing
+        "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
+        "MAX_ERROR_DETAILS": _int("MAX_ERROR_DETAILS", 50),  # problems listed in one error answer
+    }

@@ -1,0 +1,128 @@
+"""The OpenAPI 3.0 document, generated from the model card so that it cannot lie.
+
+Feature properties, bounds, nullability and the batch limit come from the same
+card and config the validator uses; schemathesis and the tests read this spec.
+"""
+
+
+def _feature_schema(f: dict) -> dict:
+    if f["kind"] == "numeric":
+        schema = {"type": "integer" if f.get("integer") else "number",
+                  "minimum": f["minimum"], "maximum": f["maximum"]}
+    else:
+        schema = {"type": "string", "maxLength": 100,
+                  "description": "Known categories: " + ", ".join(f.get("categories", [])) +
+                                 ". Unknown values are accepted and predicted."}
+    schema["nullable"] = True
+    text = f.get("description", "")
+    if f.get("unit"):
+        text += f" ({f['unit']})"
+    if f["kind"] == "numeric":
+        text += f". Training range {f['train_min']:g} to {f['train_max']:g}; null means unknown."
+    schema["description"] = text + (" " + schema["description"] if "description" in schema else "")
+    return schema
+
+
+def _error_response(what: str) -> dict:
+    return {"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _json(schema_ref: str, description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
+
+
+def build_spec(card: dict, max_batch: int, max_content_length: int) -> dict:
+    features = card["features"]
+    record = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [f["name"] for f in features],
+        "properties": {f["name"]: _feature_schema(f) for f in features},
+        "description": "One house. Every field is required; null means unknown. Unknown fields are rejected.",
+    }
+    number = {"type": "number"}
+    common_errors = {
+        "400": _error_response("Malformed JSON, wrong type, missing or unknown field, out-of-bounds or non-finite value"),
+        "413": _error_response(f"Body over {max_content_length} bytes or more than {max_batch} records"),
+        "415": _error_response("Content-Type is not application/json"),
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Ames house-price model API",
+            "version": card["version"],
+            "description": f"Serves {card['name']} {card['version']}: {card.get('description', '')}",
+        },
+        "paths": {
+            "/predict": {"post": {
+                "summary": "Predict the sale price of one house or a batch",
+                "operationId": "predict",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+                    {"$ref": "#/components/schemas/Record"},
+                    {"$ref": "#/components/schemas/Batch"},
+                ]}}}},
+                "responses": {
+                    "200": {"description": "Prediction(s) in US dollars", "content": {"application/json": {"schema": {
+                        "oneOf": [{"$ref": "#/components/schemas/Prediction"},
+                                  {"$ref": "#/components/schemas/Predictions"}]}}}},
+                    **common_errors,
+                },
+            }},
+            "/feedback": {"post": {
+                "summary": "Report the actual price for an earlier prediction (stored nowhere, counted in metrics)",
+                "operationId": "feedback",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+                    {"$ref": "#/components/schemas/Feedback"},
+                    {"type": "array", "minItems": 1, "maxItems": max_batch,
+                     "items": {"$ref": "#/components/schemas/Feedback"}},
+                ]}}}},
+                "responses": {"202": _json("FeedbackAccepted", "Feedback accepted"), **common_errors},
+            }},
+            "/health": {"get": {"summary": "Liveness", "operationId": "health",
+                                "responses": {"200": _json("Status", "The process is up")}}},
+            "/ready": {"get": {"summary": "Readiness: the model is loaded and verified", "operationId": "ready",
+                               "responses": {"200": _json("Status", "Ready to predict")}}},
+            "/model": {"get": {"summary": "The model card: version, schema, reference bins, holdout metrics",
+                               "operationId": "model",
+                               "responses": {"200": _json("ModelCard", "The model card")}}},
+            "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+                                      "responses": {"200": {"description": "OpenAPI 3 document",
+                                                            "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        },
+        "components": {"schemas": {
+            "Record": record,
+            "Batch": {"type": "object", "additionalProperties": False, "required": ["instances"], "properties": {
+                "instances": {"type": "array", "minItems": 1, "maxItems": max_batch,
+                              "items": {"$ref": "#/components/schemas/Record"}}}},
+            "Prediction": {"type": "object", "required": ["prediction", "model_version", "request_id"],
+                           "properties": {"prediction": number, "model_version": {"type": "string"},
+                                          "request_id": {"type": "string"}}},
+            "Predictions": {"type": "object", "required": ["predictions", "model_version", "request_id"],
+                            "properties": {"predictions": {"type": "array", "items": number},
+                                           "model_version": {"type": "string"}, "request_id": {"type": "string"}}},
+            "Feedback": {"type": "object", "additionalProperties": False, "required": ["prediction", "actual"],
+                         "properties": {
+                             "prediction": {"type": "number", "minimum": 0, "maximum": 1e12,
+                                            "description": "The predicted price, in dollars"},
+                             "actual": {"type": "number", "minimum": 1, "maximum": 1e12,
+                                        "description": "The actual sale price, in dollars"},
+                             "request_id": {"type": "string", "maxLength": 128,
+                                            "description": "The request_id of the prediction, for your logs"}}},
+            "FeedbackAccepted": {"type": "object", "required": ["accepted", "request_id"],
+                                 "properties": {"accepted": {"type": "integer"}, "request_id": {"type": "string"}}},
+            "Status": {"type": "object", "required": ["status"], "properties": {
+                "status": {"type": "string"}, "model_version": {"type": "string"}}},
+            "ModelCard": {"type": "object", "required": ["name", "version", "features", "reference", "metrics"],
+                          "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                                         "features": {"type": "array"}, "reference": {"type": "object"},
+                                         "metrics": {"type": "object"}}},
+            "Error": {"type": "object", "required": ["error", "reason", "details"], "properties": {
+                "error": {"type": "string", "description": "What went wrong, for a human"},
+                "reason": {"type": "string", "description": "A short, stable code (e.g. missing_field)"},
+                "details": {"type": "array", "items": {
+                    "type": "object", "required": ["field", "problem"],
+                    "properties": {"field": {"type": "string"}, "problem": {"type": "string"}}}},
+                "request_id": {"type": "string", "nullable": True}}},
+        }},
+    }
