@@ -1,0 +1,121 @@
+"""Throughput and latency of /predict: the real app under gunicorn against the naive baseline.
+
+    make bench                       # or: .venv/bin/python -m bench.bench_predict [--runs 3] [--seconds 10]
+
+Each run starts the servers fresh, drives them with wrk (16 connections, 2 threads) and records
+req/s, p50/p90/p99; batch runs report rows/s.  Medians over the runs and the ratio to the naive
+baseline measured in the same run are printed as a markdown table and saved under bench/results/.
+Needs wrk (Debian package).  Not run in CI.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from model.dataset import replay_records
+from tests.servers import ROOT, Gunicorn, free_port, wait_http
+
+RESULTS = ROOT / "bench" / "results"
+LUA = ROOT / "bench" / "wrk_post.lua"
+
+
+def wrk(url: str, body_file: Path, seconds: int, connections: int = 16) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA), url],
+        env=dict(os.environ, BENCH_BODY_FILE=str(body_file)), capture_output=True, text=True, check=True).stdout
+    stats = json.loads(re.search(r"WRK_JSON (\{.*\})", out).group(1))
+    seconds_run = stats["duration_us"] / 1e6
+    errors = sum(v for k, v in stats.items() if k.startswith("errors_"))
+    return {"rps": stats["requests"] / seconds_run, "p50_ms": stats["p50_us"] / 1000,
+            "p90_ms": stats["p90_us"] / 1000, "p99_ms": stats["p99_us"] / 1000,
+            "requests": stats["requests"], "errors": errors}
+
+
+class NaiveServer:
+    def __init__(self, model_dir):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.naive_app", "--port", str(self.port),
+                                      "--model-dir", str(model_dir)], cwd=ROOT,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(self.url + "/ready", self.proc)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--model-dir", default=str(ROOT / "model"))
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        sys.exit("bench: wrk not found; apt-get install wrk")
+
+    tmp = Path(tempfile.mkdtemp())
+    record = replay_records()[0][0]
+    single, batch = tmp / "single.json", tmp / "batch.json"
+    single.write_text(json.dumps(record))
+    batch.write_text(json.dumps({"instances": [r for r, _ in replay_records()[:1000]]}))
+
+    runs = []
+    for i in range(args.runs):
+        run = {}
+        server = Gunicorn(args.model_dir, workers=2)
+        run["startup_s"] = server.startup_seconds
+        wrk(server.url + "/predict", single, 2)  # warm-up
+        run["fast_single"] = wrk(server.url + "/predict", single, args.seconds)
+        run["fast_batch"] = wrk(server.url + "/predict", batch, args.seconds)
+        server.stop()
+        naive = NaiveServer(args.model_dir)
+        wrk(naive.url + "/predict", single, 2)
+        run["naive_single"] = wrk(naive.url + "/predict", single, args.seconds)
+        naive.stop()
+        run["ratio_single"] = run["fast_single"]["rps"] / run["naive_single"]["rps"]
+        runs.append(run)
+        print(f"run {i + 1}: fast {run['fast_single']['rps']:.0f} req/s, naive {run['naive_single']['rps']:.0f} req/s, "
+              f"ratio {run['ratio_single']:.1f}x, batch {run['fast_batch']['rps'] * 1000:.0f} rows/s", flush=True)
+
+    def med(key, field):
+        return statistics.median(r[key][field] for r in runs)
+
+    summary = {
+        "runs": args.runs, "seconds": args.seconds, "connections": 16, "workers": 2,
+        "fast_single": {f: med("fast_single", f) for f in ("rps", "p50_ms", "p90_ms", "p99_ms")},
+        "naive_single": {f: med("naive_single", f) for f in ("rps", "p50_ms", "p90_ms", "p99_ms")},
+        "fast_batch_1000": {"rps": med("fast_batch", "rps"), "rows_per_s": med("fast_batch", "rps") * 1000,
+                            "p50_ms": med("fast_batch", "p50_ms"), "p99_ms": med("fast_batch", "p99_ms")},
+        "ratio_single_median": statistics.median(r["ratio_single"] for r in runs),
+        "startup_to_ready_s_median": statistics.median(r["startup_s"] for r in runs),
+        "errors": sum(r[k]["errors"] for r in runs for k in ("fast_single", "fast_batch", "naive_single")),
+        "raw": runs,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"predict-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(summary, indent=2))
+    f, n, b = summary["fast_single"], summary["naive_single"], summary["fast_batch_1000"]
+    print(f"""
+| setup (2 cores, wrk 16 connections, median of {args.runs} runs) | req/s | p50 ms | p99 ms | rows/s |
+|---|---|---|---|---|
+| naive: Flask dev server, DataFrame per request | {n['rps']:,.0f} | {n['p50_ms']:.1f} | {n['p99_ms']:.1f} | {n['rps']:,.0f} |
+| this app: gunicorn 2 workers, numpy fast path, 1 row | {f['rps']:,.0f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} | {f['rps']:,.0f} |
+| this app: batch of 1000 rows | {b['rps']:,.1f} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} | {b['rows_per_s']:,.0f} |
+
+single-row ratio to naive (median of per-run ratios): {summary['ratio_single_median']:.1f}x
+startup to /ready (median): {summary['startup_to_ready_s_median']:.2f} s;  errors: {summary['errors']}
+saved {out.relative_to(ROOT)}""")
+    shutil.rmtree(tmp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
