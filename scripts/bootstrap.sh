@@ -40,6 +40,16 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
 
+# the tests run a real Prometheus (and later Alertmanager) from Debian's packages
+if [ "$profile" = dev ]; then
+    missing=()
+    command -v prometheus >/dev/null || missing+=(prometheus)
+    command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+fi
+
 case "$profile" in
     runtime) req=requirements.txt ;;
     dev) req=requirements-dev.txt ;;

@@ -46,8 +46,12 @@ class Gunicorn:
     def __init__(self, model_dir, workers=2, extra_env=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         env = dict(os.environ, API_HOST="127.0.0.1", API_PORT=str(self.port), WORKERS=str(workers),
-                   MODEL_DIR=str(model_dir), **(extra_env or {}))
+                   MODEL_DIR=str(model_dir), METRICS_HOST="127.0.0.1", METRICS_PORT=str(self.metrics_port))
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each server gets a fresh folder of its own
+        env.update(extra_env or {})
         self.proc = subprocess.Popen(gunicorn_command(), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.workers = workers
@@ -95,3 +99,64 @@ def gunicorn(model_dir, workers=2, extra_env=None):
         yield server
     finally:
         server.stop()
+
+
+class Prometheus:
+    """A real Prometheus (Debian package) on a free port, scraping `targets` every second."""
+
+    def __init__(self, workdir: Path, targets: list, rule_files=(), interval="1s", extra_config=""):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        rules = "".join(f"\n  - {Path(r).resolve()}" for r in rule_files)
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
+            + (f"rule_files:{rules}\n" if rules else "")
+            + "scrape_configs:\n  - job_name: test\n    static_configs:\n      - targets: ["
+            + ", ".join(f"'{t}'" for t in targets) + "]\n" + extra_config)
+        self.proc = subprocess.Popen(
+            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_http(self.url + "/-/ready", self.proc)
+
+    def query(self, expr: str, at: float = None) -> list:
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        body = requests.get(self.url + "/api/v1/query", params=params, timeout=10).json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"query {expr!r} failed: {body}")
+        return body["data"]["result"]
+
+    def value(self, expr: str, at: float = None):
+        """The single value of a scalar-like query, or None when it returns nothing."""
+        result = self.query(expr, at)
+        if not result:
+            return None
+        assert len(result) == 1, result
+        return float(result[0]["value"][1])
+
+    def wait_for(self, expr: str, expected: float, timeout: float = 30.0) -> float:
+        """Wait until `expr` evaluates to `expected`; return the evaluation time it first did."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            now = time.time()
+            last = self.value(expr, now)
+            if last == expected:
+                return now
+            time.sleep(0.2)
+        raise TimeoutError(f"{expr} = {last}, expected {expected} within {timeout}s")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.stdout.read()

@@ -194,10 +194,10 @@ def test_unknown_route_and_method_are_json(client):
 def test_unexpected_exception_is_a_json_500_without_traceback(app, record, monkeypatch):
     service = app.extensions["model_service"]
 
-    def boom(rows):
+    def boom(X):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(service.predictor, "predict", boom)
+    monkeypatch.setattr(service.predictor, "predict_encoded", boom)
     resp = post(app.test_client(), PREDICT, record)
     body = assert_error(resp, 500, "internal_error")
     assert "secret" not in resp.get_data(as_text=True)

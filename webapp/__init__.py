@@ -15,6 +15,7 @@ from model.card import load_verified_pipeline
 
 from . import config
 from .errors import register_error_handlers
+from .instrumentation import init_instrumentation
 from .openapi import build_spec
 from .predictor import FastPredictor
 from .routes import bp
@@ -52,8 +53,10 @@ def create_app(test_config=None) -> Flask:
     app.config.from_mapping(config.from_env())
     if test_config:
         app.config.from_mapping(test_config)
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # even under TESTING: errors become JSON 500s, and are counted
     app.json.sort_keys = False
-    app.extensions["model_service"] = load_model_service(app.config)
+    service = load_model_service(app.config)
+    app.extensions["model_service"] = service
 
     @app.before_request
     def _assign_request_id():
@@ -67,4 +70,5 @@ def create_app(test_config=None) -> Flask:
 
     register_error_handlers(app)
     app.register_blueprint(bp)
+    init_instrumentation(app, service.card, service.predictor)
     return app

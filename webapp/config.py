@@ -22,6 +22,17 @@ def _int(name: str, default: int) -> int:
     return value
 
 
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"config error: {name}={raw!r} is not a boolean (1/0, true/false)")
+
+
 def from_env() -> dict:
     """Flask config keys read from the environment."""
     return {
@@ -30,4 +41,5 @@ def from_env() -> dict:
         # 1000 records of ~400 bytes fit with room to spare; larger bodies get 413 before parsing
         "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
         "MAX_ERROR_DETAILS": _int("MAX_ERROR_DETAILS", 50),  # problems listed in one error answer
+        "METRICS_ENABLED": _flag("METRICS_ENABLED", True),  # off only to measure the metrics' overhead
     }

@@ -1,11 +1,46 @@
 """gunicorn settings, all from environment variables (see README: Configuration).
 
     gunicorn -c webapp/gunicorn.conf.py webapp.wsgi:app
+
+This file runs in the master before the app is imported, which is why it prepares
+the environment (OpenMP threads, the multiprocess metrics folder) and imports no
+project module at the top: prometheus_client picks its multiprocess mode when first
+imported, so PROMETHEUS_MULTIPROC_DIR must be set before anything imports it.
 """
 import os
+import shutil
+import sys
+import tempfile
+
+
+def _prepare_multiproc_dir() -> str:
+    """PROMETHEUS_MULTIPROC_DIR, emptied (or a fresh temp folder when unset): stale files would add old counts."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = tempfile.mkdtemp(prefix="webapp-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        os.environ["WEBAPP_OWNS_MULTIPROC_DIR"] = "1"
+    try:
+        os.makedirs(path, exist_ok=True)
+        for entry in os.listdir(path):
+            if entry.endswith(".db"):
+                os.remove(os.path.join(path, entry))
+        probe = tempfile.NamedTemporaryFile(dir=path, suffix=".probe")
+        probe.close()
+    except OSError as exc:
+        print(f"webapp: refusing to start: PROMETHEUS_MULTIPROC_DIR {path} is not a writable folder: "
+              f"{exc.strerror or exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    return path
+
 
 # must be set before numpy/scikit-learn load OpenMP in the (preloaded) app
 os.environ["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or "1"
+METRICS_ENABLED = os.environ.get("METRICS_ENABLED", "1").strip().lower() not in ("0", "false", "no", "off")
+if METRICS_ENABLED:
+    _prepare_multiproc_dir()
+METRICS_HOST = os.environ.get("METRICS_HOST", "127.0.0.1")
+METRICS_PORT = int(os.environ.get("METRICS_PORT", "9200"))
 
 bind = f"{os.environ.get('API_HOST', '127.0.0.1')}:{os.environ.get('API_PORT', '5000')}"
 workers = int(os.environ.get("WORKERS", "2"))
@@ -23,3 +58,27 @@ limit_request_field_size = 8190
 control_socket_disable = True  # gunicorn 27's control socket is not needed and would live in $HOME
 accesslog = os.environ.get("ACCESS_LOG") or None  # e.g. "-" for stdout
 loglevel = os.environ.get("LOG_LEVEL", "info")
+
+
+def when_ready(server):
+    if not METRICS_ENABLED:
+        return
+    from webapp.metrics_server import start_metrics_server
+    try:
+        start_metrics_server(server, METRICS_HOST, METRICS_PORT)
+    except OSError as exc:
+        print(f"webapp: refusing to start: cannot serve metrics on {METRICS_HOST}:{METRICS_PORT}: "
+              f"{exc.strerror or exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    server.log.info("Serving metrics on http://%s:%d/metrics", METRICS_HOST, METRICS_PORT)
+
+
+def child_exit(server, worker):
+    if METRICS_ENABLED:
+        from webapp.metrics_server import mark_worker_dead
+        mark_worker_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.environ.get("WEBAPP_OWNS_MULTIPROC_DIR") == "1":
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

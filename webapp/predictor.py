@@ -80,7 +80,10 @@ class FastPredictor:
         return X
 
     def predict(self, rows: list) -> np.ndarray:
-        return self._predict_encoded(self.encode(rows))
+        return self.predict_encoded(self.encode(rows))
+
+    def predict_encoded(self, X: np.ndarray) -> np.ndarray:
+        return self._predict_encoded(X)
 
     def slow_matrix(self, rows: list) -> np.ndarray:
         """The reference: ColumnTransformer over a DataFrame, as pipeline.predict does it."""

@@ -1,7 +1,9 @@
 """The HTTP endpoints. Each handler is thin: parse, validate, predict, answer."""
 from flask import Blueprint, current_app, g, jsonify, request
 
+from .instrumentation import model_metrics
 from .jsonbody import json_body
+from .metrics import now
 from .validation import parse_feedback
 
 bp = Blueprint("api", __name__)
@@ -18,7 +20,11 @@ def _service():
 def predict():
     service = _service()
     rows, is_batch = service.schema.parse_predict(json_body(request))
-    values = service.predictor.predict(rows).tolist()
+    start = now()
+    X = service.predictor.encode(rows)
+    predictions = service.predictor.predict_encoded(X)
+    model_metrics(current_app).observe_predictions(rows, X, predictions, now() - start)
+    values = predictions.tolist()
     body = {"model_version": service.version, "request_id": g.request_id}
     if is_batch:
         body["predictions"] = values
@@ -31,6 +37,7 @@ def predict():
 def feedback():
     cfg = current_app.config
     pairs = parse_feedback(json_body(request), cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"])
+    model_metrics(current_app).observe_feedback(pairs)
     return jsonify({"accepted": len(pairs), "request_id": g.request_id}), 202
 
 

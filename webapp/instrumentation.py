@@ -1,0 +1,63 @@
+"""Wire metrics into the Flask app: HTTP golden signals and the model metrics.
+
+Under gunicorn (PROMETHEUS_MULTIPROC_DIR set) prometheus-flask-exporter's
+GunicornPrometheusMetrics writes to the shared multiprocess folder, and the
+gunicorn master serves the sum on METRICS_PORT (webapp/metrics_server.py).
+Without it (Flask's test client, a single process) the same metrics go to a
+registry of the app's own, at app.extensions["metrics_registry"].
+"""
+import os
+
+from flask import Flask, request
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_flask_exporter import PrometheusMetrics
+from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
+
+from .metrics import LATENCY_BUCKETS, ModelMetrics, NoMetrics
+
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def route(req) -> str:
+    """The route template (e.g. /predict), never the raw path: label values stay bounded."""
+    return req.url_rule.rule if req.url_rule is not None else UNMATCHED_ROUTE
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def init_instrumentation(app: Flask, card: dict, predictor) -> None:
+    if not app.config["METRICS_ENABLED"]:
+        app.extensions["model_metrics"] = NoMetrics()
+        return
+    registry = CollectorRegistry()  # exposed directly in single-process mode; unused under gunicorn
+    exporter_class = GunicornPrometheusMetrics if multiprocess_mode() else PrometheusMetrics
+    exporter_kwargs = {"registry": registry}
+    if exporter_class is PrometheusMetrics:
+        exporter_kwargs["path"] = None  # metrics are never served on the API port
+    exporter_class(app, group_by=route, buckets=LATENCY_BUCKETS, **exporter_kwargs)
+
+    in_progress = Gauge("flask_http_requests_in_progress", "Requests being handled now, summed over live workers",
+                        multiprocess_mode="livesum", registry=registry)
+
+    @app.before_request
+    def _enter():
+        in_progress.inc()
+
+    @app.teardown_request
+    def _leave(exc=None):
+        in_progress.dec()
+
+    app.extensions["metrics_registry"] = registry
+    app.extensions["model_metrics"] = ModelMetrics(card, predictor, registry)
+
+
+def model_metrics(app: Flask):
+    return app.extensions["model_metrics"]
+
+
+def count_invalid_predict(app: Flask, reason: str) -> None:
+    """Count a refused /predict request (other endpoints' errors show in the HTTP metrics)."""
+    if request.url_rule is not None and request.url_rule.rule == "/predict":
+        app.extensions["model_metrics"].observe_invalid(reason)
