@@ -204,3 +204,27 @@ def test_unhandled_exception_is_counted(fresh, record, monkeypatch):
     assert s.sum("flask_http_request_total", status="500") == 1
     assert s.sum("flask_http_requests_in_progress") == 0
     assert math.isclose(s.sum("model_predictions_total"), 0)
+
+
+def test_small_and_batch_paths_count_the_same(model_dir, card, replay):
+    """The plain-Python path (small requests) and the numpy path (batches) give identical metrics."""
+    records = [dict(r) for r, _ in replay[:200]]
+    records[5]["area"] = None
+    records[6]["kitchen_qual"] = "Brand new"
+    records[7]["neighborhood"] = None
+    records[8]["lot_area"] = 1e6
+    outputs = []
+    for batch_size in (1, 200):
+        app = create_app({"MODEL_DIR": str(model_dir), "TESTING": True})
+        client = app.test_client()
+        for i in range(0, len(records), batch_size):
+            chunk = records[i:i + batch_size]
+            body = chunk[0] if batch_size == 1 else {"instances": chunk}
+            assert post(client, "/predict", body).status_code == 200
+        s = parse(generate_latest(app.extensions["metrics_registry"]).decode())
+        outputs.append({k: v for k, v in s.items() if not k[0].endswith("_created") and (
+            k[0].startswith(("model_feature", "model_prediction_bin"))
+            or k[0] in ("model_predictions_total", "model_prediction_dollars_bucket"))})
+    single, batched = outputs
+    assert single == batched
+    assert sum(v for (n, _), v in single.items() if n == "model_feature_bin_total") == 200 * 18

@@ -40,17 +40,21 @@ def init_instrumentation(app: Flask, card: dict, predictor) -> None:
 
     in_progress = Gauge("flask_http_requests_in_progress", "Requests being handled now, summed over live workers",
                         multiprocess_mode="livesum", registry=registry)
-
-    @app.before_request
-    def _enter():
-        in_progress.inc()
-
-    @app.teardown_request
-    def _leave(exc=None):
-        in_progress.dec()
+    app.wsgi_app = _count_in_progress(app.wsgi_app, in_progress)
 
     app.extensions["metrics_registry"] = registry
     app.extensions["model_metrics"] = ModelMetrics(card, predictor, registry)
+
+
+def _count_in_progress(wsgi_app, gauge):
+    """WSGI middleware around the whole request (cheaper than two Flask hooks, and it sees every request)."""
+    def app(environ, start_response):
+        gauge.inc()
+        try:
+            return wsgi_app(environ, start_response)
+        finally:
+            gauge.dec()
+    return app
 
 
 def model_metrics(app: Flask):

@@ -5,10 +5,13 @@ and replicas by Prometheus), or a gauge whose multiprocess mode says how workers
 combine.  Every labelled series is created at 0 when the app is built, so drift
 and ratio queries see each bin from the first scrape on.
 
-Hot-path cost matters (a one-row request is ~0.5 ms): bins for all numeric
-features are found with one numpy comparison, counts are aggregated per request,
-and each distinct series is incremented once, whatever the batch size.
+Hot-path cost matters (a one-row request is ~0.5 ms).  Small requests take a
+plain-Python path (bisect and dict lookups; numpy calls cost more than they save
+on one row).  Larger batches find the bins of all numeric features with one numpy
+comparison and increment each distinct series once, whatever the batch size.
+Both paths count by model.bins' rule; tests check they agree.
 """
+import bisect
 import time
 
 import numpy as np
@@ -23,6 +26,7 @@ INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 DOLLAR_BUCKETS = (50e3, 75e3, 100e3, 125e3, 150e3, 175e3, 200e3, 250e3, 300e3, 400e3, 500e3, 750e3)
 ERROR_DOLLAR_BUCKETS = (1e3, 2.5e3, 5e3, 10e3, 15e3, 20e3, 30e3, 50e3, 75e3, 100e3, 200e3)
+SMALL_REQUEST_ROWS = 8  # up to this many rows, the plain-Python path is the faster one
 APE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
 
 # the reason codes a /predict request can be refused for (webapp.errors, validation, jsonbody)
@@ -98,26 +102,30 @@ class ModelMetrics:
         self._bin_children = []  # flat: every (feature, bin) child, numeric features first, then categorical
         self._missing, self._out_of_range, self._unknown = {}, {}, {}
 
-        # numeric features: one (n_rows x n_features x n_edges) comparison finds every bin
+        # numeric features: bins are found per column with searchsorted (batch) or bisect (small)
         numeric = [name for name in predictor.feature_names if by_name[name]["kind"] == "numeric"]
         column_of = dict(zip((predictor.feature_names[i] for i in predictor.numeric_src), predictor.numeric_dst))
         self._num_columns = np.array([column_of[name] for name in numeric], dtype=np.intp)
-        width = max(len(refs["features"][name]["edges"]) for name in numeric)
-        self._num_edges = np.full((len(numeric), width), np.inf)
         self._num_offset = np.zeros(len(numeric), dtype=np.intp)
         self._num_missing_bin = np.zeros(len(numeric), dtype=np.intp)
         self._train_min = np.array([by_name[n]["train_min"] for n in numeric])
         self._train_max = np.array([by_name[n]["train_max"] for n in numeric])
         for j, name in enumerate(numeric):
             ref = refs["features"][name]
-            self._num_edges[j, :len(ref["edges"])] = ref["edges"]
             self._num_offset[j] = len(self._bin_children)
             self._num_missing_bin[j] = ref["bins"].index(MISSING)
             self._add_bins(bins, reference, name, ref)
             self._missing[name] = missing.labels(name)
             self._out_of_range[name] = out_of_range.labels(name)
         self._numeric = numeric
+        self._num_edge_arrays = [np.array(refs["features"][name]["edges"], dtype=float) for name in numeric]
         self._n_numeric_bins = len(self._bin_children)
+        self._numeric_specs = [  # for the plain-Python path
+            (position[name], refs["features"][name]["edges"], int(self._num_offset[j]),
+             int(self._num_offset[j] + self._num_missing_bin[j]), by_name[name]["train_min"],
+             by_name[name]["train_max"], self._missing[name], self._out_of_range[name])
+            for j, name in enumerate(numeric)
+        ]
 
         # categorical features: known categories are the one-hot columns of the encoded matrix
         self._categorical = []  # (name, source position, first bin, one-hot columns, other bin, missing bin)
@@ -136,10 +144,20 @@ class ModelMetrics:
                                       first + ref["bins"].index(OTHER), first + ref["bins"].index(MISSING)))
             self._missing[name] = missing.labels(name)
             self._unknown[name] = unknown.labels(name)
+        all_columns = [c for entry in self._categorical for c in entry[3]]
+        self._onehot_start, self._onehot_stop = min(all_columns), max(all_columns) + 1
+        self._categorical = [(name, src, first, np.array(columns, dtype=np.intp) - self._onehot_start, other, miss)
+                             for name, src, first, columns, other, miss in self._categorical]
+        self._categorical_specs = [  # for the plain-Python path
+            (src, {c: first + i for i, c in enumerate(refs["features"][name]["bins"][:len(columns)])},
+             other_bin, missing_bin, self._missing[name], self._unknown[name])
+            for name, src, first, columns, other_bin, missing_bin in self._categorical
+        ]
         self._n_bins = len(self._bin_children)
 
         pred_ref = refs["prediction"]
         self._prediction_edges = np.array(pred_ref["edges"])
+        self._prediction_edge_list = list(pred_ref["edges"])
         self._prediction_bins = [prediction_bins.labels(b) for b in pred_ref["bins"]]
         for label, fraction in zip(pred_ref["bins"], pred_ref["fractions"]):
             prediction_reference.labels(label).set(fraction)
@@ -156,11 +174,53 @@ class ModelMetrics:
         self.predictions.inc(n)
         self.batch.observe(n)
         self.inference.observe(seconds)
+        if n <= SMALL_REQUEST_ROWS:
+            self._observe_rows(rows, predictions.tolist())
+        else:
+            self._observe_batch(rows, X, predictions)
+
+    def _observe_rows(self, rows: list, predictions: list) -> None:
+        """Plain Python, one increment per value: the faster way for a handful of rows."""
+        children = self._bin_children
+        for row in rows:
+            for src, edges, offset, missing_bin, low, high, missing, out_of_range in self._numeric_specs:
+                value = row[src]
+                if value is None:
+                    children[missing_bin].inc()
+                    missing.inc()
+                else:
+                    children[offset + bisect.bisect_right(edges, value)].inc()
+                    if value < low or value > high:
+                        out_of_range.inc()
+            for src, positions, other_bin, missing_bin, missing, unknown in self._categorical_specs:
+                value = row[src]
+                if value is None:
+                    children[missing_bin].inc()
+                    missing.inc()
+                else:
+                    index = positions.get(value)
+                    if index is None:
+                        children[other_bin].inc()
+                        unknown.inc()
+                    else:
+                        children[index].inc()
+        for p in predictions:
+            self.prediction_dollars.observe(p)
+            if p != p:  # NaN
+                self._prediction_bins[self._prediction_missing_bin].inc()
+            else:
+                self._prediction_bins[bisect.bisect_right(self._prediction_edge_list, p)].inc()
+
+    def _observe_batch(self, rows: list, X: np.ndarray, predictions: np.ndarray) -> None:
+        """Vectorised: per request, one numpy pass and one increment per distinct series."""
+        n = len(rows)
         observe_many(self.prediction_dollars, predictions)
         counts = np.zeros(self._n_bins, dtype=np.int64)
 
-        values = X[:, self._num_columns]                                   # n x features, NaN = missing
-        index = (values[:, :, None] >= self._num_edges[None, :, :]).sum(axis=2)  # = bisect_right(edges, v)
+        values = X[:, self._num_columns]  # n x features, NaN = missing
+        index = np.empty(values.shape, dtype=np.intp)
+        for j, edges in enumerate(self._num_edge_arrays):
+            index[:, j] = np.searchsorted(edges, values[:, j], side="right")  # = bisect.bisect_right
         nan = np.isnan(values)
         index = np.where(nan, self._num_missing_bin, index) + self._num_offset
         counts[:self._n_numeric_bins] = np.bincount(index.ravel(), minlength=self._n_numeric_bins)
@@ -171,11 +231,15 @@ class ModelMetrics:
         for j in np.flatnonzero(nan_count):
             self._missing[self._numeric[j]].inc(int(nan_count[j]))
 
+        known_all = X[:, self._onehot_start:self._onehot_stop].sum(axis=0)  # one pass over the one-hot block
         for name, src, first, columns, other_bin, missing_bin in self._categorical:
-            known = X[:, columns].sum(axis=0)
+            known = known_all[columns]
             counts[first:first + len(columns)] = known
-            n_missing = sum(1 for row in rows if row[src] is None)
-            n_other = n - int(known.sum()) - n_missing
+            n_known = int(known.sum())
+            if n_known == n:
+                continue  # no null and no unseen category: the usual case, no row loop needed
+            n_missing = [row[src] for row in rows].count(None)
+            n_other = n - n_known - n_missing
             counts[missing_bin] = n_missing
             counts[other_bin] = n_other
             if n_missing:
