@@ -43,8 +43,8 @@ def gunicorn_command() -> list:
 class Gunicorn:
     """A running gunicorn: .url, .proc, .startup_seconds."""
 
-    def __init__(self, model_dir, workers=2, extra_env=None):
-        self.port = free_port()
+    def __init__(self, model_dir, workers=2, extra_env=None, port=None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -160,3 +160,32 @@ class Prometheus:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.stdout.read()
+
+
+class Exporter:
+    """`python -m exporter` against `api_url`, its metrics on a free port."""
+
+    def __init__(self, api_url: str, *args, env=None):
+        self.port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.port}/metrics"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "--api-url", api_url, "--port", str(self.port),
+             "--log-interval", "1", *map(str, args)],
+            cwd=ROOT, env=dict(os.environ, **(env or {})), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+        wait_http(self.metrics_url, self.proc)
+
+    def wait(self, timeout: float = 60.0) -> str:
+        """Wait for the exporter to exit by itself; return its output."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        return out
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30.0) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out

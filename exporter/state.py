@@ -1,0 +1,83 @@
+"""What the replay has done so far: written by the replay threads, read by scrapes.
+
+One lock guards everything; `snapshot()` hands a scrape a consistent copy, so a
+scrape never sees half an update and never waits on the network.
+"""
+import bisect
+import threading
+import time
+
+OUTCOMES = ("ok", "http_error", "invalid", "connection_error")
+REQUEST_ERROR_KINDS = ("connection", "timeout", "unavailable")
+FEEDBACK_OUTCOMES = ("ok", "failed")
+# client-side latency of one /predict call, same edges as the API's own histogram
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0)
+
+
+class ReplayState:
+    def __init__(self, rows_per_pass: int, planned_rows, scenario: str, fault_from=None, fault_after=None):
+        self._lock = threading.Lock()
+        self.rows_per_pass = rows_per_pass
+        self.planned_rows = planned_rows  # None: --loop without --limit, it never ends
+        self.scenario = scenario
+        self.fault_from = fault_from
+        self.fault_after = fault_after
+        self.fault_active = False
+        self.started = time.time()
+        self.rows = dict.fromkeys(OUTCOMES, 0)
+        self.request_errors = dict.fromkeys(REQUEST_ERROR_KINDS, 0)
+        self.feedback = dict.fromkeys(FEEDBACK_OUTCOMES, 0)
+        self.last_prediction = float("nan")
+        self.last_actual = float("nan")
+        self.last_success = 0.0
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.queue_depth = 0
+        self.done = False
+
+    def rows_finished(self, outcome: str, n: int = 1) -> None:
+        with self._lock:
+            self.rows[outcome] += n
+            if outcome == "ok":
+                self.last_success = time.time()
+
+    def request_error(self, kind: str) -> None:
+        with self._lock:
+            self.request_errors[kind] += 1
+
+    def feedback_finished(self, outcome: str, n: int) -> None:
+        with self._lock:
+            self.feedback[outcome] += n
+
+    def exchanged(self, prediction: float, actual: float) -> None:
+        with self._lock:
+            self.last_prediction = prediction
+            self.last_actual = actual
+
+    def latency(self, seconds: float) -> None:
+        with self._lock:
+            self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self.latency_sum += seconds
+
+    def set(self, **fields) -> None:
+        with self._lock:
+            for key, value in fields.items():
+                setattr(self, key, value)
+
+    def rows_done(self) -> int:
+        with self._lock:
+            return sum(self.rows.values())
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "rows": dict(self.rows), "request_errors": dict(self.request_errors),
+                "feedback": dict(self.feedback), "last_prediction": self.last_prediction,
+                "last_actual": self.last_actual, "last_success": self.last_success,
+                "latency_counts": list(self.latency_counts), "latency_sum": self.latency_sum,
+                "rows_per_pass": self.rows_per_pass, "planned_rows": self.planned_rows,
+                "scenario": self.scenario, "fault_from": self.fault_from, "fault_after": self.fault_after,
+                "fault_active": self.fault_active, "queue_depth": self.queue_depth, "done": self.done,
+                "started": self.started,
+            }

@@ -1,0 +1,164 @@
+"""Unit tests of the exporter: pure scenario transforms, the Collector, the command line."""
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter import scenarios
+from exporter.cli import build_parser
+from exporter.collector import ReplayCollector
+from exporter.state import ReplayState
+from tests.scrape import parse
+
+RECORD = {"area": 1076.39, "lot_area": 10763.9, "total_bsmt_sf": None, "garage_area": 215.278, "garage_cars": 2,
+          "overall_qual": 6, "overall_cond": 5, "year_built": 1979, "year_remod": 1998, "full_bath": 2,
+          "bedrooms": 3, "fireplaces": 1, "neighborhood": "NWAmes", "ms_zoning": "RL", "bldg_type": "1Fam",
+          "house_style": "1Story", "kitchen_qual": "TA", "central_air": "Y"}
+
+
+def test_baseline_is_the_identity():
+    assert scenarios.baseline(3, RECORD, 100.0) == (RECORD, 100.0)
+
+
+def test_unit_change_sends_areas_in_square_metres():
+    payload, actual = scenarios.unit_change(0, RECORD, 100.0)
+    assert (payload["area"], payload["lot_area"], payload["garage_area"]) == (100.0, 1000.0, 20.0)
+    assert payload["total_bsmt_sf"] is None  # unknown stays unknown
+    assert payload["overall_qual"] == 6 and actual == 100.0
+    assert RECORD["area"] == 1076.39  # pure: the input is untouched
+
+
+def test_missing_nulls_the_chosen_fields():
+    payload, _ = scenarios.missing(0, RECORD, 1.0)
+    assert [k for k, v in payload.items() if v is None] == list(scenarios.MISSING_FEATURES)
+    assert set(payload) == set(RECORD)
+
+
+def test_new_category():
+    payload, _ = scenarios.new_category(0, RECORD, 1.0)
+    assert payload["neighborhood"] == "NewDevelopment" and RECORD["neighborhood"] == "NWAmes"
+
+
+def test_price_shock_changes_only_the_actual():
+    payload, actual = scenarios.price_shock(0, RECORD, 200_000.0)
+    assert payload == RECORD and actual == pytest.approx(260_000.0)
+
+
+def test_bad_requests_one_row_in_five_cycling_through_five_mistakes():
+    outputs = [scenarios.bad_requests(i, RECORD, 1.0)[0] for i in range(50)]
+    bad = [i for i, p in enumerate(outputs) if isinstance(p, bytes)]
+    assert bad == list(range(0, 50, 5))
+    assert all(outputs[i] == RECORD for i in range(50) if i not in bad)
+    with pytest.raises(ValueError):
+        json.loads(outputs[0])  # the first kind is not JSON at all
+    kinds = [json.loads(outputs[i]) for i in bad[1:5]]
+    assert kinds[0]["area"] == "1076.39"
+    assert kinds[1]["area"] == -1076.39
+    assert kinds[2]["colour"] == "blue"
+    assert "year_built" not in kinds[3]
+
+
+@settings(max_examples=200)
+@given(index=st.integers(0, 10 ** 6), actual=st.floats(1, 1e7),
+       area=st.one_of(st.none(), st.floats(0, 1e5)), name=st.sampled_from(sorted(scenarios.SCENARIOS)))
+def test_every_scenario_is_pure_and_deterministic(index, actual, area, name):
+    record = dict(RECORD, area=area if area is not None else 1.0)
+    before = json.dumps(record, sort_keys=True)
+    first = scenarios.SCENARIOS[name](index, record, actual)
+    second = scenarios.SCENARIOS[name](index, record, actual)
+    assert first == second
+    assert json.dumps(record, sort_keys=True) == before
+    payload, new_actual = first
+    assert new_actual in (actual, actual * scenarios.PRICE_SHOCK)
+    assert isinstance(payload, (dict, bytes))
+
+
+def scrape_collector(state):
+    registry = CollectorRegistry()
+    registry.register(ReplayCollector(state))
+    return parse(generate_latest(registry).decode())
+
+
+def test_collector_exposes_the_state():
+    state = ReplayState(rows_per_pass=10, planned_rows=4, scenario="unit-change", fault_from=2)
+    state.rows_finished("ok", 2)
+    state.rows_finished("invalid")
+    state.request_error("connection")
+    state.feedback_finished("ok", 2)
+    state.exchanged(123456.5, 130000.0)
+    state.latency(0.004)
+    state.latency(0.2)
+    state.set(fault_active=True)
+    s = scrape_collector(state)
+    assert s.by("replay_rows_total", "outcome") == {"ok": 2, "invalid": 1, "http_error": 0, "connection_error": 0}
+    assert s.sum("replay_request_errors_total", kind="connection") == 1
+    assert s.sum("replay_feedback_total", outcome="ok") == 2
+    assert s.sum("replay_last_prediction_dollars") == 123456.5
+    assert s.sum("replay_last_actual_dollars") == 130000.0
+    assert s.sum("replay_progress_ratio") == 0.75
+    assert s.sum("replay_rows_planned") == 4
+    assert s.sum("replay_scenario_info", scenario="unit-change", active="true", fault_from="2") == 1
+    assert s.sum("replay_request_duration_seconds_count") == 2
+    assert s.sum("replay_request_duration_seconds_bucket", le="0.005") == 1
+    assert s.sum("replay_request_duration_seconds_bucket", le="+Inf") == 2
+    assert s.sum("replay_request_duration_seconds_sum") == pytest.approx(0.204)
+
+
+def test_progress_of_an_endless_loop_is_the_position_in_the_pass():
+    state = ReplayState(rows_per_pass=10, planned_rows=None, scenario="baseline")
+    state.rows_finished("ok", 23)
+    s = scrape_collector(state)
+    assert s.sum("replay_progress_ratio") == pytest.approx(0.3)
+    assert s.sum("replay_rows_planned") == 0
+
+
+def test_collect_reads_state_only(monkeypatch):
+    """A scrape must not reach the network: collect() with every socket call made to fail."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("collect() tried to use the network")
+
+    state = ReplayState(rows_per_pass=1, planned_rows=1, scenario="baseline")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    scrape_collector(state)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--rate", "0"], "must be a positive number"),
+    (["--rate", "fast"], "must be a positive number of rows/s or 'max', got 'fast'"),
+    (["--port", "http"], "must be a whole number, got 'http'"),
+    (["--batch-size", "0"], "must be at least 1"),
+    (["--limit", "-3"], "must be at least 1"),
+    (["--scenario", "earthquake"], "invalid choice"),
+    (["--fault-from", "1", "--fault-after", "2"], "not allowed with argument"),
+    (["--fault-after", "-1"], "must be 0 or more"),
+])
+def test_bad_flags_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_environment_value_is_refused_like_a_flag(monkeypatch, capsys):
+    monkeypatch.setenv("EXPORTER_BATCH_SIZE", "lots")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([])
+    assert "argument --batch-size: must be a whole number, got 'lots'" in capsys.readouterr().err
+
+
+def test_flags_default_from_the_environment(monkeypatch):
+    monkeypatch.setenv("EXPORTER_RATE", "max")
+    monkeypatch.setenv("EXPORTER_BATCH_SIZE", "25")
+    monkeypatch.setenv("EXPORTER_SCENARIO", "price-shock")
+    monkeypatch.setenv("EXPORTER_FAULT_FROM", "100")
+    monkeypatch.setenv("EXPORTER_LOOP", "true")
+    monkeypatch.setenv("EXPORTER_API_URL", "http://api:5000")
+    args = build_parser().parse_args([])
+    assert (args.rate, args.batch_size, args.scenario, args.fault_from, args.loop, args.api_url) == \
+        (None, 25, "price-shock", 100, True, "http://api:5000")
+    assert build_parser().parse_args(["--rate", "5"]).rate == 5.0  # a flag beats the environment
