@@ -12,7 +12,9 @@ log = logging.getLogger("exporter")
 def summary(state) -> str:
     s = state.snapshot()
     rows = s["rows"]
-    return (f"{sum(rows.values())} rows sent: ok {rows['ok']}, invalid {rows['invalid']}, "
+    elapsed = max(time.time() - s["started"], 1e-9)
+    return (f"{sum(rows.values())} rows sent in {elapsed:.1f} s ({sum(rows.values()) / elapsed:.0f} rows/s): "
+            f"ok {rows['ok']}, invalid {rows['invalid']}, "
             f"http_error {rows['http_error']}, connection_error {rows['connection_error']}; "
             f"feedback {s['feedback']['ok']} ok, {s['feedback']['failed']} failed; "
             f"{sum(s['request_errors'].values())} failed attempts retried or abandoned")

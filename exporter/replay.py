@@ -1,10 +1,11 @@
 """The replay engine: rows -> bounded queue -> /predict at a set rate -> /feedback.
 
 Three threads, so that pacing, the network and the feedback never block each other:
-- the reader walks the rows (once, N rows, or in a loop), applies the scenario from
-  the fault point on, and fills a bounded queue (memory stays flat, even with --loop);
-- the sender takes rows off the queue, paces them at --rate, posts them one by one or
-  in batches, and records one final outcome per row;
+- the reader walks the rows (once, N rows, or in a loop) and fills a bounded queue
+  (memory stays flat, even with --loop);
+- the sender takes rows off the queue, applies the scenario from the fault point on,
+  paces them at --rate, posts them one by one or in batches, and records one final
+  outcome per row;
 - the feedback thread posts the actual price of every predicted row to /feedback,
   gathering whatever has queued up into one list, so feedback keeps up at any rate.
 
@@ -77,6 +78,7 @@ class Replayer:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "Replayer":
         self._started = time.monotonic()
+        self.state.set(started=time.time())
         for t in self._threads:
             t.start()
         return self
@@ -97,6 +99,7 @@ class Replayer:
 
     # -- reader ----------------------------------------------------------------------------
     def _fault_active(self, index: int) -> bool:
+        """Whether row `index`, sent now, gets the scenario."""
         c = self.config
         if c.scenario == "baseline":
             return False
@@ -113,12 +116,7 @@ class Replayer:
                 for record, actual in self.rows:
                     if self.config.limit is not None and index >= self.config.limit:
                         return
-                    active = self._fault_active(index)
-                    if active and not self.state.fault_active:
-                        self.state.set(fault_active=True)
-                        log.info("scenario %s active from row %d", self.config.scenario, index)
-                    payload, actual = self.transform(index, record, actual) if active else (record, actual)
-                    if not self._put(self.rows_queue, (index, payload, actual)):
+                    if not self._put(self.rows_queue, (index, record, actual)):
                         return
                     index += 1
                 if not self.config.loop:
@@ -143,6 +141,16 @@ class Replayer:
                     pass
 
     # -- sender ----------------------------------------------------------------------------
+    def _apply_scenario(self, index, record, actual):
+        """At send time, not read time: the reader runs up to a queue ahead, --fault-after is about the clock."""
+        if not self._fault_active(index):
+            return index, record, actual
+        if not self.state.fault_active:
+            self.state.set(fault_active=True)
+            log.info("scenario %s active from row %d", self.config.scenario, index)
+        payload, actual = self.transform(index, record, actual)
+        return index, payload, actual
+
     def _next_group(self):
         """Up to batch_size JSON rows; a malformed (bytes) payload always travels alone."""
         group = []
@@ -156,6 +164,7 @@ class Replayer:
             if item is _END:
                 self._end_seen = True
                 break
+            item = self._apply_scenario(*item)
             if isinstance(item[1], bytes):
                 if group:
                     self._held = item

@@ -1,4 +1,5 @@
 """The exporter against the real webapp under gunicorn."""
+import re
 import signal
 import subprocess
 import time
@@ -23,7 +24,8 @@ def test_replay_of_n_rows_gives_n_predictions_and_n_feedbacks(api):
     exporter = Exporter(api.url, "--rate", "max", "--limit", "120")
     out = exporter.wait()
     assert exporter.proc.returncode == 0, out
-    assert "replay finished; 120 rows sent: ok 120, invalid 0, http_error 0, connection_error 0; feedback 120 ok" in out
+    assert re.search(r"replay finished; 120 rows sent in [0-9.]+ s \(\d+ rows/s\): ok 120, invalid 0, http_error 0, "
+                     r"connection_error 0; feedback 120 ok", out)
     delta = scrape(api.metrics_url).minus(before)
     assert delta.sum("model_predictions_total") == 120
     assert delta.sum("model_feedback_total") == 120
@@ -33,7 +35,7 @@ def test_replay_of_n_rows_gives_n_predictions_and_n_feedbacks(api):
 def test_batches_count_rows_not_requests(api):
     before = scrape(api.metrics_url)
     out = Exporter(api.url, "--rate", "max", "--limit", "95", "--batch-size", "20").wait()
-    assert "95 rows sent: ok 95" in out
+    assert re.search(r"95 rows sent in .*: ok 95,", out)
     delta = scrape(api.metrics_url).minus(before)
     assert delta.sum("model_predictions_total") == 95
     assert delta.sum("model_batch_size_count") == 5  # 20+20+20+20+15
@@ -73,7 +75,7 @@ def test_unit_change_moves_the_area_bins(api, replay, card):
     before = scrape(api.metrics_url)
     out = Exporter(api.url, "--rate", "max", "--limit", "100", "--scenario", "unit-change",
                    "--fault-from", "40").wait()
-    assert "100 rows sent: ok 100" in out
+    assert re.search(r"100 rows sent in .*: ok 100,", out)
     bins = scrape(api.metrics_url).minus(before).by("model_feature_bin_total", "bin", feature="area")
     shifted_low = sum(1 for r, _ in replay[:40] if r["area"] < edges[0]) + 60  # every m2 area is < 928 ft2
     assert natural < 20
@@ -84,7 +86,7 @@ def test_unit_change_moves_the_area_bins(api, replay, card):
 def test_scenario_from_the_environment_and_bad_requests_are_counted(api):
     before = scrape(api.metrics_url)
     out = Exporter(api.url, "--limit", "50", env={"EXPORTER_RATE": "max", "EXPORTER_SCENARIO": "bad-requests"}).wait()
-    assert "50 rows sent: ok 40, invalid 10" in out
+    assert re.search(r"50 rows sent in .*: ok 40, invalid 10,", out)
     delta = scrape(api.metrics_url).minus(before)
     assert delta.sum("model_input_invalid_total") == 10
     assert delta.sum("model_predictions_total") == 40 and delta.sum("model_feedback_total") == 40
@@ -113,7 +115,7 @@ def test_api_down_mid_run_then_back(model_dir, tmp_path):
         second = Gunicorn(model_dir, workers=2, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(second_dir)},
                           port=first.port)
         out = exporter.wait(timeout=60)
-        assert "240 rows sent: ok 240, invalid 0, http_error 0, connection_error 0; feedback 240 ok" in out
+        assert re.search(r"240 rows sent in .*: ok 240, invalid 0, http_error 0, connection_error 0; feedback 240 ok", out)
         assert 0 < done_while_down < 240
         second_count = scrape(second.metrics_url).sum("model_predictions_total")
         second_feedback = scrape(second.metrics_url).sum("model_feedback_total")
@@ -140,3 +142,26 @@ def test_sigterm_stops_cleanly_and_says_how_many_rows_were_sent(api):
     delta = scrape(api.metrics_url).minus(before)
     assert delta.sum("model_predictions_total") == sent
     assert delta.sum("model_feedback_total") == sent
+
+
+def test_fault_after_seconds_switches_the_scenario_on_at_send_time(api):
+    exporter = Exporter(api.url, "--rate", "20", "--limit", "60", "--scenario", "new-category",
+                        "--fault-after", "1.5", "--linger")
+    try:
+        time.sleep(0.7)
+        early = scrape(exporter.metrics_url)
+        assert early.sum("replay_scenario_info", scenario="new-category", active="false") == 1
+        before = scrape(api.metrics_url)
+        deadline = time.monotonic() + 30
+        while scrape(exporter.metrics_url).sum("replay_done") != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        state = scrape(exporter.metrics_url)
+        assert state.sum("replay_scenario_info", scenario="new-category", active="true") == 1
+        unknown = scrape(api.metrics_url).minus(before).sum("model_feature_unknown_category_total",
+                                                             feature="neighborhood")
+        sent_after = 60 - early.sum("replay_rows_total")
+        # about 1.5 s x 20 rows/s = 30 rows went out before the fault, the rest after
+        assert 15 <= unknown <= sent_after and 15 <= 60 - unknown <= 45
+    finally:
+        exporter.stop()
