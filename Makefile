@@ -1,13 +1,25 @@
 # The two commands a newcomer needs (see README):
-#   make run    bring the service up (venv, packages, model, gunicorn)
+#   make run    the whole stack, locally: API, exporter, Prometheus, Alertmanager (honcho + Procfile)
 #   make test   run the whole test suite
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_DIR ?= model
 
-.PHONY: run test model bench clean
+.PHONY: run serve test model bench clean
 
 run:
+	@scripts/bootstrap.sh stack
+	@$(BIN)/python -m model.train --if-missing --model-dir $(MODEL_DIR)
+	@mkdir -p .run
+	@echo "API          http://127.0.0.1:5000  (try: curl -s localhost:5000/model)"
+	@echo "API metrics  http://127.0.0.1:9200/metrics"
+	@echo "Exporter     http://127.0.0.1:8000/metrics"
+	@echo "Prometheus   http://127.0.0.1:9090  (alerts: http://127.0.0.1:9090/alerts)"
+	@echo "Alertmanager http://127.0.0.1:9093"
+	@echo "Ctrl-C stops everything."
+	MODEL_DIR=$(MODEL_DIR) $(BIN)/honcho start -f Procfile
+
+serve:
 	@scripts/bootstrap.sh runtime
 	@$(BIN)/python -m model.train --if-missing --model-dir $(MODEL_DIR)
 	MODEL_DIR=$(MODEL_DIR) $(BIN)/gunicorn -c webapp/gunicorn.conf.py webapp.wsgi:app
@@ -26,4 +38,4 @@ bench:
 	$(BIN)/python -m bench.bench_predict
 
 clean:
-	rm -rf $(VENV) model/model.pkl model/model_card.json .pytest_cache .hypothesis
+	rm -rf $(VENV) model/model.pkl model/model_card.json .pytest_cache .hypothesis .run

@@ -3,7 +3,8 @@
 # the virtualenv, and the pinned Python packages. Idempotent and quiet when nothing is missing.
 #
 #   scripts/bootstrap.sh runtime   # requirements.txt
-#   scripts/bootstrap.sh dev       # requirements-dev.txt (tests)
+#   scripts/bootstrap.sh stack     # requirements.txt + Debian's prometheus and alertmanager (make run)
+#   scripts/bootstrap.sh dev       # requirements-dev.txt + the same packages (tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-runtime}"
@@ -40,8 +41,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
 
-# the tests run a real Prometheus (and later Alertmanager) from Debian's packages
-if [ "$profile" = dev ]; then
+# the local stack and the tests run the real Prometheus and Alertmanager from Debian's packages
+if [ "$profile" = dev ] || [ "$profile" = stack ]; then
     missing=()
     command -v prometheus >/dev/null || missing+=(prometheus)
     command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
@@ -51,12 +52,12 @@ if [ "$profile" = dev ]; then
 fi
 
 case "$profile" in
-    runtime) req=requirements.txt ;;
+    runtime|stack) req=requirements.txt ;;
     dev) req=requirements-dev.txt ;;
-    *) echo "bootstrap: unknown profile $profile (runtime|dev)" >&2; exit 2 ;;
+    *) echo "bootstrap: unknown profile $profile (runtime|stack|dev)" >&2; exit 2 ;;
 esac
 # reinstall only when a requirements file changed since the last install
-stamp="$VENV/.installed-$profile"
+stamp="$VENV/.installed-$req"
 if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ "$req" -nt "$stamp" ]; then
     echo "bootstrap: installing $req into $VENV"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$req"

@@ -55,8 +55,12 @@ class Gunicorn:
         self.proc = subprocess.Popen(gunicorn_command(), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.workers = workers
-        self.startup_seconds = wait_http(self.url + "/ready", self.proc)
-        self.wait_workers()
+        try:
+            self.startup_seconds = wait_http(self.url + "/ready", self.proc)
+            self.wait_workers()
+        except BaseException:
+            self.stop()  # never leak a half-started server
+            raise
 
     def wait_workers(self, timeout: float = 30.0) -> list:
         """Block until the master has exactly `workers` children (after start or a worker kill)."""
@@ -120,7 +124,11 @@ class Prometheus:
             ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_http(self.url + "/-/ready", self.proc)
+        try:
+            wait_http(self.url + "/-/ready", self.proc)
+        except BaseException:
+            self.stop()
+            raise
 
     def query(self, expr: str, at: float = None) -> list:
         params = {"query": expr}
@@ -173,7 +181,11 @@ class Exporter:
              "--log-interval", "1", *map(str, args)],
             cwd=ROOT, env=dict(os.environ, **(env or {})), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
-        wait_http(self.metrics_url, self.proc)
+        try:
+            wait_http(self.metrics_url, self.proc)
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
 
     def wait(self, timeout: float = 60.0) -> str:
         """Wait for the exporter to exit by itself; return its output."""
