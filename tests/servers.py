@@ -108,21 +108,24 @@ def gunicorn(model_dir, workers=2, extra_env=None):
 class Prometheus:
     """A real Prometheus (Debian package) on a free port, scraping `targets` every second."""
 
-    def __init__(self, workdir: Path, targets: list, rule_files=(), interval="1s", extra_config=""):
+    def __init__(self, workdir: Path, targets: list = (), rule_files=(), interval="1s", config_text=None,
+                 extra_args=()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        rules = "".join(f"\n  - {Path(r).resolve()}" for r in rule_files)
         config = workdir / "prometheus.yml"
-        config.write_text(
-            f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
-            + (f"rule_files:{rules}\n" if rules else "")
-            + "scrape_configs:\n  - job_name: test\n    static_configs:\n      - targets: ["
-            + ", ".join(f"'{t}'" for t in targets) + "]\n" + extra_config)
+        if config_text is None:
+            rules = "".join(f"\n  - {Path(r).resolve()}" for r in rule_files)
+            config_text = (
+                f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
+                + (f"rule_files:{rules}\n" if rules else "")
+                + "scrape_configs:\n  - job_name: test\n    static_configs:\n      - targets: ["
+                + ", ".join(f"'{t}'" for t in targets) + "]\n")
+        config.write_text(config_text)
         self.proc = subprocess.Popen(
             ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
+             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle", *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             wait_http(self.url + "/-/ready", self.proc)
@@ -201,3 +204,30 @@ class Exporter:
             self.proc.kill()
             out, _ = self.proc.communicate()
         return out
+
+
+class Alertmanager:
+    """Debian's prometheus-alertmanager on a free port with the given config file."""
+
+    def __init__(self, workdir: Path, config_file: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            ["prometheus-alertmanager", f"--config.file={config_file}", f"--storage.path={Path(workdir) / 'am'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_http(self.url + "/-/ready", self.proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.stdout.read()
