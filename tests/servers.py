@@ -36,6 +36,18 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> float:
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20.0) -> str:
+    """Signal, wait (SIGKILL after `timeout`), and return everything the process printed."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.stdout.read()
+
+
 def gunicorn_command() -> list:
     return [str(VENV_BIN / "gunicorn"), "-c", str(ROOT / "webapp" / "gunicorn.conf.py"), "webapp.wsgi:app"]
 
@@ -85,15 +97,8 @@ class Gunicorn:
         return sorted(pids)
 
     def stop(self, timeout: float = 30.0) -> str:
-        """SIGTERM, wait, and return everything the server printed."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.stdout.read()
+        """SIGTERM (a graceful stop), wait, and return everything the server printed."""
+        return stop_process(self.proc, timeout=timeout)
 
 
 @contextlib.contextmanager
@@ -163,14 +168,7 @@ class Prometheus:
         raise TimeoutError(f"{expr} = {last}, expected {expected} within {timeout}s")
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.stdout.read()
+        return stop_process(self.proc)
 
 
 class Exporter:
@@ -223,11 +221,4 @@ class Alertmanager:
             raise
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.stdout.read()
+        return stop_process(self.proc)
