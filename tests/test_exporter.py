@@ -162,3 +162,26 @@ def test_flags_default_from_the_environment(monkeypatch):
     assert (args.rate, args.batch_size, args.scenario, args.fault_from, args.loop, args.api_url) == \
         (None, 25, "price-shock", 100, True, "http://api:5000")
     assert build_parser().parse_args(["--rate", "5"]).rate == 5.0  # a flag beats the environment
+
+
+def test_progress_bar_in_a_terminal_and_log_lines_otherwise(capsys, caplog):
+    import logging
+    import time as _time
+
+    from exporter.progress import Progress, summary
+
+    state = ReplayState(rows_per_pass=10, planned_rows=10, scenario="baseline")
+    state.rows_finished("ok", 4)
+    state.rows_finished("invalid", 1)
+    bar = Progress(state, tty=True).start()
+    _time.sleep(0.7)
+    bar.stop()
+    err = capsys.readouterr().err
+    assert "5/10" in err and "invalid=1" in err  # tqdm's bar with its postfix
+
+    with caplog.at_level(logging.INFO, logger="exporter"):
+        lines = Progress(state, interval=0.1, tty=False).start()
+        _time.sleep(0.35)
+        lines.stop()
+    assert any("replayed 5/10 (50%) rows" in r.getMessage() for r in caplog.records)
+    assert "5 rows sent in" in summary(state) and "ok 4, invalid 1" in summary(state)
