@@ -48,6 +48,17 @@ def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20
     return proc.stdout.read()
 
 
+def start_process(cmd: list, ready_url: str, **popen_kwargs) -> subprocess.Popen:
+    """Start `cmd` and wait until `ready_url` answers 200; never leave a half-started process behind."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen_kwargs)
+    try:
+        wait_http(ready_url, proc)
+    except BaseException:
+        stop_process(proc, signal.SIGKILL, timeout=5)
+        raise
+    return proc
+
+
 def gunicorn_command() -> list:
     return [str(VENV_BIN / "gunicorn"), "-c", str(ROOT / "webapp" / "gunicorn.conf.py"), "webapp.wsgi:app"]
 
@@ -128,15 +139,10 @@ class Prometheus:
                 + "scrape_configs:\n  - job_name: test\n    static_configs:\n      - targets: ["
                 + ", ".join(f"'{t}'" for t in targets) + "]\n")
         config.write_text(config_text)
-        self.proc = subprocess.Popen(
+        self.proc = start_process(
             ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle", *extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            wait_http(self.url + "/-/ready", self.proc)
-        except BaseException:
-            self.stop()
-            raise
+            self.url + "/-/ready")
 
     def query(self, expr: str, at: float = None) -> list:
         params = {"query": expr}
@@ -177,16 +183,10 @@ class Exporter:
     def __init__(self, api_url: str, *args, env=None):
         self.port = free_port()
         self.metrics_url = f"http://127.0.0.1:{self.port}/metrics"
-        self.proc = subprocess.Popen(
+        self.proc = start_process(
             [sys.executable, "-m", "exporter", "--api-url", api_url, "--port", str(self.port),
              "--log-interval", "1", *map(str, args)],
-            cwd=ROOT, env=dict(os.environ, **(env or {})), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True)
-        try:
-            wait_http(self.metrics_url, self.proc)
-        except BaseException:
-            self.stop(signal.SIGKILL)
-            raise
+            self.metrics_url, cwd=ROOT, env=dict(os.environ, **(env or {})))
 
     def wait(self, timeout: float = 60.0) -> str:
         """Wait for the exporter to exit by itself; return its output."""
@@ -210,15 +210,10 @@ class Alertmanager:
     def __init__(self, workdir: Path, config_file: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
+        self.proc = start_process(
             ["prometheus-alertmanager", f"--config.file={config_file}", f"--storage.path={Path(workdir) / 'am'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            wait_http(self.url + "/-/ready", self.proc)
-        except BaseException:
-            self.stop()
-            raise
+            self.url + "/-/ready")
 
     def stop(self) -> str:
         return stop_process(self.proc)
