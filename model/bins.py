@@ -50,6 +50,11 @@ def numeric_index(edges: Sequence[float], value: Optional[float]) -> int:
     return bisect.bisect_right(edges, value)
 
 
+def numeric_indices(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """numeric_index for a whole array at once (NaN: the missing bin); edges as a float array."""
+    return np.where(np.isnan(values), len(edges) + 1, np.searchsorted(edges, values, side="right"))
+
+
 def categorical_index(positions: dict, value: Optional[str]) -> int:
     """Index into categorical_labels for one value; positions maps category -> index."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

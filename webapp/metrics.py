@@ -6,17 +6,18 @@ combine.  Every labelled series is created at 0 when the app is built, so drift
 and ratio queries see each bin from the first scrape on.
 
 Hot-path cost matters (a one-row request is ~0.5 ms).  Small requests take a
-plain-Python path (bisect and dict lookups; numpy calls cost more than they save
-on one row).  Larger batches find the bins of all numeric features with one numpy
-comparison and increment each distinct series once, whatever the batch size.
-Both paths count by model.bins' rule; tests check they agree.
+plain-Python path (model.bins.numeric_index and categorical_index per value; numpy
+calls cost more than they save on one row).  Larger batches find bins a column at a
+time (model.bins.numeric_indices, one-hot column sums) and increment each distinct
+series once, whatever the batch size.
+Both paths count with model.bins, the rule training used; tests check they agree.
 """
-import bisect
 import time
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
+from model import bins
 from model.bins import MISSING, OTHER
 from model.card import ModelIntegrityError
 
@@ -78,7 +79,7 @@ class ModelMetrics:
         unknown = Counter("model_feature_unknown_category",
                           "Category strings never seen in training (accepted and predicted)", ["feature"],
                           registry=registry)
-        bins = Counter("model_feature_bin", "Predicted rows per reference bin of each feature (not cumulative)",
+        bin_counter = Counter("model_feature_bin", "Predicted rows per reference bin of each feature (not cumulative)",
                        ["feature", "bin"], registry=registry)
         reference = Gauge("model_feature_reference_ratio", "Share of training rows in each bin (model card)",
                           ["feature", "bin"], multiprocess_mode="max", registry=registry)
@@ -107,29 +108,30 @@ class ModelMetrics:
         column_of = dict(zip((predictor.feature_names[i] for i in predictor.numeric_src), predictor.numeric_dst))
         self._num_columns = np.array([column_of[name] for name in numeric], dtype=np.intp)
         self._num_offset = np.zeros(len(numeric), dtype=np.intp)
-        self._num_missing_bin = np.zeros(len(numeric), dtype=np.intp)
         self._train_min = np.array([by_name[n]["train_min"] for n in numeric])
         self._train_max = np.array([by_name[n]["train_max"] for n in numeric])
         for j, name in enumerate(numeric):
             ref = refs["features"][name]
             self._num_offset[j] = len(self._bin_children)
-            self._num_missing_bin[j] = ref["bins"].index(MISSING)
-            self._add_bins(bins, reference, name, ref)
+            self._add_bins(bin_counter, reference, name, ref)
             self._missing[name] = missing.labels(name)
             self._out_of_range[name] = out_of_range.labels(name)
         self._numeric = numeric
         self._num_edge_arrays = [np.array(refs["features"][name]["edges"], dtype=float) for name in numeric]
         self._n_numeric_bins = len(self._bin_children)
         self._numeric_specs = [  # for the plain-Python path
-            (position[name], refs["features"][name]["edges"], int(self._num_offset[j]),
-             int(self._num_offset[j] + self._num_missing_bin[j]), by_name[name]["train_min"],
+            (position[name], refs["features"][name]["edges"], int(self._num_offset[j]), by_name[name]["train_min"],
              by_name[name]["train_max"], self._missing[name], self._out_of_range[name])
             for j, name in enumerate(numeric)
         ]
 
-        # categorical features: known categories are the one-hot columns of the encoded matrix
-        self._categorical = []  # (name, source position, first bin, one-hot columns, other bin, missing bin)
+        # categorical features: known categories are the one-hot columns of the encoded matrix,
+        # which form one block; columns are kept relative to its start
         lookups = dict(predictor.onehots)
+        self._onehot_start = min(c for lookup in lookups.values() for c in lookup.values())
+        self._onehot_stop = max(c for lookup in lookups.values() for c in lookup.values()) + 1
+        self._categorical = []  # (name, source position, first bin, block columns, other bin, missing bin)
+        self._categorical_specs = []  # for the plain-Python path: (source position, {category: index}, first bin, ...)
         for name in predictor.feature_names:
             if by_name[name]["kind"] != "categorical":
                 continue
@@ -139,29 +141,22 @@ class ModelMetrics:
             if set(categories) != set(k for k in lookup if k is not None):
                 raise ModelIntegrityError(f"model card categories of {name} differ from the pipeline's encoder")
             first = len(self._bin_children)
-            self._add_bins(bins, reference, name, ref)
-            self._categorical.append((name, position[name], first, [lookup[c] for c in categories],
-                                      first + ref["bins"].index(OTHER), first + ref["bins"].index(MISSING)))
+            self._add_bins(bin_counter, reference, name, ref)
             self._missing[name] = missing.labels(name)
             self._unknown[name] = unknown.labels(name)
-        all_columns = [c for entry in self._categorical for c in entry[3]]
-        self._onehot_start, self._onehot_stop = min(all_columns), max(all_columns) + 1
-        self._categorical = [(name, src, first, np.array(columns, dtype=np.intp) - self._onehot_start, other, miss)
-                             for name, src, first, columns, other, miss in self._categorical]
-        self._categorical_specs = [  # for the plain-Python path
-            (src, {c: first + i for i, c in enumerate(refs["features"][name]["bins"][:len(columns)])},
-             other_bin, missing_bin, self._missing[name], self._unknown[name])
-            for name, src, first, columns, other_bin, missing_bin in self._categorical
-        ]
+            columns = np.array([lookup[c] for c in categories], dtype=np.intp) - self._onehot_start
+            self._categorical.append((name, position[name], first, columns,
+                                      first + ref["bins"].index(OTHER), first + ref["bins"].index(MISSING)))
+            self._categorical_specs.append((position[name], {c: i for i, c in enumerate(categories)}, first,
+                                            len(categories), self._missing[name], self._unknown[name]))
         self._n_bins = len(self._bin_children)
 
         pred_ref = refs["prediction"]
-        self._prediction_edges = np.array(pred_ref["edges"])
+        self._prediction_edges = np.array(pred_ref["edges"], dtype=float)
         self._prediction_edge_list = list(pred_ref["edges"])
         self._prediction_bins = [prediction_bins.labels(b) for b in pred_ref["bins"]]
         for label, fraction in zip(pred_ref["bins"], pred_ref["fractions"]):
             prediction_reference.labels(label).set(fraction)
-        self._prediction_missing_bin = pred_ref["bins"].index(MISSING)
 
     def _add_bins(self, counter, gauge, feature, ref) -> None:
         for label, fraction in zip(ref["bins"], ref["fractions"]):
@@ -183,33 +178,24 @@ class ModelMetrics:
         """Plain Python, one increment per value: the faster way for a handful of rows."""
         children = self._bin_children
         for row in rows:
-            for src, edges, offset, missing_bin, low, high, missing, out_of_range in self._numeric_specs:
+            for src, edges, offset, low, high, missing, out_of_range in self._numeric_specs:
                 value = row[src]
+                children[offset + bins.numeric_index(edges, value)].inc()
                 if value is None:
-                    children[missing_bin].inc()
                     missing.inc()
-                else:
-                    children[offset + bisect.bisect_right(edges, value)].inc()
-                    if value < low or value > high:
-                        out_of_range.inc()
-            for src, positions, other_bin, missing_bin, missing, unknown in self._categorical_specs:
+                elif value < low or value > high:
+                    out_of_range.inc()
+            for src, positions, first, n_categories, missing, unknown in self._categorical_specs:
                 value = row[src]
+                index = bins.categorical_index(positions, value)
+                children[first + index].inc()
                 if value is None:
-                    children[missing_bin].inc()
                     missing.inc()
-                else:
-                    index = positions.get(value)
-                    if index is None:
-                        children[other_bin].inc()
-                        unknown.inc()
-                    else:
-                        children[index].inc()
+                elif index == n_categories:
+                    unknown.inc()
         for p in predictions:
             self.prediction_dollars.observe(p)
-            if p != p:  # NaN
-                self._prediction_bins[self._prediction_missing_bin].inc()
-            else:
-                self._prediction_bins[bisect.bisect_right(self._prediction_edge_list, p)].inc()
+            self._prediction_bins[bins.numeric_index(self._prediction_edge_list, p)].inc()
 
     def _observe_batch(self, rows: list, X: np.ndarray, predictions: np.ndarray) -> None:
         """Vectorised: per request, one numpy pass and one increment per distinct series."""
@@ -220,9 +206,9 @@ class ModelMetrics:
         values = X[:, self._num_columns]  # n x features, NaN = missing
         index = np.empty(values.shape, dtype=np.intp)
         for j, edges in enumerate(self._num_edge_arrays):
-            index[:, j] = np.searchsorted(edges, values[:, j], side="right")  # = bisect.bisect_right
+            index[:, j] = bins.numeric_indices(edges, values[:, j])
+        index += self._num_offset
         nan = np.isnan(values)
-        index = np.where(nan, self._num_missing_bin, index) + self._num_offset
         counts[:self._n_numeric_bins] = np.bincount(index.ravel(), minlength=self._n_numeric_bins)
         outside = ((values < self._train_min) | (values > self._train_max)).sum(axis=0)
         nan_count = nan.sum(axis=0)
@@ -250,9 +236,8 @@ class ModelMetrics:
         for i in np.flatnonzero(counts):
             self._bin_children[i].inc(int(counts[i]))
 
-        pred_index = np.searchsorted(self._prediction_edges, predictions, side="right")
-        pred_index[np.isnan(predictions)] = self._prediction_missing_bin
-        pred_counts = np.bincount(pred_index, minlength=len(self._prediction_bins))
+        pred_counts = np.bincount(bins.numeric_indices(self._prediction_edges, predictions),
+                                  minlength=len(self._prediction_bins))
         for i in np.flatnonzero(pred_counts):
             self._prediction_bins[i].inc(int(pred_counts[i]))
 
