@@ -74,6 +74,8 @@ class Replayer:
                          threading.Thread(target=self._feedback, name="replay-feedback", daemon=True)]
         self._sender_done = threading.Event()
         self._started = None
+        self._end_seen = False  # sender: the reader's end marker was taken off the queue
+        self._held = None  # sender: a malformed row that must go out alone, after the group before it
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "Replayer":
@@ -86,13 +88,6 @@ class Replayer:
     def stop(self) -> None:
         """Stop soon: the request in flight finishes (or times out), retries are abandoned."""
         self.stop_event.set()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait for every thread; True when all have finished."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for t in self._threads:
-            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
 
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
@@ -116,15 +111,17 @@ class Replayer:
                 for record, actual in self.rows:
                     if self.config.limit is not None and index >= self.config.limit:
                         return
-                    if not self._put(self.rows_queue, (index, record, actual)):
+                    if not self._put((index, record, actual)):
                         return
                     index += 1
                 if not self.config.loop:
                     return
         finally:
-            self._put(self.rows_queue, _END, force=True)
+            self._put(_END, force=True)
 
-    def _put(self, q, item, force=False) -> bool:
+    def _put(self, item, force=False) -> bool:
+        """Put on the rows queue, waiting for room; False if stopping (the end marker always goes)."""
+        q = self.rows_queue
         while True:
             try:
                 q.put(item, timeout=0.1)
@@ -174,8 +171,6 @@ class Replayer:
         return group
 
     def _send(self) -> None:
-        self._end_seen = False
-        self._held = None
         interval = None if self.config.rate is None else 1.0 / self.config.rate
         next_time = time.monotonic()
         try:
