@@ -62,6 +62,10 @@ def test_every_series_exists_at_zero_from_the_start(fresh, card):
     for feature, ref in card["reference"]["features"].items():
         assert s.by("model_feature_reference_ratio", "bin", feature=feature) == dict(zip(ref["bins"], ref["fractions"]))
     assert s.sum("model_info", version="1.0.0", name="ames-house-price") == 1
+    holdout = card["metrics"]["holdout"]
+    assert s.sum("model_holdout_mean_absolute_error_dollars") == holdout["mae_dollars"]
+    assert s.sum("model_holdout_root_mean_squared_error_dollars") == holdout["rmse_dollars"]
+    assert s.sum("model_holdout_mean_absolute_percentage_error") == holdout["mape_ratio"]
 
 
 def test_bins_and_quality_counts_are_exact(fresh, card, replay):

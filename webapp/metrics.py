@@ -68,6 +68,17 @@ class ModelMetrics:
         info = Gauge("model_info", "The model being served (value 1)", ["name", "version", "sha256"],
                      multiprocess_mode="max", registry=registry)
         info.labels(card["name"], card["version"], card["artifact"]["sha256"][:12]).set(1)
+        # the card's holdout errors, so dashboards draw live error against them for whichever model is live
+        holdout = card["metrics"]["holdout"]
+        for name, doc, value in (
+            ("model_holdout_mean_absolute_error_dollars", "Holdout MAE of the live model (model card), US dollars",
+             holdout["mae_dollars"]),
+            ("model_holdout_root_mean_squared_error_dollars", "Holdout RMSE of the live model (model card), US dollars",
+             holdout["rmse_dollars"]),
+            ("model_holdout_mean_absolute_percentage_error", "Holdout MAPE of the live model (model card), a ratio",
+             holdout["mape_ratio"]),
+        ):
+            Gauge(name, doc, multiprocess_mode="max", registry=registry).set(value)
         invalid = Counter("model_input_invalid", "Refused /predict requests, by the first problem's reason",
                           ["reason"], registry=registry)
         self.invalid = {reason: invalid.labels(reason) for reason in INVALID_REASONS}
