@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_DIR ?= model
 
-.PHONY: run serve test model bench clean
+.PHONY: run serve test model bench dashboards clean
 
 run:
 	@scripts/bootstrap.sh stack
@@ -36,6 +36,11 @@ bench:
 	@scripts/bootstrap.sh dev
 	@$(BIN)/python -m model.train --if-missing --model-dir $(MODEL_DIR)
 	$(BIN)/python -m bench.bench_predict
+
+# regenerate grafana/dashboards/*.json from the Python in grafana/ (the tests check they match)
+dashboards:
+	@scripts/bootstrap.sh dev
+	$(BIN)/python -m grafana.build
 
 clean:
 	rm -rf $(VENV) model/model.pkl model/model_card.json .pytest_cache .hypothesis .run

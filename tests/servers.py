@@ -153,6 +153,20 @@ class Prometheus:
             raise RuntimeError(f"query {expr!r} failed: {body}")
         return body["data"]["result"]
 
+    def query_range(self, expr: str, start: float, end: float, step: float = 1.0) -> list:
+        body = requests.get(self.url + "/api/v1/query_range", timeout=10, params={
+            "query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": step}).json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"query_range {expr!r} failed: {body}")
+        return body["data"]["result"]
+
+    def label_values(self, label: str, match: str) -> list:
+        """What Grafana's label_values(match, label) lists."""
+        body = requests.get(f"{self.url}/api/v1/label/{label}/values", params={"match[]": match}, timeout=10).json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"label values of {label} on {match!r} failed: {body}")
+        return body["data"]
+
     def value(self, expr: str, at: float = None):
         """The single value of a scalar-like query, or None when it returns nothing."""
         result = self.query(expr, at)

@@ -1,0 +1,99 @@
+"""API golden signals: traffic, errors, latency and saturation of the gunicorn webapp.
+
+The stats on top are fleet-wide and read recording rules. The graphs below follow the
+$instance and $route variables, which recording rules cannot (they sum every replica away),
+so they query the raw series with $__rate_interval.
+"""
+from grafana_foundation_sdk.builders import dashboard
+
+from grafana.panels import graph, label_variable, query, single, instant
+
+UID = "api-golden-signals"
+SEL = 'instance=~"$instance"'  # the variable filter every raw query carries
+SEL_ROUTE = 'instance=~"$instance", route=~"$route"'
+
+
+def build() -> dashboard.Dashboard:
+    board = (
+        dashboard.Dashboard("API golden signals").uid(UID)
+        .description("Traffic, errors, latency and saturation of the prediction API (gunicorn + Flask), "
+                     "summed exactly across workers and replicas.")
+        .tags(["model-serving", "api"]).time("now-30m", "now").refresh("30s").timezone("browser")
+        .with_variable(label_variable("instance", "Instance", 'up{job="api"}', multi=True,
+                                      description="Replica (its gunicorn master's metrics port)"))
+        .with_variable(label_variable("route", "Route", f"flask_http_request_duration_seconds_count{{{SEL}}}",
+                                      multi=True, description="Flask URL rule"))
+    )
+
+    board.with_row(dashboard.Row("Fleet (recording rules)"))
+    board.with_panel(single(
+        "Request rate", "Requests answered per second by every replica, over 5 minutes "
+        "(:flask_http_request:rate5m).", "reqps", instant(":flask_http_request:rate5m")))
+    board.with_panel(single(
+        "5xx error ratio", "Share of requests answered 5xx over 5 minutes. HighErrorRatio fires above 1% "
+        "for 5 minutes.", "percentunit", instant(":flask_http_request_errors:ratio_rate5m"),
+        steps=((None, "green"), (0.001, "orange"), (0.01, "red")), decimals=2))
+    board.with_panel(single(
+        "p99 latency /predict", "99th percentile of /predict latency inside the app over 5 minutes. "
+        "HighLatencyP99 fires above 20 ms for 10 minutes.", "s",
+        instant('route:flask_http_request_duration_seconds:p99_5m{route="/predict"}'),
+        steps=((None, "green"), (0.01, "orange"), (0.02, "red"))))
+    board.with_panel(single(
+        "Worker saturation", "Requests in flight per live worker; 100% means every sync worker is busy and "
+        "new requests queue.", "percentunit", instant(":flask_http_requests_in_progress:ratio_workers"),
+        steps=((None, "green"), (0.7, "orange"), (0.9, "red"))))
+    board.with_panel(single(
+        "CPU per worker", "Average CPU of a worker over 5 minutes, in cores (100% = one core). Saturation "
+        "fires above 90% for 10 minutes.", "percentunit", instant(":process_cpu_seconds:rate5m_per_worker"),
+        steps=((None, "green"), (0.7, "orange"), (0.9, "red"))))
+    board.with_panel(single(
+        "Live workers", "gunicorn workers alive across every replica (:gunicorn_workers:sum).", "short",
+        instant(":gunicorn_workers:sum"), steps=((None, "red"), (1, "green"))))
+
+    board.with_row(dashboard.Row("Traffic and errors"))
+    board.with_panel(graph(
+        "Request rate by route and status", "Requests per second by Flask route and HTTP status, for the "
+        "selected replicas and routes.", "reqps",
+        [query(f"sum by (route, status) (rate(flask_http_request_duration_seconds_count{{{SEL_ROUTE}}}"
+               "[$__rate_interval]))", "{{route}} {{status}}")], stacked=True))
+    board.with_panel(graph(
+        "Error ratio", "Share of requests answered 5xx (server faults) and 4xx (refused input) for the selected "
+        "replicas. 0 until the first error; the dashed line is HighErrorRatio's 1%.", "percentunit",
+        [query(f'(sum (rate(flask_http_request_total{{{SEL}, status=~"5.."}}[$__rate_interval])) or vector(0))'
+               f" / sum (rate(flask_http_request_total{{{SEL}}}[$__rate_interval]))", "5xx"),
+         query(f'(sum (rate(flask_http_request_total{{{SEL}, status=~"4.."}}[$__rate_interval])) or vector(0))'
+               f" / sum (rate(flask_http_request_total{{{SEL}}}[$__rate_interval]))", "4xx")],
+        threshold=0.01))
+
+    board.with_row(dashboard.Row("Latency"))
+    board.with_panel(graph(
+        "Latency p50 / p90 / p99 by route", "Request latency inside the app (Flask, validation, model, "
+        "metrics), from the histogram's buckets: linear interpolation inside a bucket. The dashed line is the "
+        "20 ms p99 target of /predict.", "s",
+        [query(f"histogram_quantile({q}, sum by (route, le) (rate(flask_http_request_duration_seconds_bucket"
+               f"{{{SEL_ROUTE}}}[$__rate_interval])))", f"{{{{route}}}} p{int(q * 100)}")
+         for q in (0.5, 0.9, 0.99)], threshold=0.02))
+    board.with_panel(graph(
+        "Time in the model, p50 / p99", "Encoder and regressor time per /predict call, without HTTP or "
+        "validation: what the model costs of the latency beside it.", "s",
+        [query(f"histogram_quantile({q}, sum by (le) (rate(model_inference_duration_seconds_bucket{{{SEL}}}"
+               "[$__rate_interval])))", f"p{int(q * 100)}") for q in (0.5, 0.99)]))
+
+    board.with_row(dashboard.Row("Saturation"))
+    board.with_panel(graph(
+        "Requests in flight and workers", "Requests being handled now, against the live workers that can "
+        "handle them, per replica. In flight at the worker count means requests queue in the listen backlog.",
+        "short",
+        [query(f"sum by (instance) (flask_http_requests_in_progress{{{SEL}}})", "in flight {{instance}}"),
+         query(f"sum by (instance) (gunicorn_workers{{{SEL}}})", "workers {{instance}}")], width=8))
+    board.with_panel(graph(
+        "CPU per worker", "CPU of each worker process in cores (100% = one core busy), from /proc.",
+        "percentunit",
+        [query(f'rate(process_cpu_seconds_total{{role="worker", {SEL}}}[$__rate_interval])',
+               "{{instance}} pid {{pid}}")], width=8))
+    board.with_panel(graph(
+        "Memory per worker", "Resident memory of each worker process (instance_pid:process_resident_memory_"
+        "bytes:max). Steady growth under steady load is a leak.", "bytes",
+        [query(f"instance_pid:process_resident_memory_bytes:max{{{SEL}}}", "{{instance}} pid {{pid}}")],
+        width=8))
+    return board

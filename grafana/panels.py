@@ -1,0 +1,124 @@
+"""Panel, query and variable builders shared by the three dashboards.
+
+Every panel goes through these helpers, so every panel gets the provisioned datasource,
+a title, a description and a unit: the verification test holds them to that.
+"""
+from grafana_foundation_sdk.builders import barchart, dashboard, heatmap, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef, DataTransformerConfig, DynamicConfigValue, Threshold, ThresholdsMode, VariableOption,
+    VariableRefresh, VariableSort,
+)
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+# grafana/provisioning/datasources/prometheus.yml provisions this uid; tests check they agree
+DATASOURCE_UID = "prometheus"
+DATASOURCE = DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
+PSI_THRESHOLD = 0.2  # prometheus/rules/alerts.yml: FeatureDrift and PredictionDrift
+
+
+def query(expr: str, legend: str = "__auto", ref: str = "A") -> prometheus.Dataquery:
+    """A range query, as a time series panel asks for it."""
+    return (prometheus.Dataquery().datasource(DATASOURCE).expr(expr).legend_format(legend).ref_id(ref)
+            .range())
+
+
+def instant(expr: str, legend: str = "__auto", ref: str = "A", table: bool = False) -> prometheus.Dataquery:
+    """An instant query: the latest value only (stats, bar charts)."""
+    q = prometheus.Dataquery().datasource(DATASOURCE).expr(expr).legend_format(legend).ref_id(ref).instant()
+    return q.format(PromQueryFormat.TABLE) if table else q
+
+
+def thresholds(*steps: tuple) -> dashboard.ThresholdsConfig:
+    """(value, color) steps; the first value is None (the base colour)."""
+    return (dashboard.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE)
+            .steps([Threshold(value=v, color=c) for v, c in steps]))
+
+
+def _common(panel, title: str, description: str, unit: str, targets, width: int, height: int):
+    panel.title(title).description(description).unit(unit).datasource(DATASOURCE).span(width).height(height)
+    for i, target in enumerate(targets):
+        panel.with_target(target.ref_id(chr(ord("A") + i)))
+    return panel
+
+
+def graph(title: str, description: str, unit: str, targets, *, width: int = 12, height: int = 8,
+          min_val: float | None = 0, threshold: float | None = None, stacked: bool = False):
+    """A time series panel; `threshold` draws a dashed red line at that value."""
+    panel = _common(timeseries.Panel(), title, description, unit, targets, width, height)
+    panel.legend(common_builders.VizLegendOptions().display_mode(common.LegendDisplayMode.TABLE)
+                 .placement(common.LegendPlacement.BOTTOM).show_legend(True).calcs(["lastNotNull", "max"]))
+    panel.tooltip(common_builders.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI)
+                  .sort(common.SortOrder.DESCENDING))
+    panel.fill_opacity(10).line_width(1).show_points(common.VisibilityMode.NEVER)
+    if min_val is not None:
+        panel.min(min_val)
+    if stacked:
+        panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+    if threshold is not None:
+        panel.thresholds(thresholds((None, "green"), (threshold, "red")))
+        panel.thresholds_style(common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED))
+    return panel
+
+
+def dashed(panel, series_name: str):
+    """Draw one series (a reference value, such as the holdout error) as a dashed grey line."""
+    return panel.override_by_name(series_name, [
+        DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}),
+        DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "text"}),
+        DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+    ])
+
+
+def single(title: str, description: str, unit: str, target, *, width: int = 4, height: int = 4,
+           steps: tuple = ((None, "green"),), decimals: int | None = None, text_mode=None):
+    """A stat panel showing the latest value, coloured by `steps`."""
+    panel = _common(stat.Panel(), title, description, unit, [target], width, height)
+    panel.thresholds(thresholds(*steps)).color_mode(common.BigValueColorMode.VALUE)
+    panel.graph_mode(common.BigValueGraphMode.AREA)
+    panel.reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+    if decimals is not None:
+        panel.decimals(decimals)
+    if text_mode is not None:
+        panel.text_mode(text_mode).graph_mode(common.BigValueGraphMode.NONE)
+    return panel
+
+
+def bars(title: str, description: str, unit: str, targets, *, x_field: str, rename: dict, width: int = 12,
+         height: int = 8):
+    """A bar chart of instant table queries merged into one row per `x_field` value."""
+    panel = _common(barchart.Panel(), title, description, unit, targets, width, height)
+    panel.x_field(x_field).x_tick_label_rotation(-45).show_value(common.VisibilityMode.NEVER).min(0)
+    panel.legend(common_builders.VizLegendOptions().display_mode(common.LegendDisplayMode.LIST)
+                 .placement(common.LegendPlacement.BOTTOM).show_legend(True))
+    panel.with_transformation(DataTransformerConfig(id_val="merge", options={}))
+    panel.with_transformation(DataTransformerConfig(id_val="organize", options={
+        "excludeByName": {"Time": True, "feature": True},
+        "renameByName": rename,
+    }))
+    panel.with_transformation(DataTransformerConfig(id_val="sortBy", options={"sort": [{"field": x_field}]}))
+    return panel
+
+
+def bucket_heatmap(title: str, description: str, unit: str, target, *, width: int = 12, height: int = 8):
+    """A heatmap of a Prometheus histogram's buckets (the query returns one series per `le`)."""
+    panel = _common(heatmap.Panel(), title, description, unit, [target.format(PromQueryFormat.HEATMAP)],
+                    width, height)
+    panel.calculate(False).y_axis(heatmap.YAxisConfig().unit(unit))
+    panel.rows_frame(heatmap.RowsHeatmapOptions().layout(common.HeatmapCellLayout.LE))
+    return panel
+
+
+def label_variable(name: str, label: str, metric: str, *, multi: bool, default: str | None = None,
+                   description: str = ""):
+    """A variable listing a label's values on `metric` (Grafana's label_values())."""
+    variable = (dashboard.QueryVariable(name).label(label).description(description).datasource(DATASOURCE)
+                .query({"query": f"label_values({metric}, {name})", "refId": f"{name}-values",
+                        "qryType": 1})
+                .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC))
+    if multi:
+        variable.multi(True).include_all(True).all_value(".*")
+    if default is not None:
+        variable.current(VariableOption(selected=True, text=default, value=default))
+    return variable

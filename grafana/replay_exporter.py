@@ -1,0 +1,62 @@
+"""Replay exporter: what the traffic generator sends, how the API answers it, and the ground truth."""
+from grafana_foundation_sdk.builders import dashboard
+from grafana_foundation_sdk.models.common import BigValueTextMode
+
+from grafana.panels import dashed, graph, instant, query, single
+
+UID = "replay-exporter"
+
+
+def build() -> dashboard.Dashboard:
+    board = (
+        dashboard.Dashboard("Replay exporter").uid(UID)
+        .description("The exporter replays the Ames CSV as /predict calls at a set rate, optionally with a "
+                     "fault scenario, and posts each row's true price to /feedback.")
+        .tags(["model-serving", "exporter"]).time("now-30m", "now").refresh("30s").timezone("browser")
+    )
+
+    board.with_row(dashboard.Row("Replay"))
+    board.with_panel(single(
+        "Scenario", "The fault scenario and whether it is active yet (replay_scenario_info).", "none",
+        instant('max by (scenario, active) (replay_scenario_info)', "{{scenario}} (active: {{active}})"),
+        width=6, text_mode=BigValueTextMode.NAME))
+    board.with_panel(single(
+        "Progress", "Share of the planned rows done (of the current pass, with --loop).", "percentunit",
+        instant("max (replay_progress_ratio)"), width=6, steps=((None, "blue"),)))
+    board.with_panel(single(
+        "Rows per second", "Rows replayed per second over 5 minutes, every outcome (:replay_rows:rate5m). "
+        "ExporterStalled fires at 0 before the replay is done.", "rowsps", instant(":replay_rows:rate5m"),
+        width=6, steps=((None, "red"), (0.001, "green"))))
+    board.with_panel(single(
+        "Since the last answered row", "Seconds since the API last answered a row (any outcome but a "
+        "connection error).", "s", instant("time() - max (replay_last_success_timestamp_seconds)"),
+        width=6, steps=((None, "green"), (30, "orange"), (300, "red"))))
+
+    board.with_row(dashboard.Row("Traffic"))
+    board.with_panel(graph(
+        "Rows per second by outcome", "Replayed rows by final outcome: ok, invalid (4xx), http_error, "
+        "connection_error (timed out or given up). Each row counts once, after its retries.", "rowsps",
+        [query("outcome:replay_rows:rate5m", "{{outcome}}")], stacked=True))
+    board.with_panel(graph(
+        "Client latency p50 / p99", "Latency of /predict calls seen by the exporter, network and queueing "
+        "included: compare with the API's own latency to see time outside the app.", "s",
+        [query(f"histogram_quantile({q}, sum by (le) (rate(replay_request_duration_seconds_bucket"
+               "[$__rate_interval])))", f"p{int(q * 100)}") for q in (0.5, 0.99)]))
+    board.with_panel(graph(
+        "Failed attempts by kind", "Failed request attempts per second: connection and unavailable (502-504) "
+        "are retried with backoff, timeouts are not.", "reqps",
+        [query("sum by (kind) (rate(replay_request_errors_total[$__rate_interval]))", "{{kind}}")], width=8))
+    board.with_panel(graph(
+        "Feedback posted by outcome", "True prices posted to /feedback per second, by outcome.", "reqps",
+        [query("sum by (outcome) (rate(replay_feedback_total[$__rate_interval]))", "{{outcome}}")], width=8))
+    board.with_panel(graph(
+        "Queue depth", "Rows read from the CSV and waiting for the sender: full means the API is the "
+        "bottleneck.", "short", [query("max (replay_queue_depth)", "queued rows")], width=8))
+
+    board.with_row(dashboard.Row("Ground truth"))
+    board.with_panel(dashed(graph(
+        "Last prediction vs actual price", "The last price the API predicted and that house's true sale "
+        "price (dashed). The gap is the error the feedback reports.", "currencyUSD",
+        [query("max (replay_last_prediction_dollars)", "prediction"),
+         query("max (replay_last_actual_dollars)", "actual")], width=24, min_val=None), "actual"))
+    return board
