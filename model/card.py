@@ -53,19 +53,21 @@ def load_verified_pipeline(model_dir: Path):
         raise ModelIntegrityError(f"model card in {model_dir} has no artifact.sha256/file") from None
     if Path(card["artifact"]["file"]).name != card["artifact"]["file"]:
         raise ModelIntegrityError("model card artifact.file must be a plain file name")
+    # read once, then hash and unpickle the same bytes: a file swapped between the check and
+    # the load (time of check to time of use) cannot slip an unverified pickle through
     try:
-        actual = sha256_of(pickle_path)
+        data = pickle_path.read_bytes()
     except FileNotFoundError:
         raise ModelIntegrityError(f"model file {pickle_path} not found; run `python -m model.train`") from None
     except OSError as exc:
         raise ModelIntegrityError(f"model file {pickle_path} is unreadable: {exc}") from None
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise ModelIntegrityError(
             f"sha256 of {pickle_path} is {actual[:12]}..., the card expects {expected[:12]}... (tampered or stale; retrain)"
         )
     try:
-        with open(pickle_path, "rb") as fh:
-            pipeline = pickle.load(fh)  # safe: bytes verified against the card above
+        pipeline = pickle.loads(data)  # safe: these very bytes were verified against the card above
     except Exception as exc:  # a corrupt pickle can raise almost anything
         raise ModelIntegrityError(f"model file {pickle_path} matches its card but cannot be loaded: {exc!r}") from None
     return pipeline, card

@@ -1,4 +1,5 @@
 """Training, the model card and the integrity check."""
+import hashlib
 import json
 import shutil
 
@@ -91,6 +92,25 @@ def test_tampered_pickle_is_refused(model_dir, tmp_path):
         fh.write(b"\0")
     with pytest.raises(ModelIntegrityError, match=r"sha256 of .*model.pkl is [0-9a-f]{12}\.\.\., the card expects"):
         load_verified_pipeline(tmp_path)
+
+
+def test_the_bytes_unpickled_are_the_bytes_verified(model_dir, tmp_path, monkeypatch):
+    """A pickle swapped on disk after the sha256 check must not be what gets loaded."""
+    import model.card as card_module
+
+    shutil.copytree(model_dir, tmp_path, dirs_exist_ok=True)
+    real_loads, seen = card_module.pickle.loads, []
+
+    def swap_then_load(data):
+        (tmp_path / "model.pkl").write_bytes(b"swapped after the check")
+        seen.append(data)
+        return real_loads(data)
+
+    monkeypatch.setattr(card_module.pickle, "loads", swap_then_load)
+    pipeline, card = load_verified_pipeline(tmp_path)
+    assert len(seen) == 1 and sha256_of(model_dir / "model.pkl") == card["artifact"]["sha256"]
+    assert hashlib.sha256(seen[0]).hexdigest() == card["artifact"]["sha256"]
+    assert hasattr(pipeline, "predict")
 
 
 def test_missing_files_and_bad_card_are_refused(model_dir, tmp_path):
