@@ -4,7 +4,7 @@
 #
 #   scripts/bootstrap.sh runtime   # requirements.txt
 #   scripts/bootstrap.sh stack     # requirements.txt + Debian's prometheus and alertmanager (make run)
-#   scripts/bootstrap.sh dev       # requirements-dev.txt + the same packages (tests)
+#   scripts/bootstrap.sh dev       # requirements-dev.txt + the same packages and nginx (tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-runtime}"
@@ -46,8 +46,23 @@ if [ "$profile" = dev ] || [ "$profile" = stack ]; then
     missing=()
     command -v prometheus >/dev/null || missing+=(prometheus)
     command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+    # tests/test_gateway.py runs webapp/nginx.conf (the compose gateway) under Debian's nginx
+    new_nginx=0
+    if [ "$profile" = dev ] && [ ! -x /usr/sbin/nginx ]; then
+        missing+=(nginx)
+        new_nginx=1
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
         apt_install "${missing[@]}"
+    fi
+    # the package may start its default site on port 80 (systemd hosts; containers usually refuse):
+    # the tests start their own nginx on free loopback ports and need none of it
+    if [ "$new_nginx" = 1 ]; then
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now nginx >/dev/null 2>&1 || true
+        elif [ -s /run/nginx.pid ]; then
+            invoke-rc.d nginx stop >/dev/null 2>&1 || true
+        fi
     fi
 fi
 

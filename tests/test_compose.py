@@ -21,6 +21,8 @@ FILES = ["docker-compose.yml", "docker-compose-infra.yml"]
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 INFRA = {"prometheus", "alertmanager", "grafana"}
+APP = {"gateway", "api", "exporter"}
+NGINX_CONF = ROOT / "webapp" / "nginx.conf"
 PASSWORD = "test-" + secrets.token_hex(8)  # random, so no password ever sits in the repo
 
 
@@ -73,8 +75,8 @@ def published(services) -> dict:
 
 # -- the merged configuration, as the real Compose binary resolves it --
 
-def test_the_five_services(services):
-    assert set(services) == {"api", "exporter"} | INFRA
+def test_the_six_services(services):
+    assert set(services) == APP | INFRA
 
 
 def test_infra_images_pinned_to_exact_versions(services):
@@ -82,6 +84,8 @@ def test_infra_images_pinned_to_exact_versions(services):
         image = services[name]["image"]
         assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", image), f"{name}: {image} is not an exact version"
     assert services["grafana"]["image"].startswith("grafana/grafana:11.6."), "the dashboards use the 11.6 SDK"
+    # the gateway: an exact nginx release on alpine (busybox wget for the healthcheck, uid 101)
+    assert re.fullmatch(r"nginx:1\.2\d\.\d+-alpine", services["gateway"]["image"]), services["gateway"]["image"]
 
 
 def test_api_and_exporter_share_one_image_built_from_the_dockerfile(services):
@@ -93,13 +97,15 @@ def test_api_and_exporter_share_one_image_built_from_the_dockerfile(services):
 
 def test_published_ports_are_exactly_the_promised_ones_on_loopback(services):
     assert published(services) == {
-        ("api", 5000): ("127.0.0.1", "5000-5009"),  # a range: --scale api=N takes one port each
+        ("gateway", 5000): ("127.0.0.1", "5000"),  # one fixed port in front of every api replica
         ("exporter", 8000): ("127.0.0.1", "8000"),
         ("prometheus", 9090): ("127.0.0.1", "9090"),
         ("alertmanager", 9093): ("127.0.0.1", "9093"),
         ("grafana", 3000): ("127.0.0.1", "3000"),
     }
-    assert "9200" in services["api"]["expose"]  # metrics: on the compose network only
+    # --scale api=N never clashes: the replicas publish nothing, the gateway reaches them on 5000
+    assert "ports" not in services["api"]
+    assert sorted(services["api"]["expose"]) == ["5000", "9200"]  # metrics: on the compose network only
 
 
 def test_bind_address_moves_every_published_port(tmp_path):
@@ -130,11 +136,12 @@ def test_env_example_selects_both_compose_files(tmp_path):
     proc = compose(tmp_path, "config", "--services", files=[],
                    env_path=env_file(tmp_path, GRAFANA_ADMIN_PASSWORD=PASSWORD))
     assert proc.returncode == 0, proc.stderr
-    assert set(proc.stdout.split()) == {"api", "exporter"} | INFRA
+    assert set(proc.stdout.split()) == APP | INFRA
 
 
 def test_every_service_has_a_healthcheck_and_restarts(services):
     probes = {
+        "gateway": "http://127.0.0.1:5000/healthz",
         "api": "http://127.0.0.1:5000/ready",
         "exporter": "http://127.0.0.1:8000/metrics",
         "prometheus": "http://127.0.0.1:9090/-/healthy",
@@ -147,13 +154,15 @@ def test_every_service_has_a_healthcheck_and_restarts(services):
         assert s["restart"] == "unless-stopped"
     for name in ("api", "exporter"):  # python:slim has no curl or wget
         assert services[name]["healthcheck"]["test"][1] == "python"
+    assert services["gateway"]["healthcheck"]["test"][1] == "wget"  # busybox's, in the alpine image
 
 
 def test_depends_on_waits_for_healthy_services(services):
     edges = {(name, dep): d["condition"] for name, s in services.items()
              for dep, d in s.get("depends_on", {}).items()}
     assert edges == {
-        ("exporter", "api"): "service_healthy",
+        ("exporter", "gateway"): "service_healthy",
+        ("gateway", "api"): "service_healthy",
         ("prometheus", "alertmanager"): "service_healthy",
         ("grafana", "prometheus"): "service_healthy",
     }
@@ -174,6 +183,7 @@ def test_configs_are_mounted_read_only(services):
     binds = {(name, m["target"]): (Path(m["source"]).relative_to(ROOT).as_posix(), m.get("read_only"))
              for name, s in services.items() for m in s.get("volumes", []) if m["type"] == "bind"}
     assert binds == {
+        ("gateway", "/etc/nginx/nginx.conf"): ("webapp/nginx.conf", True),
         ("prometheus", "/etc/prometheus/prometheus.yml"): ("prometheus/prometheus.yml", True),
         ("prometheus", "/etc/prometheus/rules"): ("prometheus/rules", True),
         ("alertmanager", "/etc/alertmanager/alertmanager.yml"): ("alertmanager/alertmanager.yml", True),
@@ -198,12 +208,40 @@ def test_api_settings_for_a_container(services):
     assert api["cap_drop"] == ["ALL"]
 
 
-def test_exporter_replays_to_the_api_service(services):
+def test_gateway_runs_unprivileged_on_a_read_only_root(services):
+    gateway = services["gateway"]
+    # nginx itself: the image's entrypoint scripts would try to edit /etc/nginx/conf.d
+    assert gateway["entrypoint"] == ["nginx", "-g", "daemon off;"]
+    assert gateway["user"] == "101:101"  # the image's nginx user, numeric
+    assert gateway["read_only"] is True
+    assert [entry.split(":")[0] for entry in gateway["tmpfs"]] == ["/tmp"]  # pid and temp files
+    assert gateway["cap_drop"] == ["ALL"]
+    assert gateway["security_opt"] == ["no-new-privileges:true"]
+    assert "build" not in gateway
+
+
+def test_nginx_conf_matches_the_compose_services(services):
+    """nginx listens on the port the gateway publishes, proxies to the port api exposes, writes only to its tmpfs."""
+    text = NGINX_CONF.read_text()
+    assert re.findall(r"^\s*listen\s+(\S+);", text, re.M) == ["5000"]
+    assert {p["target"] for p in services["gateway"]["ports"]} == {5000}
+    assert re.findall(r"^\s*set \$api (\S+);", text, re.M) == ["http://api:5000"]
+    assert "5000" in services["api"]["expose"]
+    # Docker's embedded DNS, re-resolved: replicas added by --scale are picked up
+    assert re.findall(r"^\s*resolver (.+);", text, re.M) == ["127.0.0.11 valid=10s ipv6=off"]
+    paths = re.findall(r"^\s*(?:pid|\w+_temp_path)\s+(\S+);", text, re.M)
+    assert len(paths) == 6 and all(path.startswith("/tmp/") for path in paths), paths
+    assert not re.search(r"^\s*user\s", text, re.M)  # compose sets the user; a directive would only warn
+    directives = re.sub(r"#.*", "", text)
+    assert "non_idempotent" not in directives  # a POST already sent is never resent to another replica
+
+
+def test_exporter_replays_through_the_gateway(services):
     exporter = services["exporter"]
     command = exporter["command"]
     assert command[:3] == ["python", "-m", "exporter"] and "--loop" in command
     flags = dict(zip(command[3::2], command[4::2]))
-    assert flags["--api-url"] == "http://api:5000"
+    assert flags["--api-url"] == "http://gateway:5000"  # so its rows spread over every api replica
     assert (flags["--host"], flags["--port"]) == ("0.0.0.0", "8000")
     assert exporter["environment"]["EXPORTER_RATE"] == "10"
     assert exporter["read_only"] is True
