@@ -103,12 +103,13 @@ def prometheus_config(tmp_path, rules, api_metrics_port, exporter_port, alertman
 
 
 class Stack:
-    def __init__(self, model_dir, tmp_path, scenario):
+    def __init__(self, model_dir, tmp_path, scenario, exporter_args=()):
         self.webhook = Webhook()
         self.parts = []
         self.api = self._keep(Gunicorn(model_dir, workers=2))
         self.alertmanager = self._keep(Alertmanager(tmp_path, alertmanager_config(tmp_path, self.webhook.url)))
-        self.exporter = self._keep(Exporter(self.api.url, "--rate", "100", "--loop", "--scenario", scenario))
+        self.exporter = self._keep(Exporter(self.api.url, "--rate", "100", "--loop", "--scenario", scenario,
+                                            *exporter_args))
         self.prometheus = self._keep(Prometheus(
             tmp_path / "prometheus",
             config_text=prometheus_config(tmp_path, short_rules(tmp_path), self.api.metrics_port,
