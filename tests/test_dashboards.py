@@ -11,20 +11,19 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
 from grafana import build
 from grafana.panels import DATASOURCE_UID
-from tests.servers import ROOT
+from tests.servers import ROOT, VENV_BIN
 from tests.stack import Stack
 
 DASHBOARDS = ROOT / "grafana" / "dashboards"
 PROVISIONING = ROOT / "grafana" / "provisioning"
 SCHEMAS = ROOT / "grafana" / "schemas"
-CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
+CHECK_JSONSCHEMA = VENV_BIN / "check-jsonschema"
 RATE_INTERVAL = "15s"  # what Grafana's $__rate_interval is at this stack's 1 s scrape interval (>= 4 scrapes)
 SETTLE = 120  # seconds for every windowed rule to have data once the replay runs
 
