@@ -33,6 +33,20 @@ def _flag(name: str, default: bool) -> bool:
     raise SystemExit(f"config error: {name}={raw!r} is not a boolean (1/0, true/false)")
 
 
+def _body_read_timeout():
+    """Half of gunicorn's worker timeout (GUNICORN_TIMEOUT, 30 s by default), or None when it is off.
+
+    A body must arrive within it: the slow client then gets a 408 and the worker is free again,
+    with time to spare before gunicorn would kill the worker and answer 500 for it.
+    """
+    raw = os.environ.get("GUNICORN_TIMEOUT", "").strip() or "30"
+    try:
+        value = float(raw)
+    except ValueError:
+        return None  # gunicorn itself refuses to start on it
+    return value / 2 if value > 0 else None
+
+
 def from_env() -> dict:
     """Flask config keys read from the environment."""
     return {
@@ -42,4 +56,5 @@ def from_env() -> dict:
         "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
         "MAX_ERROR_DETAILS": _int("MAX_ERROR_DETAILS", 50),  # problems listed in one error answer
         "METRICS_ENABLED": _flag("METRICS_ENABLED", True),  # off only to measure the metrics' overhead
+        "BODY_READ_TIMEOUT": _body_read_timeout(),  # seconds for a whole request body to arrive (under gunicorn)
     }

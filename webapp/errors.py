@@ -15,6 +15,7 @@ HTTP_REASONS = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "body_too_large",
     415: "unsupported_media_type",
     500: "internal_error",

@@ -3,13 +3,29 @@
 Python's json module accepts things no JSON client should send and the model
 must never see: NaN/Infinity literals, duplicate keys (last one silently wins),
 and nesting deep enough to blow the stack.  Each is turned into a 400 with its
-own reason code here, before validation.
+own reason code here, before validation.  A number that overflows (1e400) parses
+to infinity and is left to the validator, which names the field it is in.
+
+Under gunicorn the body is read here, not by werkzeug, for three reasons:
+- MAX_CONTENT_LENGTH holds for chunked bodies too: werkzeug stops reading such
+  a stream at the limit without saying whether more followed, so a 10 MB chunked
+  body was cut to its first 2 MiB and parsed;
+- a malformed chunk (gunicorn raises its own ParseException, not an OSError) is a
+  400, not a 500;
+- the whole body must arrive within BODY_READ_TIMEOUT (half of GUNICORN_TIMEOUT):
+  a client that declares more than it sends gets a 408 and frees the worker.
+  Without it gunicorn kills the worker at its timeout, answers 500, and the
+  request is counted as a server error (flask_http_request_total{status="500"}).
 """
 import json
+import time
 
-from flask import Request
+from flask import Request, current_app
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
 
 from .errors import ApiError
+
+_READ_CHUNK = 64 * 1024
 
 
 class _BadConstant(ValueError):
@@ -65,4 +81,47 @@ def json_body(request: Request):
         got = request.mimetype or "none"
         raise ApiError(415, "unsupported_media_type", f"Content-Type must be application/json, got {got}",
                        [{"field": "Content-Type", "problem": f"expected application/json, got {got}"}])
-    return loads_strict(request.get_data(cache=False))
+    return loads_strict(_read_body(request))
+
+
+def _read_body(request: Request) -> bytes:
+    """The raw body; 413 over MAX_CONTENT_LENGTH (declared or not), 408 when it arrives too slowly."""
+    env = request.environ
+    limit = request.max_content_length
+    length = request.content_length
+    if length is not None and limit is not None and length > limit:
+        raise RequestEntityTooLarge()  # before reading a byte of it
+    raw = env.get("wsgi.input")
+    if raw is None or not env.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)  # a server that does not end the stream: werkzeug's safe reading
+    # a declared length is read exactly (never a byte of what follows); otherwise one byte past the limit
+    cap = length if length is not None else (limit + 1 if limit is not None else None)
+    sock = env.get("gunicorn.socket")
+    timeout = current_app.config.get("BODY_READ_TIMEOUT")
+    deadline = time.monotonic() + timeout if sock is not None and timeout else None
+    parts, size = [], 0
+    try:
+        while cap is None or size < cap:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
+            chunk = raw.read(_READ_CHUNK if cap is None else min(_READ_CHUNK, cap - size))
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} seconds") from None
+    except Exception:  # noqa: BLE001 - gunicorn raises its own ParseException (no OSError) on a bad chunk
+        raise BadRequest("could not read the request body: malformed chunked encoding, or the connection broke") \
+            from None
+    finally:
+        if deadline is not None:
+            sock.settimeout(None)  # back to blocking, as gunicorn left it, to write the answer
+    if length is not None and size < length:
+        raise BadRequest(f"the body ended after {size} of the {length} bytes its Content-Length declares")
+    if length is None and limit is not None and size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(parts)

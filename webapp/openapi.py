@@ -44,6 +44,7 @@ def build_spec(card: dict, max_batch: int, max_content_length: int) -> dict:
     number = {"type": "number"}
     common_errors = {
         "400": _error_response("Malformed JSON, wrong type, missing or unknown field, out-of-bounds or non-finite value"),
+        "408": _error_response("The request body did not arrive in time (a client that sends less than it declares)"),
         "413": _error_response(f"Body over {max_content_length} bytes or more than {max_batch} records"),
         "415": _error_response("Content-Type is not application/json"),
     }
@@ -107,8 +108,9 @@ def build_spec(card: dict, max_batch: int, max_content_length: int) -> dict:
                                             "description": "The predicted price, in dollars"},
                              "actual": {"type": "number", "minimum": 1, "maximum": 1e12,
                                         "description": "The actual sale price, in dollars"},
-                             "request_id": {"type": "string", "maxLength": 128,
-                                            "description": "The request_id of the prediction, for your logs"}}},
+                             "request_id": {"type": "string", "maxLength": 128, "nullable": True,
+                                            "description": "The request_id of the prediction, for your logs; "
+                                                           "null or absent means none"}}},
             "FeedbackAccepted": {"type": "object", "required": ["accepted", "request_id"],
                                  "properties": {"accepted": {"type": "integer"}, "request_id": {"type": "string"}}},
             "Status": {"type": "object", "required": ["status"], "properties": {
