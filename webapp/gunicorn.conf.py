@@ -7,19 +7,34 @@ the environment (OpenMP threads, the multiprocess metrics folder) and imports no
 project module at the top: prometheus_client picks its multiprocess mode when first
 imported, so PROMETHEUS_MULTIPROC_DIR must be set before anything imports it.
 """
+import atexit
 import os
 import shutil
 import sys
 import tempfile
 
 
+def _remove_owned_dir(path: str, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _prepare_multiproc_dir() -> str:
     """PROMETHEUS_MULTIPROC_DIR, emptied (or a fresh temp folder when unset): stale files would add old counts."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and os.environ.get("WEBAPP_MULTIPROC_PREPARED_BY") == str(os.getpid()):
+        # gunicorn reads this file again in the same master on SIGHUP (reload): the folder now
+        # holds the counts of the workers being replaced, and emptying it set every counter back
+        # to 0 (and lost what the old workers counted while finishing their last request)
+        return path
     if not path:
         path = tempfile.mkdtemp(prefix="webapp-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
         os.environ["WEBAPP_OWNS_MULTIPROC_DIR"] = "1"
+        # on_exit only runs after a clean stop: a refused start (bad model, metrics port taken)
+        # exits before it and left one temp folder behind per attempt. The pid check keeps
+        # forked workers, which run atexit handlers too, from removing the master's folder.
+        atexit.register(_remove_owned_dir, path, os.getpid())
     try:
         os.makedirs(path, exist_ok=True)
         for entry in os.listdir(path):
@@ -31,6 +46,7 @@ def _prepare_multiproc_dir() -> str:
         print(f"webapp: refusing to start: PROMETHEUS_MULTIPROC_DIR {path} is not a writable folder: "
               f"{exc.strerror or exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+    os.environ["WEBAPP_MULTIPROC_PREPARED_BY"] = str(os.getpid())
     return path
 
 
