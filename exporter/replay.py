@@ -257,7 +257,9 @@ class Replayer:
             try:
                 first = self.feedback_queue.get(timeout=0.1)
             except queue.Empty:
-                if self._sender_done.is_set():
+                # the sender may have queued its last pair and finished while this get() timed
+                # out: leave only once nothing is left, or that pair's feedback is never sent
+                if self._sender_done.is_set() and self.feedback_queue.empty():
                     return
                 continue
             items = [first]

@@ -292,7 +292,9 @@ def test_grafana_password_comes_only_from_the_environment(tmp_path, services):
     proc = compose(tmp_path, "config", env_path=ENV_EXAMPLE)
     assert proc.returncode != 0
     assert "GRAFANA_ADMIN_PASSWORD" in proc.stderr and ".env.example" in proc.stderr
-    proc = compose(tmp_path, "config")  # no env file at all
+    empty = tmp_path / "empty.env"  # not the checkout's own .env, which a user may have made
+    empty.write_text("")
+    proc = compose(tmp_path, "config", env_path=empty)  # no settings at all
     assert proc.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in proc.stderr
 
 

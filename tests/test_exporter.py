@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter import scenarios
 from exporter.cli import build_parser
 from exporter.collector import ReplayCollector
+from exporter.replay import Replayer, ReplayConfig
 from exporter.state import ReplayState
 from tests.scrape import parse
 
@@ -185,3 +186,26 @@ def test_progress_bar_in_a_terminal_and_log_lines_otherwise(capsys, caplog):
         lines.stop()
     assert any("replayed 5/10 (50%) rows" in r.getMessage() for r in caplog.records)
     assert "5 rows sent in" in summary(state) and "ok 4, invalid 1" in summary(state)
+
+
+def test_feedback_of_the_last_row_is_sent_when_the_sender_finishes_during_a_wait(monkeypatch):
+    """The race: the feedback thread's get() times out, meanwhile the sender queues its last
+    pair and finishes. The thread must still send that pair before it leaves."""
+    import queue
+
+    state = ReplayState(rows_per_pass=1, planned_rows=1, scenario="baseline", fault_from=None)
+    rep = Replayer(ReplayConfig(), rows=[({}, 1.0)], state=state)
+    real_get, posted = rep.feedback_queue.get, []
+
+    def get_that_times_out_first(block=True, timeout=None):
+        if block and not posted and not getattr(get_that_times_out_first, "raced", False):
+            get_that_times_out_first.raced = True
+            rep.feedback_queue.put((150_000.0, 160_000.0))  # the sender's last pair ...
+            rep._sender_done.set()  # ... and it is done, all while this get() was waiting
+            raise queue.Empty
+        return real_get(block=block, timeout=timeout)
+
+    monkeypatch.setattr(rep.feedback_queue, "get", get_that_times_out_first)
+    monkeypatch.setattr(rep, "_post_with_retry", lambda http, path, body: posted.append(json.loads(body)) or (None, "ok"))
+    rep._feedback()
+    assert posted == [[{"prediction": 150_000.0, "actual": 160_000.0}]]
