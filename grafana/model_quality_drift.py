@@ -115,17 +115,17 @@ def build() -> dashboard.Dashboard:
         [query("reason:model_input_invalid:rate5m", "{{reason}}")], width=6))
     board.with_panel(graph(
         "Missing values by feature", "null values in predicted rows, per second: accepted, predicted, counted "
-        "in the __missing__ bin.", "short",
+        "in the __missing__ bin.", "cps",
         [query("sum by (feature) (rate(model_feature_missing_total[$__rate_interval]))", "{{feature}}")],
         width=6))
     board.with_panel(graph(
         "Out-of-range values by feature", "Numeric values outside the training range, per second: accepted "
-        "and predicted, but the model extrapolates.", "short",
+        "and predicted, but the model extrapolates.", "cps",
         [query("sum by (feature) (rate(model_feature_out_of_range_total[$__rate_interval]))", "{{feature}}")],
         width=6))
     board.with_panel(graph(
         "Unknown categories by feature", "Category values never seen in training, per second: predicted as "
-        "all-zero one-hot, counted in the __other__ bin.", "short",
+        "all-zero one-hot, counted in the __other__ bin.", "cps",
         [query("sum by (feature) (rate(model_feature_unknown_category_total[$__rate_interval]))",
                "{{feature}}")], width=6))
     return board

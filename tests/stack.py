@@ -106,6 +106,13 @@ class Stack:
     def __init__(self, model_dir, tmp_path, scenario, exporter_args=()):
         self.webhook = Webhook()
         self.parts = []
+        try:
+            self._start(model_dir, tmp_path, scenario, exporter_args)
+        except BaseException:
+            self.close()  # what did start must not outlive a part that failed to
+            raise
+
+    def _start(self, model_dir, tmp_path, scenario, exporter_args):
         self.api = self._keep(Gunicorn(model_dir, workers=2))
         self.alertmanager = self._keep(Alertmanager(tmp_path, alertmanager_config(tmp_path, self.webhook.url)))
         self.exporter = self._keep(Exporter(self.api.url, "--rate", "100", "--loop", "--scenario", scenario,
