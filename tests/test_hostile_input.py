@@ -381,6 +381,25 @@ def test_content_length_longer_than_the_body_and_a_client_that_waits(slow_server
     still_serves(slow_server, record, expected)
 
 
+def test_a_body_trickled_a_byte_at_a_time_gets_a_408_and_frees_the_worker(slow_server, record, expected):
+    """Each byte arrives well inside a recv() timeout, so only a deadline on the whole read catches it.
+    Was: gunicorn killed the worker at its timeout and answered 500, counted as a server error."""
+    pids = slow_server.wait_workers()
+    body = record_bytes(record, b"NAmes")
+    trickle = (body[i:i + 1] for i in range(len(body)))
+
+    def slowly():
+        for byte in trickle:
+            time.sleep(0.25)  # the whole body would take minutes; 1.5 s is the deadline
+            yield byte
+
+    reply, sent = stream(slow_server, head(Content_Length=len(body)), slowly())
+    assert (reply.status, reply.json()["reason"]) == (408, "request_timeout")
+    assert 0 < sent < len(body)
+    assert slow_server.worker_pids() == pids  # freed, not killed
+    still_serves(slow_server, record, expected)
+
+
 def wait_for_replacement(srv, old_pids, replaced=1) -> list:
     """Wait until gunicorn has killed `replaced` workers (WORKER TIMEOUT) and started new ones."""
     deadline = time.monotonic() + IO_TIMEOUT

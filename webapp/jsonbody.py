@@ -18,6 +18,8 @@ Under gunicorn the body is read here, not by werkzeug, for three reasons:
   request is counted as a server error (flask_http_request_total{status="500"}).
 """
 import json
+import signal
+import threading
 import time
 
 from flask import Request, current_app
@@ -84,6 +86,35 @@ def json_body(request: Request):
     return loads_strict(_read_body(request))
 
 
+class _Alarm:
+    """SIGALRM at `deadline`, raising TimeoutError wherever the read is (main thread only).
+
+    A client that trickles a byte now and then never lets one recv() time out, and gunicorn's
+    reader loops over recv() until it has the size asked for, so only a timer bounds the whole
+    read. Sync workers serve requests on their main thread, and gunicorn leaves SIGALRM alone.
+    """
+
+    def __init__(self, deadline):
+        self.usable = deadline is not None and threading.current_thread() is threading.main_thread()
+        self.deadline = deadline
+        self.previous = None
+
+    @staticmethod
+    def _expired(signum, frame):
+        raise TimeoutError
+
+    def arm(self) -> None:
+        if self.usable:
+            self.previous = signal.signal(signal.SIGALRM, self._expired)
+            signal.setitimer(signal.ITIMER_REAL, max(self.deadline - time.monotonic(), 0.001))
+
+    def disarm(self) -> None:
+        if self.usable and self.previous is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+            self.previous = None
+
+
 def _read_body(request: Request) -> bytes:
     """The raw body; 413 over MAX_CONTENT_LENGTH (declared or not), 408 when it arrives too slowly."""
     env = request.environ
@@ -100,7 +131,9 @@ def _read_body(request: Request) -> bytes:
     timeout = current_app.config.get("BODY_READ_TIMEOUT")
     deadline = time.monotonic() + timeout if sock is not None and timeout else None
     parts, size = [], 0
+    alarm = _Alarm(deadline)  # the socket timeout bounds each recv(); the alarm bounds the whole read
     try:
+        alarm.arm()
         while cap is None or size < cap:
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -118,6 +151,7 @@ def _read_body(request: Request) -> bytes:
         raise BadRequest("could not read the request body: malformed chunked encoding, or the connection broke") \
             from None
     finally:
+        alarm.disarm()
         if deadline is not None:
             sock.settimeout(None)  # back to blocking, as gunicorn left it, to write the answer
     if length is not None and size < length:
