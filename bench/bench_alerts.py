@@ -16,8 +16,6 @@ thresholds: the rows an alert needs before it may fire (500 for drift, 200 feedb
 at 100 rows/s, plus the 2 s `for:` and the 1 s group wait. Medians over the runs; not run in CI.
 """
 import argparse
-import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -45,14 +43,8 @@ def arrival(model_dir: Path, workdir: Path, scenario: str, alert: str, labels: d
             seconds, _ = stack.webhook.wait_for(alert, **labels)
             return seconds
         stack.prometheus.wait_for('up{job="api"}', 1)
-        workers = stack.api.worker_pids()
         killed_at = time.monotonic() - stack.webhook.start
-        stack.api.proc.send_signal(signal.SIGKILL)
-        for pid in workers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stack.api.kill()
         seconds, _ = stack.webhook.wait_for(alert, **labels)
         return seconds - killed_at
     finally:
@@ -70,7 +62,7 @@ def main(argv=None) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 times[alert].append(arrival(Path(args.model_dir), Path(tmp), scenario, alert, labels))
             print(f"run {run + 1}: {alert} ({scenario}) arrived after {times[alert][-1]:.1f} s", flush=True)
-    print(f"\n| scenario | alert | median arrival | per run | floor | median / floor |\n|---|---|---|---|---|---|")
+    print("\n| scenario | alert | median arrival | per run | floor | median / floor |\n|---|---|---|---|---|---|")
     for scenario, alert, _, rows in CASES:
         floor = rows / RATE + FOR + GROUP_WAIT
         median = statistics.median(times[alert])

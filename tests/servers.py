@@ -107,6 +107,16 @@ class Gunicorn:
                     pids.append(int(entry.name))
         return sorted(pids)
 
+    def kill(self) -> None:
+        """SIGKILL the master and its workers at once: the webapp is gone, its metrics port with it."""
+        workers = self.worker_pids()
+        self.proc.send_signal(signal.SIGKILL)
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def stop(self, timeout: float = 30.0) -> str:
         """SIGTERM (a graceful stop), wait, and return everything the server printed."""
         return stop_process(self.proc, timeout=timeout)
