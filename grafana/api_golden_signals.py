@@ -6,7 +6,7 @@ so they query the raw series with $__rate_interval.
 """
 from grafana_foundation_sdk.builders import dashboard
 
-from grafana.panels import graph, label_variable, query, single, instant
+from grafana.panels import graph, instant, label_variable, new_dashboard, query, single
 
 UID = "api-golden-signals"
 SEL = 'instance=~"$instance"'  # the variable filter every raw query carries
@@ -15,10 +15,8 @@ SEL_ROUTE = 'instance=~"$instance", route=~"$route"'
 
 def build() -> dashboard.Dashboard:
     board = (
-        dashboard.Dashboard("API golden signals").uid(UID)
-        .description("Traffic, errors, latency and saturation of the prediction API (gunicorn + Flask), "
-                     "summed exactly across workers and replicas.")
-        .tags(["model-serving", "api"]).time("now-30m", "now").refresh("30s").timezone("browser")
+        new_dashboard("API golden signals", UID, "Traffic, errors, latency and saturation of the prediction "
+                      "API (gunicorn + Flask), summed exactly across workers and replicas.", "api")
         .with_variable(label_variable("instance", "Instance", 'up{job="api"}', multi=True,
                                       description="Replica (its gunicorn master's metrics port)"))
         .with_variable(label_variable("route", "Route", f"flask_http_request_duration_seconds_count{{{SEL}}}",

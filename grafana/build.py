@@ -13,10 +13,10 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DashboardLinkType
 
 from grafana import api_golden_signals, model_quality_drift, replay_exporter
+from grafana.panels import TAG
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 DASHBOARDS = (api_golden_signals, model_quality_drift, replay_exporter)
-TAG = "model-serving"
 # Prometheus annotation fields the SDK does not model: title and tags from the ALERTS labels
 ALERT_ANNOTATION = {"titleFormat": "{{alertname}}", "tagKeys": "alertname,feature,severity", "step": "15s",
                     "useValueForTime": False}

@@ -7,7 +7,7 @@ from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models.common import BigValueTextMode
 
 from grafana.panels import (
-    DATASOURCE, PSI_THRESHOLD, bars, bucket_heatmap, dashed, graph, instant, label_variable, query, single,
+    DATASOURCE, PSI_THRESHOLD, bars, bucket_heatmap, new_dashboard, dashed, graph, instant, label_variable, query, single,
 )
 
 UID = "model-quality-drift"
@@ -32,10 +32,9 @@ def error_panel(title: str, description: str, unit: str, rule: str, holdout_metr
 
 def build() -> dashboard.Dashboard:
     board = (
-        dashboard.Dashboard("Model quality & drift").uid(UID)
-        .description("Input and prediction drift against the model card's reference bins (PSI), live error "
-                     "once the true prices arrive, and data-quality counters.")
-        .tags(["model-serving", "model"]).time("now-1h", "now").refresh("30s").timezone("browser")
+        new_dashboard("Model quality & drift", UID, "Input and prediction drift against the model card's "
+                      "reference bins (PSI), live error once the true prices arrive, and data-quality counters.",
+                      "model", since="now-1h")
         .with_variable(label_variable(
             "feature", "Feature", "feature_bin:model_feature_reference_ratio:max", multi=False, default="area",
             description="The feature whose live bins are compared with the reference"))

@@ -16,6 +16,13 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 DATASOURCE_UID = "prometheus"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
 PSI_THRESHOLD = 0.2  # prometheus/rules/alerts.yml: FeatureDrift and PredictionDrift
+TAG = "model-serving"  # every dashboard carries it; their links to each other follow it
+
+
+def new_dashboard(title: str, uid: str, description: str, tag: str, since: str = "now-30m") -> dashboard.Dashboard:
+    """A dashboard with what all three share: the project tag, 30 s refresh, browser time."""
+    return (dashboard.Dashboard(title).uid(uid).description(description).tags([TAG, tag])
+            .time(since, "now").refresh("30s").timezone("browser"))
 
 
 def query(expr: str, legend: str = "__auto", ref: str = "A") -> prometheus.Dataquery:

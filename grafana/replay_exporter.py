@@ -2,18 +2,15 @@
 from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models.common import BigValueTextMode
 
-from grafana.panels import dashed, graph, instant, query, single
+from grafana.panels import dashed, graph, instant, new_dashboard, query, single
 
 UID = "replay-exporter"
 
 
 def build() -> dashboard.Dashboard:
-    board = (
-        dashboard.Dashboard("Replay exporter").uid(UID)
-        .description("The exporter replays the Ames CSV as /predict calls at a set rate, optionally with a "
-                     "fault scenario, and posts each row's true price to /feedback.")
-        .tags(["model-serving", "exporter"]).time("now-30m", "now").refresh("30s").timezone("browser")
-    )
+    board = new_dashboard("Replay exporter", UID, "The exporter replays the Ames CSV as /predict calls at a set "
+                          "rate, optionally with a fault scenario, and posts each row's true price to /feedback.",
+                          "exporter")
 
     board.with_row(dashboard.Row("Replay"))
     board.with_panel(single(
