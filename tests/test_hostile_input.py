@@ -181,6 +181,14 @@ class WorkerMemory:
         peak = max(after[pid]["VmHWM"] - self.before[pid] for pid in self.pids) / 1024 if self.peak_known else None
         return rss, peak
 
+    def assert_bounded(self, kept_mb: float, peak_mb: float) -> None:
+        """RSS kept after the request under kept_mb, and (where the kernel reports it) its peak under peak_mb."""
+        rss, peak = self.growth_mb()
+        print(f"worker memory: RSS +{rss:.1f} MB, peak +{peak} MB")
+        assert rss < kept_mb, f"a worker kept {rss:.1f} MB after refusing the body"
+        if peak is not None:
+            assert peak < peak_mb, f"a worker's peak RSS grew by {peak:.1f} MB while refusing the body"
+
 
 # -- oversized bodies ----------------------------------------------------------------------------
 
@@ -205,11 +213,7 @@ def test_a_10_mb_body_is_a_413_without_being_read_into_memory(server, record, ex
     assert reply.status == 413
     assert reply.json()["reason"] == "body_too_large"
     assert sent < TEN_MB  # the server stopped reading: the client could not even hand over the whole body
-    rss, peak = memory.growth_mb()
-    print(f"worker memory: RSS +{rss:.1f} MB, peak +{peak} MB")
-    assert rss < 20, f"a worker's RSS grew by {rss:.1f} MB"
-    if peak is not None:
-        assert peak < 20, f"a worker's peak RSS grew by {peak:.1f} MB while refusing the body"
+    memory.assert_bounded(kept_mb=20, peak_mb=20)
     still_serves(server, record, expected)
 
 
@@ -246,12 +250,8 @@ def test_a_huge_array_under_the_byte_limit_is_refused_with_bounded_memory(server
     memory = WorkerMemory(server)
     reply = post(server, path, body)
     assert (reply.status, reply.json()["reason"]) == (status, reason)
-    rss, peak = memory.growth_mb()
-    print(f"worker memory: RSS +{rss:.1f} MB, peak +{peak} MB")
-    assert rss < 20, f"a worker kept {rss:.1f} MB after refusing the body"
-    if peak is not None:
-        # parsing is bounded by MAX_CONTENT_LENGTH: ~700,000 empty objects is the worst case (~50 MB)
-        assert peak < 100, f"a worker's peak RSS grew by {peak:.1f} MB"
+    # parsing is bounded by MAX_CONTENT_LENGTH: ~700,000 empty objects is the worst case (~50 MB) at its peak
+    memory.assert_bounded(kept_mb=20, peak_mb=100)
     still_serves(server, record, expected)
 
 
