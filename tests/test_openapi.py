@@ -31,17 +31,21 @@ def test_record_schema_matches_the_card(spec, card):
     assert record["required"] == [f["name"] for f in card["features"]]
     assert record["additionalProperties"] is False
     assert record["properties"]["area"]["minimum"] == 0
-    assert record["properties"]["overall_qual"]["type"] == "integer"
+    assert record["properties"]["overall_qual"]["type"] == "number"
+    assert record["properties"]["overall_qual"]["multipleOf"] == 1  # whole numbers: 6 and 6.0, not 6.5
     assert spec["components"]["schemas"]["Batch"]["properties"]["instances"]["maxItems"] == 1000
 
 
-def test_requests_the_api_accepts_validate_against_the_spec(spec, record):
+def test_requests_the_api_accepts_validate_against_the_spec(spec, record, client):
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     check(spec, body, record)
+    whole_float = dict(record, overall_qual=6.0, garage_cars=0.0)  # schemathesis found the spec refusing these
+    check(spec, body, whole_float)
+    assert client.post("/predict", json=whole_float).status_code == 200
     check(spec, body, {"instances": [record, dict(record, garage_area=None, neighborhood="Atlantis")]})
 
 
-@pytest.mark.parametrize("bad", [{"area": -1}, {"area": "1"}, {"extra": 1}])
+@pytest.mark.parametrize("bad", [{"area": -1}, {"area": "1"}, {"extra": 1}, {"overall_qual": 6.5}])
 def test_requests_the_api_rejects_fail_the_spec(spec, record, bad, client):
     doc = dict(record, **bad)
     body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]

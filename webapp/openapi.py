@@ -7,8 +7,11 @@ card and config the validator uses; schemathesis and the tests read this spec.
 
 def _feature_schema(f: dict) -> dict:
     if f["kind"] == "numeric":
-        schema = {"type": "integer" if f.get("integer") else "number",
-                  "minimum": f["minimum"], "maximum": f["maximum"]}
+        schema = {"type": "number", "minimum": f["minimum"], "maximum": f["maximum"]}
+        if f.get("integer"):
+            # what the validator accepts: any whole number, 6 or 6.0 (JSON has one number type);
+            # "type: integer" would call 6.0 invalid while the API answers it 200
+            schema["multipleOf"] = 1
     else:
         schema = {"type": "string", "maxLength": 100,
                   "description": "Known categories: " + ", ".join(f.get("categories", [])) +
