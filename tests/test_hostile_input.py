@@ -22,7 +22,8 @@ from tests.servers import Gunicorn
 
 MB = 1024 * 1024
 MAX_CONTENT_LENGTH = 2 * MB  # webapp/config.py default
-SLOW_TIMEOUT = 3  # GUNICORN_TIMEOUT of slow_server, in seconds
+SLOW_TIMEOUT = 8  # GUNICORN_TIMEOUT of slow_server, in seconds: the 4 s body deadline leaves a loaded
+# CI machine room before the arbiter would kill a worker whose client it meant to free
 IO_TIMEOUT = 30.0  # any socket operation taking longer than this is a hang: fail
 
 
