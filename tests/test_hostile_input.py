@@ -218,6 +218,29 @@ def test_a_10_mb_body_is_a_413_without_being_read_into_memory(server, record, ex
     still_serves(server, record, expected)
 
 
+THREE_MIB = 3 * MB  # over MAX_CONTENT_LENGTH, under MAX_DISCARD_LENGTH (8 MiB)
+
+
+def test_a_declared_body_under_the_discard_limit_is_read_whole_before_its_413(server, record, expected):
+    """So the client reads the 413: closing with its bytes unread would reset the connection under it."""
+    reply, sent = stream(server, head(Content_Length=THREE_MIB), (b" " * (64 * 1024) for _ in range(48)))
+    assert (reply.status, reply.json()["reason"]) == (413, "body_too_large")
+    assert sent == THREE_MIB
+    still_serves(server, record, expected)
+
+
+def test_a_client_that_declares_too_much_and_sends_nothing_gets_its_413_at_once(server, record, expected):
+    """The discard waits at most a second for bytes of a body already refused, never BODY_READ_TIMEOUT."""
+    with connect(server) as sock:
+        sock.sendall(head(Content_Length=THREE_MIB))
+        started = time.monotonic()
+        reply = Reply(read_until_closed(sock))
+        waited = time.monotonic() - started
+    assert (reply.status, reply.json()["reason"]) == (413, "body_too_large")
+    assert waited < 10  # the server's body deadline is 15 s: the worker was not held for it
+    still_serves(server, record, expected)
+
+
 @pytest.mark.parametrize("path", ["/predict", "/feedback"])
 @pytest.mark.parametrize("body", [b"[" * 1000 + b"]" * 1000,
                                   b'{"a":' * 1000 + b"1" + b"}" * 1000,
