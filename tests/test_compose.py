@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.servers import ROOT, VENV_BIN
+from webapp import config as webapp_config
 
 COMPOSE = Path(importlib.util.find_spec("compose").submodule_search_locations[0]) / "docker-compose"
 CHECK_JSONSCHEMA = VENV_BIN / "check-jsonschema"
@@ -206,6 +207,17 @@ def test_api_settings_for_a_container(services):
     assert any(Path(env["PROMETHEUS_MULTIPROC_DIR"]).is_relative_to(m) for m in mounts)
     assert api["read_only"] is True and "/tmp" in mounts  # gunicorn's heartbeat files go to /tmp
     assert api["cap_drop"] == ["ALL"]
+
+
+LIMITS = ("MAX_BATCH_SIZE", "MAX_CONTENT_LENGTH", "MAX_DISCARD_LENGTH", "MAX_ERROR_DETAILS")
+
+
+def test_the_request_limits_reach_the_api_with_the_apps_own_defaults(services, monkeypatch):
+    for key in LIMITS:
+        monkeypatch.delenv(key, raising=False)
+    defaults = webapp_config.from_env()
+    env = services["api"]["environment"]
+    assert {key: env[key] for key in LIMITS} == {key: str(defaults[key]) for key in LIMITS}
 
 
 def test_gateway_runs_unprivileged_on_a_read_only_root(services):
