@@ -84,3 +84,32 @@ def test_tampered_model_stops_startup_with_one_line(model_dir, tmp_path):
     assert len(lines) == 1, lines
     assert lines[0].startswith("webapp: refusing to start: sha256 of ")
     assert "the card expects 000000000000" in lines[0]
+
+
+@pytest.mark.parametrize("name, value, line", [
+    # read by gunicorn.conf.py and the app alike, through webapp/config.py: one parser, one verdict
+    ("GUNICORN_TIMEOUT", "7.5", "config error: GUNICORN_TIMEOUT='7.5' is not an integer"),
+    ("GUNICORN_TIMEOUT", "-1", "config error: GUNICORN_TIMEOUT='-1' must be >= 0"),
+    ("METRICS_ENABLED", "maybe", "config error: METRICS_ENABLED='maybe' is not a boolean (1/0, true/false)"),
+    ("WORKERS", "0", "config error: WORKERS='0' must be positive"),
+    ("API_PORT", "http", "config error: API_PORT='http' is not an integer"),
+    ("MAX_CONTENT_LENGTH", "2MB", "config error: MAX_CONTENT_LENGTH='2MB' is not an integer"),  # read by the app
+])
+def test_a_bad_setting_stops_startup_with_one_line(model_dir, tmp_path, name, value, line):
+    """Was: gunicorn.conf.py parsed its settings apart from webapp/config.py, with int() and a traceback
+    for 7.5, and read METRICS_ENABLED=maybe as on where the app refused it."""
+    env = dict(os.environ, MODEL_DIR=str(model_dir), API_PORT=str(free_port()), METRICS_PORT=str(free_port()),
+               TMPDIR=str(tmp_path))
+    env[name] = value
+    proc = subprocess.run(gunicorn_command(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert (proc.stdout + proc.stderr).strip().splitlines() == [line]
+    assert list(tmp_path.iterdir()) == []  # no metrics folder left behind
+
+
+def test_gunicorn_timeout_0_turns_off_the_body_deadline_too(monkeypatch):
+    from webapp import config
+    monkeypatch.setenv("GUNICORN_TIMEOUT", "0")
+    assert config.from_env()["BODY_READ_TIMEOUT"] is None
+    monkeypatch.setenv("GUNICORN_TIMEOUT", "9")
+    assert config.from_env()["BODY_READ_TIMEOUT"] == 4.5

@@ -2,6 +2,10 @@
 
 `create_app(config)` starts from `from_env()` and lets a mapping override any key,
 so tests pass their settings in instead of mutating os.environ.
+
+webapp/gunicorn.conf.py loads this file by its path and parses the settings it shares
+with the app (GUNICORN_TIMEOUT, METRICS_ENABLED) with these same functions, so the two
+never read one value two ways. Hence: the standard library only, no project imports.
 """
 import os
 from pathlib import Path
@@ -9,7 +13,8 @@ from pathlib import Path
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 
 
-def _int(name: str, default: int) -> int:
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    """An integer setting; SystemExit with one line when it is not a whole number >= minimum."""
     raw = os.environ.get(name, "")
     if raw.strip() == "":
         return default
@@ -17,12 +22,12 @@ def _int(name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise SystemExit(f"config error: {name}={raw!r} is not an integer") from None
-    if value <= 0:
-        raise SystemExit(f"config error: {name}={raw!r} must be positive")
+    if value < minimum:
+        raise SystemExit(f"config error: {name}={raw!r} must be {'positive' if minimum == 1 else f'>= {minimum}'}")
     return value
 
 
-def _flag(name: str, default: bool) -> bool:
+def env_flag(name: str, default: bool) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if raw == "":
         return default
@@ -33,32 +38,37 @@ def _flag(name: str, default: bool) -> bool:
     raise SystemExit(f"config error: {name}={raw!r} is not a boolean (1/0, true/false)")
 
 
+def gunicorn_timeout() -> int:
+    """GUNICORN_TIMEOUT in whole seconds (30 by default); 0 turns gunicorn's worker timeout off."""
+    return env_int("GUNICORN_TIMEOUT", 30, minimum=0)
+
+
+def metrics_enabled() -> bool:
+    return env_flag("METRICS_ENABLED", True)
+
+
 def _body_read_timeout():
-    """Half of gunicorn's worker timeout (GUNICORN_TIMEOUT, 30 s by default), or None when it is off.
+    """Half of gunicorn's worker timeout, or None when it is off.
 
     A body must arrive within it: the slow client then gets a 408 and the worker is free again,
     with time to spare before gunicorn would kill the worker and answer 500 for it.
     """
-    raw = os.environ.get("GUNICORN_TIMEOUT", "").strip() or "30"
-    try:
-        value = float(raw)
-    except ValueError:
-        return None  # gunicorn itself refuses to start on it
-    return value / 2 if value > 0 else None
+    timeout = gunicorn_timeout()
+    return timeout / 2 if timeout > 0 else None
 
 
 def from_env() -> dict:
     """Flask config keys read from the environment."""
     return {
         "MODEL_DIR": os.environ.get("MODEL_DIR") or str(DEFAULT_MODEL_DIR),
-        "MAX_BATCH_SIZE": _int("MAX_BATCH_SIZE", 1000),  # records per /predict or /feedback call
+        "MAX_BATCH_SIZE": env_int("MAX_BATCH_SIZE", 1000),  # records per /predict or /feedback call
         # 1000 records of ~400 bytes fit with room to spare; larger bodies get 413 before parsing
-        "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
+        "MAX_CONTENT_LENGTH": env_int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
         # a body declared over MAX_CONTENT_LENGTH but at most this big is read and thrown away before
         # the 413, so the client (or the gateway, whose client_max_body_size is 8m) reads the answer
         # instead of a connection reset; larger ones are refused without reading a byte
-        "MAX_DISCARD_LENGTH": _int("MAX_DISCARD_LENGTH", 8 * 1024 * 1024),
-        "MAX_ERROR_DETAILS": _int("MAX_ERROR_DETAILS", 50),  # problems listed in one error answer
-        "METRICS_ENABLED": _flag("METRICS_ENABLED", True),  # off only to measure the metrics' overhead
+        "MAX_DISCARD_LENGTH": env_int("MAX_DISCARD_LENGTH", 8 * 1024 * 1024),
+        "MAX_ERROR_DETAILS": env_int("MAX_ERROR_DETAILS", 50),  # problems listed in one error answer
+        "METRICS_ENABLED": metrics_enabled(),  # off only to measure the metrics' overhead
         "BODY_READ_TIMEOUT": _body_read_timeout(),  # seconds for a whole request body to arrive (under gunicorn)
     }

@@ -8,10 +8,22 @@ project module at the top: prometheus_client picks its multiprocess mode when fi
 imported, so PROMETHEUS_MULTIPROC_DIR must be set before anything imports it.
 """
 import atexit
+import importlib.util
 import os
 import shutil
 import sys
 import tempfile
+
+
+def _load_settings():
+    """webapp/config.py by its path: importing the webapp package here would import prometheus_client."""
+    spec = importlib.util.spec_from_file_location("webapp_settings", os.path.join(os.path.dirname(__file__), "config.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+settings = _load_settings()
 
 
 def _remove_owned_dir(path: str, owner_pid: int) -> None:
@@ -52,21 +64,21 @@ def _prepare_multiproc_dir() -> str:
 
 # must be set before numpy/scikit-learn load OpenMP in the (preloaded) app
 os.environ["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or "1"
-METRICS_ENABLED = os.environ.get("METRICS_ENABLED", "1").strip().lower() not in ("0", "false", "no", "off")
+METRICS_ENABLED = settings.metrics_enabled()
 if METRICS_ENABLED:
     _prepare_multiproc_dir()
 METRICS_HOST = os.environ.get("METRICS_HOST", "127.0.0.1")
-METRICS_PORT = int(os.environ.get("METRICS_PORT", "9200"))
+METRICS_PORT = settings.env_int("METRICS_PORT", 9200)
 
-bind = f"{os.environ.get('API_HOST', '127.0.0.1')}:{os.environ.get('API_PORT', '5000')}"
-workers = int(os.environ.get("WORKERS", "2"))
+bind = f"{os.environ.get('API_HOST', '127.0.0.1')}:{settings.env_int('API_PORT', 5000)}"
+workers = settings.env_int("WORKERS", 2)
 worker_class = "sync"  # CPU-bound predictions: one request per worker at a time
 # load (and checksum) the model once in the master: a bad model stops startup at once,
 # workers fork with the model already in memory, and a killed worker is replaced fast
 preload_app = True
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))  # kills a worker stuck on one request
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+timeout = settings.gunicorn_timeout()  # kills a worker stuck on one request; the app's body deadline is half
+graceful_timeout = settings.env_int("GUNICORN_GRACEFUL_TIMEOUT", 20, minimum=0)
+keepalive = settings.env_int("GUNICORN_KEEPALIVE", 5, minimum=0)
 # header limits: a request line or header block beyond these is refused with 4xx
 limit_request_line = 4094
 limit_request_fields = 50
