@@ -7,11 +7,19 @@ the card next to it.
 """
 import hashlib
 import json
+import math
 import pickle
 from pathlib import Path
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from .bins import categorical_labels, numeric_labels
+
 CARD_FILE = "model_card.json"
 PICKLE_FILE = "model.pkl"
+SCHEMA_FILE = Path(__file__).with_name("model_card.schema.json")
+_FRACTION_SUM_TOLERANCE = 1e-6
 
 
 class ModelIntegrityError(RuntimeError):
@@ -42,15 +50,95 @@ def read_card(model_dir: Path) -> dict:
         raise ModelIntegrityError(f"model card {path} is unreadable: {exc}") from None
 
 
+def _schema_validator() -> Draft202012Validator:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _bins_problems(where: str, ref: dict, expected_labels) -> list:
+    """What is wrong with one reference distribution whose labels should be `expected_labels`."""
+    problems = []
+    if ref["bins"] != expected_labels:
+        problems.append(f"{where}.bins are not the bins of its {'edges' if ref['kind'] == 'numeric' else 'categories'}"
+                        f" (expected {expected_labels[:3]}...)")
+    if len(ref["fractions"]) != len(ref["bins"]):
+        problems.append(f"{where} has {len(ref['fractions'])} fractions for {len(ref['bins'])} bins")
+    elif abs(math.fsum(ref["fractions"]) - 1) > _FRACTION_SUM_TOLERANCE:
+        problems.append(f"{where}.fractions add up to {math.fsum(ref['fractions']):.6g}, not 1")
+    return problems
+
+
+def _numeric_labels(where: str, edges: list) -> list:
+    if any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ModelIntegrityError(f"{where}.edges are not strictly increasing")
+    try:
+        return numeric_labels(edges)
+    except ValueError as exc:
+        raise ModelIntegrityError(f"{where}: {exc}") from None
+
+
+def card_problems(card) -> list:
+    """Everything that keeps `card` from describing a servable model: [] for a good card.
+
+    First its shape (model_card.schema.json), then what a schema cannot say: every feature has
+    a reference distribution of its own kind, bins agree with their edges or categories, and
+    fractions add up to 1. The API reads all of these at start; a card that passed its sha256
+    check but fails here would otherwise stop it with a traceback, or serve wrong drift.
+    """
+    error = best_match(_VALIDATOR.iter_errors(card))
+    if error is not None:
+        return [f"{error.json_path}: {error.message}"]
+    problems = []
+    names = [f["name"] for f in card["features"]]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        problems.append(f"$.features: {', '.join(duplicates)} listed more than once")
+    refs = card["reference"]["features"]
+    if set(refs) != set(names):
+        missing, extra = sorted(set(names) - set(refs)), sorted(set(refs) - set(names))
+        problems.append(f"$.reference.features: no bins for {missing or 'none'}, bins of unknown features "
+                        f"{extra or 'none'}")
+    try:
+        for f in card["features"]:
+            where = f"$.reference.features.{f['name']}"
+            ref = refs.get(f["name"])
+            if ref is None:
+                continue
+            if ref["kind"] != f["kind"]:
+                problems.append(f"{where}.kind is {ref['kind']}, the feature is {f['kind']}")
+                continue
+            if f["kind"] == "numeric":
+                if not f["minimum"] <= f["train_min"] <= f["train_max"] <= f["maximum"]:
+                    problems.append(f"$.features[{names.index(f['name'])}]: needs minimum <= train_min <= "
+                                    "train_max <= maximum")
+                labels = _numeric_labels(where, ref["edges"])
+            else:
+                labels = categorical_labels(f["categories"])
+            problems += _bins_problems(where, ref, labels)
+        prediction = card["reference"]["prediction"]
+        problems += _bins_problems("$.reference.prediction", prediction,
+                                   _numeric_labels("$.reference.prediction", prediction["edges"]))
+    except ModelIntegrityError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def check_card(card, path) -> None:
+    """ModelIntegrityError naming the first problem, unless card_problems(card) is empty."""
+    problems = card_problems(card)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ModelIntegrityError(f"model card {path} does not describe the model: {problems[0]}{more}")
+
+
 def load_verified_pipeline(model_dir: Path):
     """Return (pipeline, card), refusing any pickle whose sha256 differs from the card's."""
     model_dir = Path(model_dir)
     card = read_card(model_dir)
-    try:
-        expected = card["artifact"]["sha256"]
-        pickle_path = model_dir / card["artifact"]["file"]
-    except (KeyError, TypeError):
-        raise ModelIntegrityError(f"model card in {model_dir} has no artifact.sha256/file") from None
+    check_card(card, model_dir / CARD_FILE)
+    expected = card["artifact"]["sha256"]
+    pickle_path = model_dir / card["artifact"]["file"]
     if Path(card["artifact"]["file"]).name != card["artifact"]["file"]:
         raise ModelIntegrityError("model card artifact.file must be a plain file name")
     # read once, then hash and unpickle the same bytes: a file swapped between the check and
@@ -71,3 +159,6 @@ def load_verified_pipeline(model_dir: Path):
     except Exception as exc:  # a corrupt pickle can raise almost anything
         raise ModelIntegrityError(f"model file {pickle_path} matches its card but cannot be loaded: {exc!r}") from None
     return pipeline, card
+
+
+_VALIDATOR = _schema_validator()

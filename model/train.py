@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from . import bins
-from .card import CARD_FILE, PICKLE_FILE, sha256_of, write_card
+from .card import CARD_FILE, PICKLE_FILE, check_card, sha256_of, write_card
 from .dataset import DEFAULT_CSV, load_frame, split
 from .features import CATEGORICAL, FEATURES, LAST_TRAINING_YEAR, NUMERIC
 
@@ -147,6 +147,7 @@ def train(model_dir=DEFAULT_MODEL_DIR, csv_path=DEFAULT_CSV) -> dict:
             "train": regression_metrics(train_frame["price"], train_pred),
         },
     }
+    check_card(card, model_dir / CARD_FILE)  # never write a card the API would refuse
     write_card(model_dir, card)
     return card
 

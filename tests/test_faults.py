@@ -415,10 +415,14 @@ MODEL_FAULTS = {
                       "is unreadable"),
     "pickle corrupt, card matching": (_pickle_with_matching_card(b"not a pickle"), "model.pkl",
                                       "cannot be loaded"),
-    # the sha256 matches, the card's schema is broken: this was a traceback (fixed in webapp/__init__.py)
-    "card without features": (_edit_card(lambda c: c.pop("features")), "model_card.json", "missing key 'features'"),
+    # the sha256 matches, the card's shape is broken: this was a traceback, then a catch-all in
+    # webapp/__init__.py; now model/model_card.schema.json and model/card.py say what is wrong
+    "card without features": (_edit_card(lambda c: c.pop("features")), "model_card.json",
+                              "does not describe the model: $: 'features' is a required property"),
     "card without reference bins": (_edit_card(lambda c: c.pop("reference")), "model_card.json",
-                                    "missing key 'reference'"),
+                                    "does not describe the model: $: 'reference' is a required property"),
+    "card with bins of the wrong size": (_edit_card(lambda c: c["reference"]["features"]["area"]["fractions"].pop()),
+                                         "model_card.json", "$.reference.features.area has 10 fractions for 11 bins"),
 }
 
 

@@ -1,4 +1,5 @@
 """Training, the model card and the integrity check."""
+import copy
 import hashlib
 import json
 import shutil
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 
 from model import bins
-from model.card import ModelIntegrityError, load_verified_pipeline, sha256_of
+from model.card import ModelIntegrityError, card_problems, load_verified_pipeline, sha256_of
 from model.dataset import load_frame, split
 from model.features import FEATURES
 from model.train import main as train_main
@@ -145,3 +146,73 @@ def test_if_missing_does_not_retrain(model_dir, tmp_path, capsys):
     assert train_main(["--model-dir", str(tmp_path), "--if-missing"]) == 0
     assert (tmp_path / "model.pkl").stat().st_mtime_ns == before
     assert "not retraining" in capsys.readouterr().out
+
+
+def _set(path, value):
+    """An edit of a card: set the value at `path` (keys and list indexes)."""
+    def edit(card):
+        target = card
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return edit
+
+
+def _area(key, change):
+    return lambda card: change(card["reference"]["features"]["area"][key])
+
+
+CARD_DEFECTS = {
+    # name: (edit of a good card, the one problem card_problems must report)
+    "no features": (lambda c: c.pop("features"), "$: 'features' is a required property"),
+    "features not a list": (_set(["features"], {}), "$.features: {} is not of type 'array'"),
+    "numeric without train_min": (lambda c: c["features"][0].pop("train_min"),
+                                  "$.features[0]: 'train_min' is a required property"),
+    "categorical without categories": (lambda c: c["features"][12].pop("categories"),
+                                       "$.features[12]: 'categories' is a required property"),
+    "holdout MAE a string": (_set(["metrics", "holdout", "mae_dollars"], "15k"),
+                             "$.metrics.holdout.mae_dollars: '15k' is not of type 'number'"),
+    "version unfit for a label": (_set(["version"], "1.0 final"),
+                                  "$.version: '1.0 final' does not match '^[A-Za-z0-9._:+-]{1,64}$'"),
+    "sha256 not hex": (_set(["artifact", "sha256"], "abc"), "$.artifact.sha256: 'abc' does not match '^[0-9a-f]{64}$'"),
+    "a fraction too few": (_area("fractions", list.pop), "$.reference.features.area has 10 fractions for 11 bins"),
+    "fractions not adding to 1": (_area("fractions", lambda f: f.__setitem__(0, f[0] + 0.25)),
+                                  "$.reference.features.area.fractions add up to 1.25, not 1"),
+    "edges not increasing": (_area("edges", list.reverse), "$.reference.features.area.edges are not strictly increasing"),
+    "bins not of the edges": (_area("edges", lambda e: e.__setitem__(0, e[0] - 1)),
+                              "$.reference.features.area.bins are not the bins of its edges "
+                              "(expected ['00:[-Inf,927)', '01:[927,1056)', '02:[1056,1189)']...)"),
+    "a feature without bins": (lambda c: c["reference"]["features"].pop("area"),
+                               "$.reference.features: no bins for ['area'], bins of unknown features none"),
+    "bins of another kind": (_set(["reference", "features", "area", "kind"], "categorical"),
+                             "$.reference.features.area.kind is categorical, the feature is numeric"),
+    "a feature twice": (lambda c: c["features"].append(dict(c["features"][0])), "$.features: area listed more than once"),
+    "training range outside the bounds": (_set(["features", 0, "train_max"], 1e6),
+                                          "$.features[0]: needs minimum <= train_min <= train_max <= maximum"),
+    "prediction bins of another kind": (_set(["reference", "prediction", "kind"], "categorical"),
+                                        "$.reference.prediction.kind: 'numeric' was expected"),
+}
+
+
+def test_the_trained_card_has_no_problems(card):
+    assert card_problems(card) == []
+
+
+@pytest.mark.parametrize("defect", list(CARD_DEFECTS))
+def test_card_problems_names_what_is_wrong(card, defect):
+    edit, problem = CARD_DEFECTS[defect]
+    broken = copy.deepcopy(card)
+    edit(broken)
+    assert card_problems(broken) == [problem]
+
+
+def test_a_card_with_problems_is_refused_before_unpickling(model_dir, tmp_path, monkeypatch):
+    shutil.copytree(model_dir, tmp_path, dirs_exist_ok=True)
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    card["reference"]["features"]["area"]["fractions"].pop()
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    monkeypatch.setattr("pickle.loads", lambda data: pytest.fail("unpickled a pickle whose card is broken"))
+    with pytest.raises(ModelIntegrityError) as refused:
+        load_verified_pipeline(tmp_path)
+    assert str(refused.value) == (f"model card {tmp_path / 'model_card.json'} does not describe the model: "
+                                  "$.reference.features.area has 10 fractions for 11 bins")

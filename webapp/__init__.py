@@ -2,17 +2,17 @@
 
     app = create_app({"MODEL_DIR": "..."})  # settings default to the environment
 
-The model is loaded, checksum-verified and self-checked once, here; if any of
-that fails, ModelIntegrityError says why in one line and no app is made.
+The model is loaded, its card checked against model/model_card.schema.json, the
+pickle checksum-verified and the predictor self-checked once, here; if any of that
+fails, ModelIntegrityError says why in one line and no app is made.
 """
 import re
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from flask import Flask, g, request
 
-from model.card import CARD_FILE, ModelIntegrityError, load_verified_pipeline
+from model.card import load_verified_pipeline
 
 from . import config
 from .errors import register_error_handlers
@@ -56,12 +56,7 @@ def create_app(test_config=None) -> Flask:
         app.config.from_mapping(test_config)
     app.config["PROPAGATE_EXCEPTIONS"] = False  # even under TESTING: errors become JSON 500s, and are counted
     app.json.sort_keys = False
-    try:
-        service = load_model_service(app.config)
-    except _CARD_SHAPE_ERRORS as exc:
-        # a card whose sha256 matches but whose schema is broken (a key missing, a list where a
-        # dict belongs) would otherwise stop gunicorn with a traceback instead of one line
-        raise _card_error(app.config, exc) from exc
+    service = load_model_service(app.config)  # the card's shape is checked before it is read
     app.extensions["model_service"] = service
 
     @app.before_request
@@ -76,18 +71,6 @@ def create_app(test_config=None) -> Flask:
 
     register_error_handlers(app)
     app.register_blueprint(bp)
-    try:
-        init_instrumentation(app, service.card, service.predictor)  # reads the card's reference bins
-    except _CARD_SHAPE_ERRORS as exc:
-        raise _card_error(app.config, exc) from exc
+    init_instrumentation(app, service.card, service.predictor)  # reads the card's reference bins
     return app
 
-
-# what reading a structurally wrong card raises (json gave the wrong shape, not bad bytes)
-_CARD_SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
-
-
-def _card_error(cfg, exc) -> ModelIntegrityError:
-    path = Path(cfg["MODEL_DIR"]) / CARD_FILE
-    detail = f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
-    return ModelIntegrityError(f"model card {path} does not describe the model: {detail}")
