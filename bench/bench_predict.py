@@ -4,8 +4,8 @@
 
 Each run starts the servers fresh, drives them with wrk (16 connections, 2 threads) and records
 req/s, p50/p90/p99; batch runs report rows/s.  The app runs twice, with metrics and with
-METRICS_ENABLED=0, to give the metrics' overhead; after the whole replay set was sent, 20 scrapes
-of the metrics port give the scrape cost.  Medians over the runs and ratios measured in the same
+METRICS_ENABLED=0, to give the metrics' overhead (and its start-up cost); 20 scrapes of the
+metrics port before any request and again after the whole replay set give the scrape cost.  Medians over the runs and ratios measured in the same
 run are printed as a markdown table and saved under bench/results/.
 Needs wrk (Debian package).  Not run in CI.
 """
@@ -56,18 +56,24 @@ class NaiveServer:
         self.proc.wait(10)
 
 
-def scrape_cost(server, scrapes: int = 20) -> dict:
-    """Send the whole replay set one row at a time, then time `scrapes` scrapes of the metrics port."""
+def time_scrapes(server, scrapes: int = 20) -> dict:
+    """Median and max time of `scrapes` scrapes of the metrics port, and the largest body."""
+    times, sizes = [], []
     with requests.Session() as http:
-        for record, _ in replay_records():
-            http.post(server.url + "/predict", json=record, timeout=10)
-        times, sizes = [], []
         for _ in range(scrapes):
             start = time.perf_counter()
             body = http.get(server.metrics_url, timeout=10).content
             times.append(time.perf_counter() - start)
             sizes.append(len(body))
     return {"median_ms": statistics.median(times) * 1000, "max_ms": max(times) * 1000, "bytes": max(sizes)}
+
+
+def scrape_cost(server, scrapes: int = 20) -> dict:
+    """Send the whole replay set one row at a time, then time the scrapes."""
+    with requests.Session() as http:
+        for record, _ in replay_records():
+            http.post(server.url + "/predict", json=record, timeout=10)
+    return time_scrapes(server, scrapes)
 
 
 def main(argv=None) -> int:
@@ -93,6 +99,8 @@ def main(argv=None) -> int:
         for suffix, env in (variants if i % 2 == 0 else variants[::-1]):
             server = Gunicorn(args.model_dir, workers=2, extra_env=env)
             run["startup_s" + suffix] = server.startup_seconds
+            if not suffix:
+                run["scrape_fresh"] = time_scrapes(server)  # the baseline: no request served yet
             wrk(server.url + "/predict", single, 2)  # warm-up
             run["fast_single" + suffix] = wrk(server.url + "/predict", single, args.seconds)
             run["fast_batch" + suffix] = wrk(server.url + "/predict", batch, args.seconds)
@@ -106,6 +114,8 @@ def main(argv=None) -> int:
         run["ratio_single"] = run["fast_single"]["rps"] / run["naive_single"]["rps"]
         run["metrics_cost_single"] = 1 - run["fast_single"]["rps"] / run["fast_single_nometrics"]["rps"]
         run["metrics_cost_batch"] = 1 - run["fast_batch"]["rps"] / run["fast_batch_nometrics"]["rps"]
+        run["scrape_growth"] = run["scrape"]["median_ms"] / run["scrape_fresh"]["median_ms"]
+        run["startup_ratio"] = run["startup_s"] / run["startup_s_nometrics"]
         runs.append(run)
         print(f"run {i + 1}: fast {run['fast_single']['rps']:.0f} req/s (no metrics "
               f"{run['fast_single_nometrics']['rps']:.0f}), naive {run['naive_single']['rps']:.0f} req/s, "
@@ -126,6 +136,11 @@ def main(argv=None) -> int:
         "metrics_cost_batch_median": statistics.median(r["metrics_cost_batch"] for r in runs),
         "scrape_median_ms": med("scrape", "median_ms"),
         "scrape_bytes": max(r["scrape"]["bytes"] for r in runs),
+        "scrape_fresh_median_ms": med("scrape_fresh", "median_ms"),
+        "scrape_fresh_bytes": max(r["scrape_fresh"]["bytes"] for r in runs),
+        "scrape_growth_median": statistics.median(r["scrape_growth"] for r in runs),
+        "startup_nometrics_s_median": statistics.median(r["startup_s_nometrics"] for r in runs),
+        "startup_ratio_median": statistics.median(r["startup_ratio"] for r in runs),
         "naive_single": {f: med("naive_single", f) for f in ("rps", "p50_ms", "p90_ms", "p99_ms")},
         "fast_batch_1000": {"rps": med("fast_batch", "rps"), "rows_per_s": med("fast_batch", "rps") * 1000,
                             "p50_ms": med("fast_batch", "p50_ms"), "p99_ms": med("fast_batch", "p99_ms")},
@@ -152,8 +167,11 @@ def main(argv=None) -> int:
 single-row ratio to naive (median of per-run ratios): {summary['ratio_single_median']:.1f}x
 metrics overhead (median of per-run throughput losses): {summary['metrics_cost_single_median']:.1%} single row, \
 {summary['metrics_cost_batch_median']:.1%} batch of 1000
-scrape after the whole replay set: median {summary['scrape_median_ms']:.1f} ms, {summary['scrape_bytes']:,} bytes
-startup to /ready (median): {summary['startup_to_ready_s_median']:.2f} s;  errors: {summary['errors']}
+scrape after the whole replay set: median {summary['scrape_median_ms']:.1f} ms, {summary['scrape_bytes']:,} bytes; \
+fresh, before any request: {summary['scrape_fresh_median_ms']:.1f} ms, {summary['scrape_fresh_bytes']:,} bytes; \
+after / fresh: {summary['scrape_growth_median']:.2f}x
+startup to /ready (median): {summary['startup_to_ready_s_median']:.2f} s; without metrics \
+{summary['startup_nometrics_s_median']:.2f} s; ratio {summary['startup_ratio_median']:.2f}x;  errors: {summary['errors']}
 saved {out.relative_to(ROOT)}""")
     shutil.rmtree(tmp)
     return 0
