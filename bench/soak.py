@@ -248,6 +248,34 @@ def run(args, model_dir: Path, multiproc: Path) -> dict:
             "final_files": final_files, "final_worker_pids": worker_pids, "api_log": api_log}
 
 
+def first_vs_last(steady: list, span: float = 60.0) -> dict:
+    """The same-run baseline of a soak: its first `span` seconds after the warm-up against its last.
+
+    API rows/s, each exporter's p99 latency and the median scrape time, in each window, and the
+    ratio last / first: a leak or a slow-down shows as a ratio off 1 even when every target is met.
+    """
+    first = [s for s in steady if s["t"] <= steady[0]["t"] + span]
+    last = [s for s in steady if s["t"] >= steady[-1]["t"] - span]
+    if len(first) < 2 or len(last) < 2 or first[-1]["t"] > last[0]["t"]:
+        return {}
+
+    def window(w):
+        seconds = w[-1]["t"] - w[0]["t"]
+        p99 = {name: quantile(0.99, w[0]["exporters"][name]["latency_buckets"], w[-1]["exporters"][name]["latency_buckets"])
+               for name in w[-1]["exporters"]}
+        return {"from_t": w[0]["t"], "to_t": w[-1]["t"],
+                "api_rows_per_s": (w[-1]["api"]["predictions"] - w[0]["api"]["predictions"]) / seconds,
+                "p99_ms": {n: v * 1000 if v is not None else None for n, v in p99.items()},
+                "scrape_ms": statistics.median(s["api_scrape_ms"] for s in w)}
+
+    a, b = window(first), window(last)
+    ratio = lambda x, y: y / x if x and y is not None else None  # noqa: E731
+    return {"first": a, "last": b, "ratio": {
+        "api_rows_per_s": ratio(a["api_rows_per_s"], b["api_rows_per_s"]),
+        "p99_ms": {n: ratio(a["p99_ms"][n], b["p99_ms"][n]) for n in a["p99_ms"]},
+        "scrape_ms": ratio(a["scrape_ms"], b["scrape_ms"])}}
+
+
 def summarise(args, data: dict) -> dict:
     samples, finals, settled = data["samples"], data["finals"], data["settled"]
     warm = next((s for s in samples if s["t"] >= args.warmup), samples[-1])
@@ -358,6 +386,7 @@ def summarise(args, data: dict) -> dict:
         "api_scrape_ms": {"median": statistics.median(s["api_scrape_ms"] for s in samples),
                           "max": max(s["api_scrape_ms"] for s in samples)},
         "api_scrape_bytes": max(s["api_scrape_bytes"] for s in samples),
+        "first_vs_last_minute": first_vs_last(steady),
         "targets": targets, "passed": all(targets.values()),
     }
 
@@ -421,7 +450,27 @@ def table(summary: dict) -> str:
                  + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()) + " | |")
     lines.append(f"| API scrape | | median {summary['api_scrape_ms']['median']:.1f} ms, "
                  f"max {summary['api_scrape_ms']['max']:.1f} ms, {summary['api_scrape_bytes']:,} bytes | |")
+    fl = summary.get("first_vs_last_minute")
+    if fl:
+        a, b, r = fl["first"], fl["last"], fl["ratio"]
+        lines.append(f"| API rows/s, first minute after warm-up → last minute | | {a['api_rows_per_s']:,.0f} → "
+                     f"{b['api_rows_per_s']:,.0f} ({r['api_rows_per_s']:.3f}×) | |")
+        for name in a["p99_ms"]:
+            growth = "n/a" if r["p99_ms"][name] is None else f"{r['p99_ms'][name]:.2f}×"
+            lines.append(f"| exporter p99, {name}, first → last minute | | {fmt(a['p99_ms'][name])} → "
+                         f"{fmt(b['p99_ms'][name])} ms ({growth}) | |")
+        lines.append(f"| API scrape median, first → last minute | | {a['scrape_ms']:.1f} → {b['scrape_ms']:.1f} ms "
+                     f"({r['scrape_ms']:.2f}×) | |")
     return "\n".join(lines)
+
+
+def summarise_file(path: Path) -> str:
+    """The table of a saved soak, with the first-vs-last comparison recomputed from its samples."""
+    saved = json.loads(path.read_text())
+    summary = saved["summary"]
+    steady = [s for s in saved["samples"] if summary["window"]["from_t"] <= s["t"] <= summary["window"]["to_t"]]
+    summary["first_vs_last_minute"] = first_vs_last(steady)
+    return table(summary)
 
 
 def main(argv=None) -> int:
@@ -434,7 +483,12 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the reference sample")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model-dir", default=str(ROOT / "model"))
+    parser.add_argument("--summarise", metavar="FILE", type=Path,
+                        help="print the table of a saved soak (bench/results/soak-*.json) and exit")
     args = parser.parse_args(argv)
+    if args.summarise:
+        print(summarise_file(args.summarise))
+        return 0
     if args.minutes * 60 < args.warmup + 2 * args.interval:
         parser.error("--minutes must leave at least two samples after the warm-up")
 
