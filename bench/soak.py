@@ -259,21 +259,36 @@ def first_vs_last(steady: list, span: float = 60.0) -> dict:
     if len(first) < 2 or len(last) < 2 or first[-1]["t"] > last[0]["t"]:
         return {}
 
+    def cpu_ms_per_row(w, prefix, rows):
+        """CPU time of the processes whose label starts with `prefix`, per row, in the window (ms)."""
+        cpu_s = sum(value * (b["t"] - a["t"]) for a, b in zip(w, w[1:])
+                    for label, value in b["cpu_cores"].items() if label.startswith(prefix))
+        return cpu_s * 1000 / rows if rows else None
+
     def window(w):
         seconds = w[-1]["t"] - w[0]["t"]
+        rows = w[-1]["api"]["predictions"] - w[0]["api"]["predictions"]
+        exporter_rows = sum(w[-1]["exporters"][n]["rows"].get("ok", 0) - w[0]["exporters"][n]["rows"].get("ok", 0)
+                            for n in w[-1]["exporters"])
         p99 = {name: quantile(0.99, w[0]["exporters"][name]["latency_buckets"], w[-1]["exporters"][name]["latency_buckets"])
                for name in w[-1]["exporters"]}
         return {"from_t": w[0]["t"], "to_t": w[-1]["t"],
                 "api_rows_per_s": (w[-1]["api"]["predictions"] - w[0]["api"]["predictions"]) / seconds,
                 "p99_ms": {n: v * 1000 if v is not None else None for n, v in p99.items()},
-                "scrape_ms": statistics.median(s["api_scrape_ms"] for s in w)}
+                "scrape_ms": statistics.median(s["api_scrape_ms"] for s in w),
+                # the exporters are the control: their work per row never changes, so when their CPU
+                # per row moves with the workers', the machine got slower, not the API
+                "worker_cpu_ms_per_row": cpu_ms_per_row(w, "worker", rows),
+                "exporter_cpu_ms_per_row": cpu_ms_per_row(w, "exporter", exporter_rows)}
 
     a, b = window(first), window(last)
     ratio = lambda x, y: y / x if x and y is not None else None  # noqa: E731
     return {"first": a, "last": b, "ratio": {
         "api_rows_per_s": ratio(a["api_rows_per_s"], b["api_rows_per_s"]),
         "p99_ms": {n: ratio(a["p99_ms"][n], b["p99_ms"][n]) for n in a["p99_ms"]},
-        "scrape_ms": ratio(a["scrape_ms"], b["scrape_ms"])}}
+        "scrape_ms": ratio(a["scrape_ms"], b["scrape_ms"]),
+        "worker_cpu_ms_per_row": ratio(a["worker_cpu_ms_per_row"], b["worker_cpu_ms_per_row"]),
+        "exporter_cpu_ms_per_row": ratio(a["exporter_cpu_ms_per_row"], b["exporter_cpu_ms_per_row"])}}
 
 
 def summarise(args, data: dict) -> dict:
@@ -461,6 +476,11 @@ def table(summary: dict) -> str:
                          f"{fmt(b['p99_ms'][name])} ms ({growth}) | |")
         lines.append(f"| API scrape median, first → last minute | | {a['scrape_ms']:.1f} → {b['scrape_ms']:.1f} ms "
                      f"({r['scrape_ms']:.2f}×) | |")
+        for key, label in (("worker", "workers' CPU per 1,000 rows"), ("exporter", "exporters' CPU per 1,000 rows")):
+            first, last_, growth = a[f"{key}_cpu_ms_per_row"], b[f"{key}_cpu_ms_per_row"], r[f"{key}_cpu_ms_per_row"]
+            if first is not None and last_ is not None:
+                lines.append(f"| {label}, first → last minute | | {first * 1000:.0f} → {last_ * 1000:.0f} ms "
+                             f"({growth:.2f}×) | |")
     return "\n".join(lines)
 
 
