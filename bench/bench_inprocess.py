@@ -1,0 +1,80 @@
+"""Where a single-row /predict spends its metrics time, in process (Flask's test client).
+
+    .venv/bin/python -m bench.bench_inprocess [--rounds 15] [--requests 300]
+
+Three apps in one process, in multiprocess mode as under gunicorn: without metrics, with the
+HTTP metrics only (prometheus-flask-exporter and the in-progress gauge; model metrics off), and
+with everything. Rounds interleave the three (alternating the order) and the best round of each
+is kept, which is the least noisy estimate of a fixed cost on a shared machine. Also times one
+multiprocess counter write. No HTTP server, so it isolates the app's own cost; `make bench`
+gives what that means under wrk. Not run in CI.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+import timeit
+
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-inprocess-"))
+
+from prometheus_client import CollectorRegistry, Counter  # noqa: E402
+
+from model.dataset import replay_records  # noqa: E402
+from tests.servers import ROOT  # noqa: E402
+from webapp import create_app  # noqa: E402
+from webapp.metrics import NoMetrics  # noqa: E402
+
+
+def apps(model_dir) -> dict:
+    made = {"no metrics": create_app({"MODEL_DIR": model_dir, "METRICS_ENABLED": False}),
+            "HTTP metrics only": create_app({"MODEL_DIR": model_dir}),
+            "all metrics": create_app({"MODEL_DIR": model_dir})}
+    # the HTTP metrics stay; the model metrics are swapped for the no-op the METRICS_ENABLED=0 app uses
+    made["HTTP metrics only"].extensions["model_metrics"] = NoMetrics()
+    return {name: app.test_client() for name, app in made.items()}
+
+
+def per_request_us(client, record, requests: int) -> float:
+    start = time.perf_counter()
+    for _ in range(requests):
+        resp = client.post("/predict", json=record)
+    if resp.status_code != 200:
+        sys.exit(f"bench: /predict answered {resp.status_code}: {resp.get_data(as_text=True)[:200]}")
+    return (time.perf_counter() - start) / requests * 1e6
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--requests", type=int, default=300, help="requests per app per round")
+    parser.add_argument("--model-dir", default=str(ROOT / "model"))
+    args = parser.parse_args(argv)
+    record = replay_records()[0][0]
+    clients = apps(args.model_dir)
+    for client in clients.values():
+        per_request_us(client, record, 50)  # warm-up
+    rounds = {name: [] for name in clients}
+    names = list(clients)
+    for i in range(args.rounds):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            rounds[name].append(per_request_us(clients[name], record, args.requests))
+    best = {name: min(times) for name, times in rounds.items()}
+
+    counter = Counter("bench_writes", "one multiprocess write", registry=CollectorRegistry())
+    write_us = min(timeit.repeat(counter.inc, number=20000, repeat=5)) / 20000 * 1e6
+
+    base = best["no metrics"]
+    http = best["HTTP metrics only"] - base
+    model = best["all metrics"] - best["HTTP metrics only"]
+    print(f"single-row /predict in process, best of {args.rounds} interleaved rounds of {args.requests}:")
+    for name, us in best.items():
+        print(f"  {name:18s} {us:6.0f} µs")
+    print(f"  HTTP metrics {http:.0f} µs, model metrics {model:.0f} µs: {http + model:.0f} µs, "
+          f"{(http + model) / base:.1%} of the request without metrics")
+    print(f"  one multiprocess counter write: {write_us:.2f} µs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
