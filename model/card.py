@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import pickle
+import sys
 from pathlib import Path
 
 from jsonschema import Draft202012Validator
@@ -40,10 +41,30 @@ def write_card(model_dir: Path, card: dict) -> Path:
     return path
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a float")
+    return value
+
+
+def _float_sized_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > sys.float_info.max:
+        raise ValueError(f"the integer {text[:12]}... ({len(text)} digits) overflows a float")
+    return value
+
+
 def read_card(model_dir: Path) -> dict:
+    """The card as JSON, with numbers that are finite floats: NaN, Infinity and 1e400 are refused."""
     path = Path(model_dir) / CARD_FILE
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(), parse_constant=_no_constant, parse_float=_finite_float,
+                          parse_int=_float_sized_int)
     except FileNotFoundError:
         raise ModelIntegrityError(f"model card {path} not found; run `python -m model.train`") from None
     except (OSError, ValueError) as exc:
@@ -64,7 +85,7 @@ def _bins_problems(where: str, ref: dict, expected_labels) -> list:
                         f" (expected {expected_labels[:3]}...)")
     if len(ref["fractions"]) != len(ref["bins"]):
         problems.append(f"{where} has {len(ref['fractions'])} fractions for {len(ref['bins'])} bins")
-    elif abs(math.fsum(ref["fractions"]) - 1) > _FRACTION_SUM_TOLERANCE:
+    elif not abs(math.fsum(ref["fractions"]) - 1) <= _FRACTION_SUM_TOLERANCE:  # NaN fails too
         problems.append(f"{where}.fractions add up to {math.fsum(ref['fractions']):.6g}, not 1")
     return problems
 
@@ -74,7 +95,7 @@ def _numeric_labels(where: str, edges: list) -> list:
         raise ModelIntegrityError(f"{where}.edges are not strictly increasing")
     try:
         return numeric_labels(edges)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # labels too close to tell apart; an int no float holds
         raise ModelIntegrityError(f"{where}: {exc}") from None
 
 

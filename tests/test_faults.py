@@ -26,6 +26,7 @@ import requests
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from model.bins import numeric_labels
 from tests.scrape import parse, scrape
 from tests.servers import ROOT, Exporter, Gunicorn, Prometheus, free_port, gunicorn, gunicorn_command, start_process
 
@@ -401,6 +402,19 @@ def _pickle_with_matching_card(data: bytes):
     return mutate
 
 
+def _rename_area(card):
+    card["features"][0]["name"] = "living_area"
+    card["reference"]["features"]["living_area"] = card["reference"]["features"].pop("area")
+
+
+def _central_air_numeric(card):
+    feature = next(f for f in card["features"] if f["name"] == "central_air")
+    feature.update(kind="numeric", minimum=0, maximum=1, train_min=0, train_max=1)
+    del feature["categories"]
+    card["reference"]["features"]["central_air"] = {"kind": "numeric", "edges": [0.5], "bins": numeric_labels([0.5]),
+                                                    "fractions": [0.5, 0.5, 0.0]}
+
+
 def _truncate_pickle(d: Path):
     data = (d / "model.pkl").read_bytes()
     (d / "model.pkl").write_bytes(data[:len(data) // 2])
@@ -423,6 +437,13 @@ MODEL_FAULTS = {
                                     "does not describe the model: $: 'reference' is a required property"),
     "card with bins of the wrong size": (_edit_card(lambda c: c["reference"]["features"]["area"]["fractions"].pop()),
                                          "model_card.json", "$.reference.features.area has 10 fractions for 11 bins"),
+    # well-formed cards that do not match the pickle: were tracebacks once the catch-all was gone (found in review)
+    "card renames a feature": (_edit_card(_rename_area), "model_card.json",
+                               "model card features differ from the pipeline's columns: the card lacks ['area']"),
+    "card calls a categorical numeric": (_edit_card(_central_air_numeric), "model_card.json",
+                                         "model card says feature 'central_air' is numeric, the pipeline encodes it"),
+    "card with a NaN": (_edit_card(lambda c: c["metrics"]["holdout"].__setitem__("mae_dollars", float("nan"))),
+                        "model_card.json", "is unreadable: NaN is not a number"),  # json.dumps writes NaN
 }
 
 

@@ -159,6 +159,18 @@ def test_a_body_between_the_two_limits_gets_the_apps_own_413(gateway, replicas):
     assert sum(after) - sum(before) == REPEATS
 
 
+@pytest.mark.parametrize("path, content_type, status", [("/predict", "text/plain", 415), ("/no-such-route", "application/json", 404)])
+def test_a_large_body_refused_unread_gets_the_apps_own_answer(gateway, path, content_type, status):
+    """The same race for every error answered before the body is read, not only the 413."""
+    answers = collections.Counter()
+    with requests.Session() as http:
+        for _ in range(REPEATS):
+            resp = http.post(gateway.url + path, data=b" " * (3 * MIB), headers={"Content-Type": content_type},
+                             timeout=30)
+            answers[resp.status_code] += 1
+    assert answers == {status: REPEATS}
+
+
 def test_a_body_over_the_gateway_limit_gets_nginxs_json_413_of_the_same_shape(gateway, replicas):
     before = too_large_per_replica(replicas) + predictions_per_replica(replicas)
     resp = requests.post(gateway.url + "/predict", data=b" " * (9 * MIB), headers=JSON, timeout=30)

@@ -113,3 +113,12 @@ def test_gunicorn_timeout_0_turns_off_the_body_deadline_too(monkeypatch):
     assert config.from_env()["BODY_READ_TIMEOUT"] is None
     monkeypatch.setenv("GUNICORN_TIMEOUT", "9")
     assert config.from_env()["BODY_READ_TIMEOUT"] == 4.5
+
+
+def test_max_discard_length_0_is_allowed_and_means_never(monkeypatch):
+    from webapp import config
+    monkeypatch.setenv("MAX_DISCARD_LENGTH", "0")
+    assert config.from_env()["MAX_DISCARD_LENGTH"] == 0
+    monkeypatch.setenv("MAX_DISCARD_LENGTH", "-1")
+    with pytest.raises(SystemExit, match="MAX_DISCARD_LENGTH='-1' must be >= 0"):
+        config.from_env()

@@ -221,12 +221,31 @@ def test_a_10_mb_body_is_a_413_without_being_read_into_memory(server, record, ex
 THREE_MIB = 3 * MB  # over MAX_CONTENT_LENGTH, under MAX_DISCARD_LENGTH (8 MiB)
 
 
-def test_a_declared_body_under_the_discard_limit_is_read_whole_before_its_413(server, record, expected):
-    """So the client reads the 413: closing with its bytes unread would reset the connection under it."""
-    reply, sent = stream(server, head(Content_Length=THREE_MIB), (b" " * (64 * 1024) for _ in range(48)))
-    assert (reply.status, reply.json()["reason"]) == (413, "body_too_large")
+@pytest.fixture(scope="module")
+def untimed_server(model_dir):
+    """GUNICORN_TIMEOUT=0: no worker timeout and no body deadline."""
+    srv = Gunicorn(model_dir, workers=2, extra_env={"GUNICORN_TIMEOUT": "0"})
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("which", ["server", "untimed_server"])
+@pytest.mark.parametrize("path, content_type, status, reason", [
+    ("/predict", "application/json", 413, "body_too_large"),
+    ("/predict", "text/plain", 415, "unsupported_media_type"),  # refused before the body is looked at
+    ("/no-such-route", "application/json", 404, "not_found"),
+])
+def test_an_unread_body_under_the_discard_limit_is_read_whole_before_an_error(request, record, expected, which,
+                                                                               path, content_type, status, reason):
+    """So the client reads the error: closing with its bytes unread would reset the connection under it.
+    Was: not read at all (behind nginx, 3 in 40 such answers became nginx's 502); then read only for the
+    413, and only while GUNICORN_TIMEOUT was on (found in review)."""
+    srv = request.getfixturevalue(which)
+    reply, sent = stream(srv, head(path, content_type, Content_Length=THREE_MIB),
+                         (b" " * (64 * 1024) for _ in range(48)))
+    assert (reply.status, reply.json()["reason"]) == (status, reason)
     assert sent == THREE_MIB
-    still_serves(server, record, expected)
+    still_serves(srv, record, expected)
 
 
 def test_a_client_that_declares_too_much_and_sends_nothing_gets_its_413_at_once(server, record, expected):

@@ -1,6 +1,7 @@
 """Training, the model card and the integrity check."""
 import copy
 import hashlib
+import re
 import json
 import shutil
 
@@ -216,3 +217,22 @@ def test_a_card_with_problems_is_refused_before_unpickling(model_dir, tmp_path, 
         load_verified_pipeline(tmp_path)
     assert str(refused.value) == (f"model card {tmp_path / 'model_card.json'} does not describe the model: "
                                   "$.reference.features.area has 10 fractions for 11 bins")
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"version": NaN}', "NaN is not a number"),
+    ('{"version": -Infinity}', "-Infinity is not a number"),
+    ('{"version": 1e400}', "1e400 overflows a float"),
+    ('{"version": 1' + "0" * 400 + '}', "(401 digits) overflows a float"),
+])
+def test_a_card_with_numbers_no_float_holds_is_unreadable(tmp_path, text, says):
+    """Was: NaN fractions and metrics passed every check and served; a 400-digit bound crashed start-up."""
+    (tmp_path / "model_card.json").write_text(text)
+    with pytest.raises(ModelIntegrityError, match="is unreadable: .*" + re.escape(says)):
+        load_verified_pipeline(tmp_path)
+
+
+def test_nan_fractions_are_a_problem_even_in_memory(card):
+    broken = copy.deepcopy(card)
+    broken["reference"]["features"]["area"]["fractions"] = [float("nan")] * 11
+    assert card_problems(broken) == ["$.reference.features.area.fractions add up to nan, not 1"]

@@ -9,13 +9,15 @@ fails, ModelIntegrityError says why in one line and no app is made.
 import re
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import Flask, g, request
 
-from model.card import load_verified_pipeline
+from model.card import CARD_FILE, ModelIntegrityError, load_verified_pipeline
 
 from . import config
 from .errors import register_error_handlers
+from .jsonbody import discard_unread_body
 from .instrumentation import init_instrumentation
 from .openapi import build_spec
 from .predictor import FastPredictor
@@ -38,8 +40,12 @@ class ModelService:
 def load_model_service(cfg) -> ModelService:
     pipeline, card = load_verified_pipeline(cfg["MODEL_DIR"])
     features = card["features"]
-    predictor = FastPredictor(pipeline, [f["name"] for f in features])
-    predictor.self_check(features)
+    try:
+        predictor = FastPredictor(pipeline, [f["name"] for f in features])
+        predictor.self_check(features)
+    except ModelIntegrityError as exc:
+        raise ModelIntegrityError(f"model card {Path(cfg['MODEL_DIR']) / CARD_FILE} does not match its pickle: "
+                                  f"{exc}") from None
     return ModelService(
         card=card,
         version=card["version"],
@@ -70,6 +76,7 @@ def create_app(test_config=None) -> Flask:
         return response
 
     register_error_handlers(app)
+    app.after_request(discard_unread_body)  # error answers only: see webapp/jsonbody.py
     app.register_blueprint(bp)
     init_instrumentation(app, service.card, service.predictor)  # reads the card's reference bins
     return app

@@ -64,10 +64,10 @@ def from_env() -> dict:
         "MAX_BATCH_SIZE": env_int("MAX_BATCH_SIZE", 1000),  # records per /predict or /feedback call
         # 1000 records of ~400 bytes fit with room to spare; larger bodies get 413 before parsing
         "MAX_CONTENT_LENGTH": env_int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024),
-        # a body declared over MAX_CONTENT_LENGTH but at most this big is read and thrown away before
-        # the 413, so the client (or the gateway, whose client_max_body_size is 8m) reads the answer
-        # instead of a connection reset; larger ones are refused without reading a byte
-        "MAX_DISCARD_LENGTH": env_int("MAX_DISCARD_LENGTH", 8 * 1024 * 1024),
+        # before an error answer (a 413 above all), what is left of a declared body up to this size is
+        # read and thrown away, so the client (or the gateway, whose client_max_body_size is 8m) reads
+        # the answer instead of a connection reset; larger ones are left unread
+        "MAX_DISCARD_LENGTH": env_int("MAX_DISCARD_LENGTH", 8 * 1024 * 1024, minimum=0),  # 0: never
         "MAX_ERROR_DETAILS": env_int("MAX_ERROR_DETAILS", 50),  # problems listed in one error answer
         "METRICS_ENABLED": metrics_enabled(),  # off only to measure the metrics' overhead
         "BODY_READ_TIMEOUT": _body_read_timeout(),  # seconds for a whole request body to arrive (under gunicorn)

@@ -17,24 +17,26 @@ Under gunicorn the body is read here, not by werkzeug, for three reasons:
   Without it gunicorn kills the worker at its timeout, answers 500, and the
   request is counted as a server error (flask_http_request_total{status="500"}).
 
-A body declared over the limit is refused before its first byte is used, but up to
-MAX_DISCARD_LENGTH of it is still read and thrown away first. gunicorn closes the
-connection after the answer, and closing a socket with unread bytes in it makes the
-kernel send a reset, which can overtake the 413: the nginx gateway, still writing
-the body, then answered its own 502 for 3 of 40 3 MiB bodies.
+Every error answer (a 413 for a body declared over the limit, a 404 or a 415 that
+never looked at the body...) first reads and throws away whatever declared body is
+left unread, up to MAX_DISCARD_LENGTH and for at most _DISCARD_BUDGET seconds.
+gunicorn closes the connection after the answer, and closing a socket with unread
+bytes in it makes the kernel send a reset, which can overtake the answer: the nginx
+gateway, still writing the body, then answered its own 502 for 3 of 40 3 MiB bodies.
 """
 import json
 import signal
 import threading
 import time
 
-from flask import Request, current_app
+from flask import Request, current_app, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
 
 from .errors import ApiError
 
 _READ_CHUNK = 64 * 1024
 _DISCARD_IDLE = 1.0  # seconds: a client that stops sending a body already refused is not waited for
+_DISCARD_BUDGET = 2.0  # seconds at most for the whole discard: a worker is never held long for a refused body
 
 
 class _BadConstant(ValueError):
@@ -151,26 +153,32 @@ def _read(raw, sock, cap, deadline, keep=True, idle=None) -> tuple:
 
 
 def _body_stream(request: Request):
-    """gunicorn's body stream, its socket and the body deadline; (None, None, None) under other servers."""
+    """gunicorn's body stream and its socket; (None, None) under other servers."""
     env = request.environ
     raw = env.get("wsgi.input")
     if raw is None or not env.get("wsgi.input_terminated"):
-        return None, None, None
-    sock = env.get("gunicorn.socket")
-    timeout = current_app.config.get("BODY_READ_TIMEOUT")
-    deadline = time.monotonic() + timeout if sock is not None and timeout else None
-    return raw, sock, deadline
+        return None, None
+    return raw, env.get("gunicorn.socket")
 
 
-def _refuse_declared(request: Request, length: int) -> RequestEntityTooLarge:
-    """The 413 for a declared length over the limit, after discarding the body if it is small enough."""
-    raw, sock, deadline = _body_stream(request)
-    if raw is not None and deadline is not None and length <= current_app.config.get("MAX_DISCARD_LENGTH", 0):
-        try:
-            _read(raw, sock, length, deadline, keep=False, idle=_DISCARD_IDLE)
-        except Exception:  # noqa: BLE001 - too slow, broken or gone: the answer is a 413 all the same
-            pass
-    return RequestEntityTooLarge()
+def discard_unread_body(response):
+    """after_request: before an error answer, read and drop what is left of a declared body.
+
+    Only a Content-Length up to MAX_DISCARD_LENGTH (0: never), for at most _DISCARD_BUDGET
+    seconds and at most _DISCARD_IDLE between bytes; never after a 408, whose client has
+    already had its time. A body read to its end costs one empty read.
+    """
+    if response.status_code < 400 or response.status_code == 408:
+        return response
+    length = request.content_length
+    raw, sock = _body_stream(request)
+    if raw is None or sock is None or not length or length > current_app.config.get("MAX_DISCARD_LENGTH", 0):
+        return response
+    try:
+        _read(raw, sock, length, time.monotonic() + _DISCARD_BUDGET, keep=False, idle=_DISCARD_IDLE)
+    except Exception:  # noqa: BLE001 - too slow, broken or gone: the answer stands all the same
+        pass
+    return response
 
 
 def _read_body(request: Request) -> bytes:
@@ -178,16 +186,17 @@ def _read_body(request: Request) -> bytes:
     limit = request.max_content_length
     length = request.content_length
     if length is not None and limit is not None and length > limit:
-        raise _refuse_declared(request, length)  # none of it is ever parsed
-    raw, sock, deadline = _body_stream(request)
+        raise RequestEntityTooLarge()  # none of it is ever parsed (discard_unread_body drains it)
+    raw, sock = _body_stream(request)
     if raw is None:
         return request.get_data(cache=False)  # a server that does not end the stream: werkzeug's safe reading
+    timeout = current_app.config.get("BODY_READ_TIMEOUT")
+    deadline = time.monotonic() + timeout if sock is not None and timeout else None
     # a declared length is read exactly (never a byte of what follows); otherwise one byte past the limit
     cap = length if length is not None else (limit + 1 if limit is not None else None)
     try:
         parts, size = _read(raw, sock, cap, deadline)
     except TimeoutError:
-        timeout = current_app.config.get("BODY_READ_TIMEOUT")
         raise RequestTimeout(f"the request body did not arrive within {timeout:g} seconds") from None
     except Exception:  # noqa: BLE001 - gunicorn raises its own ParseException (no OSError) on a bad chunk
         raise BadRequest("could not read the request body: malformed chunked encoding, or the connection broke") \

@@ -26,6 +26,12 @@ class FastPredictor:
         self.transformer = transformer
         self.feature_names = list(feature_names)
         position = {name: i for i, name in enumerate(self.feature_names)}
+        expected = list(getattr(transformer, "feature_names_in_", []))
+        if sorted(expected) != sorted(self.feature_names):
+            missing = sorted(set(expected) - set(self.feature_names))
+            extra = sorted(set(self.feature_names) - set(expected))
+            raise ModelIntegrityError(f"model card features differ from the pipeline's columns: the card lacks "
+                                      f"{missing or 'none'}, and lists {extra or 'none'} the pipeline never saw")
         self.width = transformer.output_indices_[transformer.transformers_[-1][0]].stop
         self.numeric_src, self.numeric_dst = [], []
         self.onehots = []  # (source position, {category: output column})
@@ -90,8 +96,24 @@ class FastPredictor:
         frame = pd.DataFrame(rows, columns=self.feature_names)
         return self.transformer.transform(frame)
 
+    def check_kinds(self, card_features: list) -> None:
+        """Refuse a card whose numeric features the pipeline one-hot encodes, or the other way round."""
+        numeric = {self.feature_names[i] for i in self.numeric_src}
+        categorical = {self.feature_names[src] for src, _ in self.onehots}
+        for f in card_features:
+            encoded = "numeric" if f["name"] in numeric else "categorical" if f["name"] in categorical else None
+            if encoded is not None and encoded != f["kind"]:
+                raise ModelIntegrityError(f"model card says feature {f['name']!r} is {f['kind']}, "
+                                          f"the pipeline encodes it as {encoded}")
+        known = {self.feature_names[src]: {c for c in lookup if c is not None} for src, lookup in self.onehots}
+        for f in card_features:
+            if f["kind"] == "categorical" and f["name"] in known and set(f["categories"]) != known[f["name"]]:
+                raise ModelIntegrityError(f"model card categories of {f['name']!r} differ from the pipeline's "
+                                          f"encoder: {sorted(set(f['categories']) ^ known[f['name']])}")
+
     def self_check(self, card_features: list) -> None:
         """Refuse to serve if the fast matrix differs from the pipeline's on probe rows."""
+        self.check_kinds(card_features)
         probes = []
         longest = max([len(f.get("categories", [])) for f in card_features] + [1]) + 2
         for i in range(longest):
