@@ -484,13 +484,46 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def summarise_file(path: Path) -> str:
-    """The table of a saved soak, with the first-vs-last comparison recomputed from its samples."""
+def load_summary(path: Path) -> dict:
+    """A saved soak's summary, with the first-vs-last comparison recomputed from its samples."""
     saved = json.loads(path.read_text())
     summary = saved["summary"]
     steady = [s for s in saved["samples"] if summary["window"]["from_t"] <= s["t"] <= summary["window"]["to_t"]]
     summary["first_vs_last_minute"] = first_vs_last(steady)
-    return table(summary)
+    return summary
+
+
+# (label, how to read it from a summary, format) for the runs-and-medians table; "exact" marks a
+# pass/fail row, whose summary column says whether every run passed
+_ACROSS_RUNS = [
+    ("rows counted by the API", lambda s: s["counts"]["api_predictions"], "{:,.0f}"),
+    ("errors", lambda s: s["errors"]["total"], "{:.0f}"),
+    ("largest worker RSS growth", lambda s: max(s["worker_rss_growth"].values()), "{:+.2%}"),
+    ("multiprocess files after warm-up", lambda s: max(s["multiproc"]["files_after_warmup"]), "{:.0f}"),
+    ("client and metrics counts", lambda s: s["targets"]["client and metrics counts match exactly"], "exact"),
+    ("API rows/s, steady window", lambda s: s["throughput"]["api_rows_per_s"], "{:,.0f}"),
+    ("exporter p99 ms, single rows", lambda s: s["latency_exporter"]["single"]["p99_ms"], "{:.1f}"),
+    ("exporter p99 ms, batches", lambda s: s["latency_exporter"]["batch"]["p99_ms"], "{:.1f}"),
+    ("API rows/s, last / first minute", lambda s: s["first_vs_last_minute"]["ratio"]["api_rows_per_s"], "{:.3f}"),
+    ("workers' CPU per row, last / first minute",
+     lambda s: s["first_vs_last_minute"]["ratio"]["worker_cpu_ms_per_row"], "{:.2f}"),
+    ("exporters' CPU per row, last / first minute",
+     lambda s: s["first_vs_last_minute"]["ratio"]["exporter_cpu_ms_per_row"], "{:.2f}"),
+]
+
+
+def across_runs(summaries: list) -> str:
+    """One row a measure: each run's value and the median."""
+    lines = ["| measure | " + " | ".join(f"run {i + 1}" for i in range(len(summaries))) + " | median |",
+             "|---" * (len(summaries) + 2) + "|"]
+    for label, read, fmt in _ACROSS_RUNS:
+        values = [read(s) for s in summaries]
+        if fmt == "exact":
+            cells, combined = ["exact" if v else "**MISMATCH**" for v in values], "all exact" if all(values) else "**NOT ALL**"
+        else:
+            cells, combined = [fmt.format(v) for v in values], fmt.format(statistics.median(values))
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {combined} |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -503,11 +536,13 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the reference sample")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model-dir", default=str(ROOT / "model"))
-    parser.add_argument("--summarise", metavar="FILE", type=Path,
-                        help="print the table of a saved soak (bench/results/soak-*.json) and exit")
+    parser.add_argument("--summarise", metavar="FILE", type=Path, nargs="+",
+                        help="print the table of saved soaks (bench/results/soak-*.json), and with several "
+                             "their values side by side with the medians; then exit")
     args = parser.parse_args(argv)
     if args.summarise:
-        print(summarise_file(args.summarise))
+        summaries = [load_summary(path) for path in args.summarise]
+        print(table(summaries[-1]) if len(summaries) == 1 else across_runs(summaries))
         return 0
     if args.minutes * 60 < args.warmup + 2 * args.interval:
         parser.error("--minutes must leave at least two samples after the warm-up")
