@@ -273,7 +273,7 @@ def first_vs_last(steady: list, span: float = 60.0) -> dict:
         p99 = {name: quantile(0.99, w[0]["exporters"][name]["latency_buckets"], w[-1]["exporters"][name]["latency_buckets"])
                for name in w[-1]["exporters"]}
         return {"from_t": w[0]["t"], "to_t": w[-1]["t"],
-                "api_rows_per_s": (w[-1]["api"]["predictions"] - w[0]["api"]["predictions"]) / seconds,
+                "api_rows_per_s": rows / seconds,
                 "p99_ms": {n: v * 1000 if v is not None else None for n, v in p99.items()},
                 "scrape_ms": statistics.median(s["api_scrape_ms"] for s in w),
                 # the exporters are the control: their work per row never changes, so when their CPU

@@ -17,8 +17,8 @@ from model.card import CARD_FILE, ModelIntegrityError, load_verified_pipeline
 
 from . import config
 from .errors import register_error_handlers
-from .jsonbody import discard_unread_body
 from .instrumentation import init_instrumentation
+from .jsonbody import discard_unread_body
 from .openapi import build_spec
 from .predictor import FastPredictor
 from .routes import bp

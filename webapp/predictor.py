@@ -97,17 +97,16 @@ class FastPredictor:
         return self.transformer.transform(frame)
 
     def check_kinds(self, card_features: list) -> None:
-        """Refuse a card whose numeric features the pipeline one-hot encodes, or the other way round."""
+        """Refuse a card whose kinds or categories are not the pipeline's: a numeric feature the pipeline
+        one-hot encodes (or the other way round), or categories other than its encoder's."""
         numeric = {self.feature_names[i] for i in self.numeric_src}
-        categorical = {self.feature_names[src] for src, _ in self.onehots}
+        known = {self.feature_names[src]: {c for c in lookup if c is not None} for src, lookup in self.onehots}
         for f in card_features:
-            encoded = "numeric" if f["name"] in numeric else "categorical" if f["name"] in categorical else None
+            encoded = "numeric" if f["name"] in numeric else "categorical" if f["name"] in known else None
             if encoded is not None and encoded != f["kind"]:
                 raise ModelIntegrityError(f"model card says feature {f['name']!r} is {f['kind']}, "
                                           f"the pipeline encodes it as {encoded}")
-        known = {self.feature_names[src]: {c for c in lookup if c is not None} for src, lookup in self.onehots}
-        for f in card_features:
-            if f["kind"] == "categorical" and f["name"] in known and set(f["categories"]) != known[f["name"]]:
+            if encoded == "categorical" and set(f["categories"]) != known[f["name"]]:
                 raise ModelIntegrityError(f"model card categories of {f['name']!r} differ from the pipeline's "
                                           f"encoder: {sorted(set(f['categories']) ^ known[f['name']])}")
 
