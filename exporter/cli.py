@@ -99,9 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     fault.add_argument("--fault-after", type=_seconds,
                        default=_env("FAULT_AFTER"),
                        help="seconds after the start at which the scenario starts")
-    p.add_argument("--timeout", type=_seconds, default=_env("TIMEOUT", "5"), help="per request, seconds")
+    p.add_argument("--timeout", type=_seconds, default=_env("TIMEOUT", "5"),
+                   help="seconds a whole request may take: connect, send, status, headers and body; "
+                        "SIGTERM stops the exporter within this + 1 s")
     p.add_argument("--max-retries", type=_non_negative_int, default=_env("MAX_RETRIES", "0"),
                    help="retries of a row while the API is down (0: until it is back)")
+    p.add_argument("--feedback-queue", type=_positive_int, default=_env("FEEDBACK_QUEUE", "10000"),
+                   help="feedback pairs held while /feedback is slow or down; beyond, dropped and counted")
     p.add_argument("--linger", action="store_true", default=_flag("LINGER"),
                    help="keep serving metrics after the replay ends, until stopped")
     p.add_argument("--log-interval", type=_seconds, default=_env("LOG_INTERVAL", "10"),
@@ -125,6 +129,8 @@ def main(argv=None) -> int:
     if args.fault_from is not None and args.fault_after is not None:  # both from the environment
         raise SystemExit("exporter: give --fault-from or --fault-after, not both")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s exporter %(levelname)s %(message)s")
+    # urllib3 logs malformed answer headers with a traceback; the exporter counts and reports them itself
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     rows = load_rows(args.csv, args.all_rows)
     if not rows:
         raise SystemExit(f"exporter: {args.csv} has no rows to replay")
@@ -144,7 +150,8 @@ def main(argv=None) -> int:
 
     config = ReplayConfig(api_url=args.api_url.rstrip("/"), rate=args.rate, limit=args.limit, loop=args.loop,
                           batch_size=args.batch_size, scenario=args.scenario, fault_from=args.fault_from,
-                          fault_after=args.fault_after, timeout=args.timeout, max_retries=args.max_retries)
+                          fault_after=args.fault_after, timeout=args.timeout, max_retries=args.max_retries,
+                          feedback_queue_size=args.feedback_queue)
     replayer = Replayer(config, rows, state)
     stopped_by = []
 
@@ -160,8 +167,8 @@ def main(argv=None) -> int:
              args.host, args.port)
     progress = Progress(state, interval=args.log_interval).start()
     replayer.start()
-    while replayer.running():
-        time.sleep(0.2)
+    while replayer.running():  # the replay threads end within --timeout of a stop()
+        time.sleep(0.05)
     progress.stop()
     in_flight = replayer.in_flight
     if stopped_by:
@@ -176,5 +183,6 @@ def main(argv=None) -> int:
             done.wait()
     if in_flight:
         log.warning("%d rows were in flight when stopping", in_flight)
-    server.shutdown()
+    # no server.shutdown(): it waits up to the server's 0.5 s poll interval, and the metrics
+    # server's thread is a daemon that ends with the process anyway
     return 0

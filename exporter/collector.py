@@ -17,8 +17,11 @@ class ReplayCollector(Collector):
 
     def collect(self):
         s = self.state.snapshot()
-        rows = CounterMetricFamily("replay_rows", "Replayed rows by final outcome (each row counted once)",
-                                   labels=["outcome"])
+        rows = CounterMetricFamily(
+            "replay_rows", "Replayed rows by final outcome, each row counted once: ok; invalid (a 4xx); "
+            "http_error (any other status that is not retried); connection_error (abandoned while the API was "
+            "unreachable, or timed out); bad_answer (an answer that started but is unusable: cut short, over "
+            "the size cap, not HTTP, or a 2xx without one finite number per row)", labels=["outcome"])
         for outcome, n in s["rows"].items():
             rows.add_metric([outcome], n)
         yield rows
@@ -28,8 +31,10 @@ class ReplayCollector(Collector):
         for kind, n in s["request_errors"].items():
             errors.add_metric([kind], n)
         yield errors
-        feedback = CounterMetricFamily("replay_feedback", "Actual prices posted to /feedback, by outcome",
-                                       labels=["outcome"])
+        feedback = CounterMetricFamily(
+            "replay_feedback", "Feedback pairs (prediction, actual price) of predicted rows, by outcome: ok and "
+            "failed were posted to /feedback; dropped were not (the feedback queue was full, or the exporter "
+            "was stopping)", labels=["outcome"])
         for outcome, n in s["feedback"].items():
             feedback.add_metric([outcome], n)
         yield feedback
@@ -41,8 +46,22 @@ class ReplayCollector(Collector):
                                 value=_progress(s))
         yield GaugeMetricFamily("replay_rows_planned", "Rows this run will replay (0: loops until stopped)",
                                 value=s["planned_rows"] or 0)
-        yield GaugeMetricFamily("replay_queue_depth", "Rows read from the CSV and waiting to be sent",
-                                value=s["queue_depth"])
+        yield GaugeMetricFamily(
+            "replay_queue_depth", "Rows read from the CSV and waiting for the sender. The reader keeps this queue "
+            "full (at replay_queue_capacity) by design, so full is normal and not saturation: see "
+            "replay_sender_busy_seconds_total", value=s["queue_depth"])
+        yield GaugeMetricFamily("replay_queue_capacity", "Bound of the rows queue (replay_queue_depth)",
+                                value=s["queue_capacity"])
+        yield GaugeMetricFamily(
+            "replay_feedback_queue_depth", "Feedback pairs waiting to be posted. Near 0 while /feedback keeps up; "
+            "at replay_feedback_queue_capacity, further pairs are dropped (replay_feedback_total{outcome=\"dropped\"})",
+            value=s["feedback_queue_depth"])
+        yield GaugeMetricFamily("replay_feedback_queue_capacity", "Bound of the feedback queue",
+                                value=s["feedback_queue_capacity"])
+        yield CounterMetricFamily(
+            "replay_sender_busy_seconds", "Seconds the sender spent on /predict calls, retries and their backoff "
+            "included; the rest it waits for its next --rate slot. Its rate is the sender's utilisation: near 1, "
+            "the API sets the pace, not --rate (saturation, or --rate max)", value=s["sender_busy_seconds"])
         yield GaugeMetricFamily("replay_last_success_timestamp_seconds",
                                 "Unix time of the last row the API predicted (0: none yet)", value=s["last_success"])
         yield GaugeMetricFamily("replay_start_time_seconds", "Unix time the replay started", value=s["started"])
@@ -59,7 +78,7 @@ class ReplayCollector(Collector):
             total += count
             cumulative.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
         yield HistogramMetricFamily("replay_request_duration_seconds",
-                                    "Client-side latency of /predict calls that got an answer",
+                                    "Client-side latency of /predict calls that got a whole answer",
                                     buckets=cumulative, sum_value=s["latency_sum"])
 
 

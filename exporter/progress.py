@@ -13,11 +13,13 @@ def summary(state) -> str:
     s = state.snapshot()
     rows = s["rows"]
     elapsed = max(time.time() - s["started"], 1e-9)
+    # the fields added later go last: scripts parse this line up to "failed attempts"
     return (f"{sum(rows.values())} rows sent in {elapsed:.1f} s ({sum(rows.values()) / elapsed:.0f} rows/s): "
             f"ok {rows['ok']}, invalid {rows['invalid']}, "
             f"http_error {rows['http_error']}, connection_error {rows['connection_error']}; "
             f"feedback {s['feedback']['ok']} ok, {s['feedback']['failed']} failed; "
-            f"{sum(s['request_errors'].values())} failed attempts retried or abandoned")
+            f"{sum(s['request_errors'].values())} failed attempts retried or abandoned; "
+            f"bad_answer {rows['bad_answer']}, feedback dropped {s['feedback']['dropped']}")
 
 
 class Progress:
@@ -53,7 +55,8 @@ class Progress:
                 done = sum(s["rows"].values())
                 bar.update(done - bar.n)
                 bar.set_postfix(invalid=s["rows"]["invalid"],
-                                errors=s["rows"]["http_error"] + s["rows"]["connection_error"],
+                                errors=s["rows"]["http_error"] + s["rows"]["connection_error"]
+                                + s["rows"]["bad_answer"],
                                 retries=sum(s["request_errors"].values()), refresh=False)
                 if stopping:
                     return

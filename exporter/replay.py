@@ -1,4 +1,4 @@
-"""The replay engine: rows -> bounded queue -> /predict at a set rate -> /feedback.
+"""The replay engine: rows -> bounded queue -> /predict at a set rate -> bounded queue -> /feedback.
 
 Three threads, so that pacing, the network and the feedback never block each other:
 - the reader walks the rows (once, N rows, or in a loop) and fills a bounded queue
@@ -8,12 +8,19 @@ Three threads, so that pacing, the network and the feedback never block each oth
   outcome per row;
 - the feedback thread posts the actual price of every predicted row to /feedback,
   gathering whatever has queued up into one list, so feedback keeps up at any rate.
+  Its queue is bounded too: while /feedback is slow or down, pairs beyond the bound are
+  dropped and counted, so memory stays flat however long /feedback fails.
 
 While the API is down, connection attempts are retried with exponential backoff and
 full jitter, so the row is sent once the API is back: no row is skipped, and none is
-counted twice.  A read timeout is not retried (the API may have done the work).
-HTTP goes through urllib3 directly (what requests is built on): a third less client
-time per row than requests, which matters at --rate max.
+counted twice. Once an answer has started (a status line arrived) or the time ran out,
+the row is final whatever happens: the API may have done the work, so it is never sent twice.
+Every exchange is bounded in time and size by ApiClient, and every answer ends in one
+outcome from a fixed list, whatever the API sends.
+
+Stopping: the request in flight finishes or times out, retries are abandoned, and the
+feedback still queued gets until the same deadline (--timeout after the stop), so the
+threads end within --timeout of stop().
 """
 import json
 import logging
@@ -24,13 +31,12 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-import urllib3
-from urllib3.exceptions import HTTPError, ReadTimeoutError
-
+from .answer import BadAnswer, answer_cap, predictions
+from .api_client import ApiClient, BrokenAnswer, NoAnswer, TimedOut, Watchdog
 from .scenarios import SCENARIOS
+from .throttle import EveryFewSeconds
 
 log = logging.getLogger("exporter")
-JSON_HEADERS = {"Content-Type": "application/json"}
 RETRY_STATUSES = (502, 503, 504)  # a proxy or a restarting API: worth a retry
 _END = object()
 
@@ -50,7 +56,9 @@ class ReplayConfig:
     backoff_base: float = 0.1
     backoff_max: float = 5.0
     queue_size: int = 1000
+    feedback_queue_size: int = 10_000  # pairs waiting for /feedback; beyond, dropped and counted
     feedback_batch: int = 1000
+    max_answer_bytes: Optional[int] = None  # None: answer_cap(batch_size)
 
 
 class Replayer:
@@ -61,12 +69,17 @@ class Replayer:
         self.rows = rows
         self.state = state
         self.transform = SCENARIOS[config.scenario]
-        self.http = urllib3.PoolManager(maxsize=1)  # one per thread: the sender's and the feedback's
-        self.feedback_http = urllib3.PoolManager(maxsize=1)
-        self.timeout = urllib3.Timeout(connect=config.timeout, read=config.timeout)
+        cap = config.max_answer_bytes or answer_cap(config.batch_size)
+        watchdog = Watchdog()
+        self.predict_client = ApiClient(config.api_url, cap, watchdog)  # one per thread: the sender's ...
+        self.feedback_client = ApiClient(config.api_url, cap, watchdog)  # ... and the feedback's
         self.stop_event = threading.Event()
+        self._stop_deadline = None  # set by stop(): no exchange runs past it
         self.rows_queue = queue.Queue(maxsize=config.queue_size)
-        self.feedback_queue = queue.Queue()
+        self.feedback_queue = queue.Queue(maxsize=config.feedback_queue_size)
+        self.state.set(queue_capacity=config.queue_size, feedback_queue_capacity=config.feedback_queue_size)
+        self._drop_log = EveryFewSeconds()
+        self._bad_answer_log = EveryFewSeconds()
         self.in_flight = 0
         self._random = random.Random()  # jitter only; the scenarios are deterministic
         self._threads = [threading.Thread(target=self._read, name="replay-reader", daemon=True),
@@ -86,8 +99,16 @@ class Replayer:
         return self
 
     def stop(self) -> None:
-        """Stop soon: the request in flight finishes (or times out), retries are abandoned."""
+        """Stop within --timeout: the request in flight finishes or times out, retries are abandoned,
+        queued feedback is posted until that deadline and dropped (counted) after it."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + self.config.timeout
         self.stop_event.set()
+
+    def _deadline(self) -> float:
+        """When the next exchange must be over: --timeout from now, and never after the stop deadline."""
+        deadline = time.monotonic() + self.config.timeout
+        return deadline if self._stop_deadline is None else min(deadline, self._stop_deadline)
 
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
@@ -189,7 +210,9 @@ class Replayer:
                     if delay > 0 and self.stop_event.wait(delay):
                         break
                     next_time = max(next_time, time.monotonic()) + interval * len(group)  # no bursts after a stall
+                busy_from = time.monotonic()
                 self._post_group(group)
+                self.state.sender_busy(time.monotonic() - busy_from)
         finally:
             self._sender_done.set()
             self.state.set(done=not self.stop_event.is_set(), queue_depth=0)
@@ -197,49 +220,59 @@ class Replayer:
     def _post_group(self, group) -> None:
         self.in_flight = len(group)
         if isinstance(group[0][1], bytes):
-            body = group[0][1]
+            body, batch = group[0][1], False
         elif len(group) == 1 and self.config.batch_size == 1:
-            body = json.dumps(group[0][1]).encode()
+            body, batch = json.dumps(group[0][1]).encode(), False
         else:
-            body = json.dumps({"instances": [payload for _, payload, _ in group]}).encode()
-        response, outcome = self._post_with_retry(self.http, "/predict", body, latency=True)
+            body, batch = json.dumps({"instances": [payload for _, payload, _ in group]}).encode(), True
+        answer, outcome = self._post_with_retry(self.predict_client, "/predict", body, latency=True)
         if outcome == "ok":
             try:
-                answer = json.loads(response.data)
-                predictions = answer["predictions"] if "predictions" in answer else [answer["prediction"]]
-                if len(predictions) != len(group):
-                    raise ValueError("wrong number of predictions")
-            except (ValueError, KeyError, TypeError):
-                outcome = "http_error"
+                values = predictions(answer.body, len(group), batch)
+            except BadAnswer as exc:
+                outcome = "bad_answer"
+                self._log_bad_answer("/predict", f"status {answer.status}, {exc}")
         if outcome == "ok":
-            for (_, _, actual), prediction in zip(group, predictions):
-                self.feedback_queue.put((prediction, actual))
-            self.state.exchanged(predictions[-1], group[-1][2])
+            for (_, _, actual), prediction in zip(group, values):
+                self._queue_feedback(prediction, actual)
+            self.state.set(feedback_queue_depth=self.feedback_queue.qsize())
+            self.state.exchanged(values[-1], group[-1][2])
         self.state.rows_finished(outcome, len(group))
         self.in_flight = 0
 
-    def _post_with_retry(self, http, path, body, latency=False):
-        """(response, outcome). Retries while the API is unreachable; gives up only on stop or max_retries."""
+    def _log_bad_answer(self, path, why) -> None:
+        count = self._bad_answer_log.due()
+        if count:  # `why` is the exporter's own wording: nothing the API sent reaches the log
+            log.warning("%s%s: bad answer (%s); %d bad answer(s) since the last such line",
+                        self.config.api_url, path, why, count)
+
+    def _post_with_retry(self, client, path, body, latency=False):
+        """(answer, outcome). Retries while the API is unreachable; gives up only on stop or max_retries.
+
+        Retried: no connection, a connection closed before any byte of an answer, a 502-504.
+        Final: a timeout, and any other answer once its status line has arrived."""
         attempt = 0
         while True:
             start = time.perf_counter()
             try:
-                response = http.request("POST", self.config.api_url + path, body=body, headers=JSON_HEADERS,
-                                        timeout=self.timeout, retries=False)
-            except ReadTimeoutError:
+                answer = client.post(path, body, self._deadline())
+            except TimedOut:
                 self.state.request_error("timeout")
-                return None, "connection_error"  # the API may have done the work: never send it twice
-            except HTTPError:  # refused, reset, unreachable: the API is down or restarting
+                return None, "connection_error"
+            except BrokenAnswer as exc:
+                self._log_bad_answer(path, str(exc))
+                return None, "bad_answer"
+            except NoAnswer:  # refused, reset, unreachable: the API is down or restarting
                 kind = "connection"
             else:
                 if latency:
                     self.state.latency(time.perf_counter() - start)
-                if 200 <= response.status < 300:
-                    return response, "ok"
-                if 400 <= response.status < 500:
-                    return response, "invalid"
-                if response.status not in RETRY_STATUSES:
-                    return response, "http_error"
+                if 200 <= answer.status < 300:
+                    return answer, "ok"
+                if 400 <= answer.status < 500:
+                    return answer, "invalid"
+                if answer.status not in RETRY_STATUSES:
+                    return answer, "http_error"
                 kind = "unavailable"
             self.state.request_error(kind)
             attempt += 1
@@ -252,6 +285,18 @@ class Replayer:
                 return None, "connection_error"
 
     # -- feedback --------------------------------------------------------------------------
+    def _queue_feedback(self, prediction, actual) -> None:
+        try:
+            self.feedback_queue.put_nowait((prediction, actual))
+        except queue.Full:
+            self._drop_feedback(1, f"the queue of {self.config.feedback_queue_size} pairs is full")
+
+    def _drop_feedback(self, n, why) -> None:
+        self.state.feedback_finished("dropped", n)
+        count = self._drop_log.due(n)
+        if count:
+            log.warning("feedback not posted, %s: %d pair(s) dropped since the last such line", why, count)
+
     def _feedback(self) -> None:
         while True:
             try:
@@ -268,6 +313,10 @@ class Replayer:
                     items.append(self.feedback_queue.get_nowait())
                 except queue.Empty:
                     break
+            self.state.set(feedback_queue_depth=self.feedback_queue.qsize())
+            if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
+                self._drop_feedback(len(items), "the exporter is stopping")
+                continue
             body = json.dumps([{"prediction": p, "actual": a} for p, a in items]).encode()
-            _, outcome = self._post_with_retry(self.feedback_http, "/feedback", body)
+            _, outcome = self._post_with_retry(self.feedback_client, "/feedback", body)
             self.state.feedback_finished("ok" if outcome == "ok" else "failed", len(items))

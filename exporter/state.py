@@ -7,9 +7,10 @@ import bisect
 import threading
 import time
 
-OUTCOMES = ("ok", "http_error", "invalid", "connection_error")
+# Every label value comes from these fixed lists, never from what the API sends.
+OUTCOMES = ("ok", "http_error", "invalid", "connection_error", "bad_answer")
 REQUEST_ERROR_KINDS = ("connection", "timeout", "unavailable")
-FEEDBACK_OUTCOMES = ("ok", "failed")
+FEEDBACK_OUTCOMES = ("ok", "failed", "dropped")
 # client-side latency of one /predict call, same edges as the API's own histogram
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0)
@@ -34,6 +35,10 @@ class ReplayState:
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.queue_depth = 0
+        self.queue_capacity = 0
+        self.feedback_queue_depth = 0
+        self.feedback_queue_capacity = 0
+        self.sender_busy_seconds = 0.0
         self.done = False
 
     def rows_finished(self, outcome: str, n: int = 1) -> None:
@@ -54,6 +59,10 @@ class ReplayState:
         with self._lock:
             self.last_prediction = prediction
             self.last_actual = actual
+
+    def sender_busy(self, seconds: float) -> None:
+        with self._lock:
+            self.sender_busy_seconds += seconds
 
     def latency(self, seconds: float) -> None:
         with self._lock:
@@ -78,6 +87,8 @@ class ReplayState:
                 "latency_counts": list(self.latency_counts), "latency_sum": self.latency_sum,
                 "rows_per_pass": self.rows_per_pass, "planned_rows": self.planned_rows,
                 "scenario": self.scenario, "fault_from": self.fault_from, "fault_after": self.fault_after,
-                "fault_active": self.fault_active, "queue_depth": self.queue_depth, "done": self.done,
-                "started": self.started,
+                "fault_active": self.fault_active, "queue_depth": self.queue_depth,
+                "queue_capacity": self.queue_capacity, "feedback_queue_depth": self.feedback_queue_depth,
+                "feedback_queue_capacity": self.feedback_queue_capacity,
+                "sender_busy_seconds": self.sender_busy_seconds, "done": self.done, "started": self.started,
             }

@@ -93,9 +93,10 @@ def test_collector_exposes_the_state():
     state.latency(0.2)
     state.set(fault_active=True)
     s = scrape_collector(state)
-    assert s.by("replay_rows_total", "outcome") == {"ok": 2, "invalid": 1, "http_error": 0, "connection_error": 0}
+    assert s.by("replay_rows_total", "outcome") == {"ok": 2, "invalid": 1, "http_error": 0, "connection_error": 0,
+                                                    "bad_answer": 0}
     assert s.sum("replay_request_errors_total", kind="connection") == 1
-    assert s.sum("replay_feedback_total", outcome="ok") == 2
+    assert s.by("replay_feedback_total", "outcome") == {"ok": 2, "failed": 0, "dropped": 0}
     assert s.sum("replay_last_prediction_dollars") == 123456.5
     assert s.sum("replay_last_actual_dollars") == 130000.0
     assert s.sum("replay_progress_ratio") == 0.75
@@ -105,6 +106,18 @@ def test_collector_exposes_the_state():
     assert s.sum("replay_request_duration_seconds_bucket", le="0.005") == 1
     assert s.sum("replay_request_duration_seconds_bucket", le="+Inf") == 2
     assert s.sum("replay_request_duration_seconds_sum") == pytest.approx(0.204)
+
+
+def test_collector_exposes_both_queues_with_their_bounds_and_the_sender_utilisation():
+    state = ReplayState(rows_per_pass=10, planned_rows=4, scenario="baseline")
+    Replayer(ReplayConfig(queue_size=50, feedback_queue_size=70), rows=[({}, 1.0)], state=state)
+    state.set(queue_depth=50, feedback_queue_depth=3)
+    state.sender_busy(1.5)
+    state.sender_busy(0.25)
+    s = scrape_collector(state)
+    assert (s.sum("replay_queue_depth"), s.sum("replay_queue_capacity")) == (50, 50)
+    assert (s.sum("replay_feedback_queue_depth"), s.sum("replay_feedback_queue_capacity")) == (3, 70)
+    assert s.sum("replay_sender_busy_seconds_total") == 1.75
 
 
 def test_progress_of_an_endless_loop_is_the_position_in_the_pass():
@@ -209,3 +222,56 @@ def test_feedback_of_the_last_row_is_sent_when_the_sender_finishes_during_a_wait
     monkeypatch.setattr(rep, "_post_with_retry", lambda http, path, body: posted.append(json.loads(body)) or (None, "ok"))
     rep._feedback()
     assert posted == [[{"prediction": 150_000.0, "actual": 160_000.0}]]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=10)
+
+
+@settings(max_examples=300)
+@given(value=JSON_VALUES, batch=st.booleans())
+def test_an_answer_gives_finite_floats_or_bad_answer_and_nothing_else(value, batch):
+    from exporter.answer import BadAnswer, predictions
+
+    body = json.dumps({"predictions": value} if batch else {"prediction": value}).encode()
+    try:
+        values = predictions(body, 1, batch)
+    except BadAnswer:
+        return
+    number = value[0] if batch else value
+    assert values == [float(number)] and values[0] == values[0] and abs(values[0]) != float("inf")
+    assert not isinstance(number, bool)
+
+
+@settings(max_examples=300)
+@given(body=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_any_bytes_as_an_answer_give_predictions_or_bad_answer(body):
+    from exporter.answer import BadAnswer, predictions
+
+    try:
+        predictions(body, 1, False)
+    except BadAnswer:
+        pass
+
+
+def test_the_answer_cap_is_1_mib_or_1_kib_a_row():
+    from exporter.answer import answer_cap
+
+    assert answer_cap(1) == answer_cap(1024) == 1024 * 1024
+    assert answer_cap(5000) == 5000 * 1024
+
+
+def test_a_drop_or_bad_answer_line_at_once_then_at_most_one_per_interval():
+    from exporter.throttle import EveryFewSeconds
+
+    clock = [100.0]
+    every = EveryFewSeconds(interval=10.0, clock=lambda: clock[0])
+    assert every.due() == 1  # the first event is reported at once
+    assert [every.due() for _ in range(5)] == [0] * 5
+    clock[0] += 9.9
+    assert every.due(3) == 0
+    clock[0] += 0.1
+    assert every.due() == 9  # everything since the last line, this one included
+    assert every.due() == 0
