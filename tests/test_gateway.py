@@ -10,6 +10,7 @@ and every rewrite must apply exactly once, so a change in the file's shape fails
 import collections
 import os
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import requests
 
 from tests.scrape import scrape
-from tests.servers import ROOT, Gunicorn, free_port, start_process, stop_process
+from tests.servers import ROOT, Gunicorn, free_port, start_process
 
 NGINX = "/usr/sbin/nginx"
 SHIPPED = ROOT / "webapp" / "nginx.conf"
@@ -64,9 +65,23 @@ class Nginx:
         self.url = f"http://127.0.0.1:{self.port}"
         conf = loopback_conf(workdir, self.port, replica_ports)
         self.proc = start_process(nginx_command(workdir, conf), self.url + "/healthz")
+        # nginx logs to a pipe: read it as it comes (as Docker does), or a burst of log lines (an alert
+        # for each of a thousand refused connections) fills the pipe and every worker blocks on its
+        # next write to the log, and stops answering
+        self._log = []
+        self._reader = threading.Thread(target=self._log.extend, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
 
     def stop(self) -> str:
-        return stop_process(self.proc)
+        """SIGTERM (SIGKILL after 20 s), and everything nginx logged."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(10)
+        return "".join(self._log)
 
 
 @pytest.fixture(scope="module")
