@@ -150,6 +150,7 @@ def test_collect_reads_state_only(monkeypatch):
     (["--scenario", "earthquake"], "invalid choice"),
     (["--fault-from", "1", "--fault-after", "2"], "not allowed with argument"),
     (["--fault-after", "-1"], "must be 0 or more"),
+    (["--feedback-queue", "0"], "must be at least 1"),
 ])
 def test_bad_flags_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
@@ -176,6 +177,13 @@ def test_flags_default_from_the_environment(monkeypatch):
     assert (args.rate, args.batch_size, args.scenario, args.fault_from, args.loop, args.api_url) == \
         (None, 25, "price-shock", 100, True, "http://api:5000")
     assert build_parser().parse_args(["--rate", "5"]).rate == 5.0  # a flag beats the environment
+
+
+def test_the_feedback_queue_bound_from_a_flag_or_the_environment(monkeypatch):
+    assert build_parser().parse_args([]).feedback_queue == 10_000
+    monkeypatch.setenv("EXPORTER_FEEDBACK_QUEUE", "250")
+    assert build_parser().parse_args([]).feedback_queue == 250
+    assert build_parser().parse_args(["--feedback-queue", "7"]).feedback_queue == 7
 
 
 def test_progress_bar_in_a_terminal_and_log_lines_otherwise(capsys, caplog):
