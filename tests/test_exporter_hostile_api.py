@@ -228,7 +228,7 @@ def metrics_until_done(exporter, timeout=60.0):
         samples = parse(response.text)
         if samples.sum("replay_done") == 1:
             return samples
-        assert time.monotonic() < deadline, f"replay not done in {timeout} s: {samples.by('replay_rows_total', 'outcome')}"
+        assert time.monotonic() < deadline, f"not done in {timeout} s: {samples.by('replay_rows_total', 'outcome')}"
         time.sleep(0.05)
 
 
@@ -368,7 +368,8 @@ def test_a_trickled_answer_ends_at_the_timeout_and_is_not_sent_again(lying_api, 
     print(f"trickled {name}: the exporter hung up {hung_up - arrived:.2f} s after sending, --timeout {TIMEOUT}")
     assert TIMEOUT - 0.5 <= hung_up - arrived <= TIMEOUT + 3
     assert api.count("/predict") == 1
-    assert re.search(r"replay finished; 1 rows sent in .*: ok 0, invalid 0, http_error 0, connection_error 1;", out), out
+    assert re.search(r"replay finished; 1 rows sent in .*: ok 0, invalid 0, http_error 0, connection_error 1;",
+                     out), out
     assert exporter.proc.returncode == 0
 
 
