@@ -111,6 +111,9 @@ def card_problems(card) -> list:
     if error is not None:
         return [f"{error.json_path}: {error.message}"]
     problems = []
+    if card["target"]["train_min"] >= card["target"]["train_max"]:
+        problems.append(f"$.target: train_min {card['target']['train_min']:g} is not below train_max "
+                        f"{card['target']['train_max']:g}")
     names = [f["name"] for f in card["features"]]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -22,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from . import bins
-from .card import CARD_FILE, PICKLE_FILE, check_card, sha256_of, write_card
+from .card import CARD_FILE, PICKLE_FILE, ModelIntegrityError, card_problems, check_card, read_card, sha256_of, write_card
 from .dataset import DEFAULT_CSV, load_frame, split
 from .features import CATEGORICAL, FEATURES, LAST_TRAINING_YEAR, NUMERIC
 
@@ -139,6 +139,8 @@ def train(model_dir=DEFAULT_MODEL_DIR, csv_path=DEFAULT_CSV) -> dict:
             "train": {"sold": f"2006-{LAST_TRAINING_YEAR}", "rows": len(train_frame)},
             "holdout": {"sold": f"{LAST_TRAINING_YEAR + 1}-2010", "rows": len(holdout)},
         },
+        "target": {"name": "price", "unit": "USD", "train_min": float(train_frame["price"].min()),
+                   "train_max": float(train_frame["price"].max())},
         "algorithm": "HistGradientBoostingRegressor (60 trees) on log(price), one-hot categoricals, seed %d" % SEED,
         "features": schema,
         "reference": reference_bins(train_frame, schema, train_pred),
@@ -152,16 +154,28 @@ def train(model_dir=DEFAULT_MODEL_DIR, csv_path=DEFAULT_CSV) -> dict:
     return card
 
 
+def _card_problems_on_disk(model_dir: Path) -> list:
+    try:
+        return card_problems(read_card(model_dir))
+    except ModelIntegrityError as exc:
+        return [str(exc)]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=os.environ.get("MODEL_DIR", str(DEFAULT_MODEL_DIR)))
     parser.add_argument("--csv", default=str(DEFAULT_CSV))
-    parser.add_argument("--if-missing", action="store_true", help="do nothing if the pickle and card exist")
+    parser.add_argument("--if-missing", action="store_true",
+                        help="do nothing if the pickle and a card this version of the API accepts exist")
     args = parser.parse_args(argv)
     model_dir = Path(args.model_dir)
     if args.if_missing and (model_dir / PICKLE_FILE).exists() and (model_dir / CARD_FILE).exists():
-        print(f"model already present in {model_dir}; not retraining")
-        return 0
+        problems = _card_problems_on_disk(model_dir)
+        if not problems:
+            print(f"model already present in {model_dir}; not retraining")
+            return 0
+        # a card written by an older version of this project: the API would refuse it at start
+        print(f"model card in {model_dir} is out of date ({problems[0]}); retraining")
     card = train(model_dir, args.csv)
     m = card["metrics"]["holdout"]
     print(f"trained {card['name']} {card['version']} into {model_dir}: holdout MAE ${m['mae_dollars']:,.0f}, "

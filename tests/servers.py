@@ -66,10 +66,10 @@ def gunicorn_command() -> list:
 class Gunicorn:
     """A running gunicorn: .url, .proc, .startup_seconds."""
 
-    def __init__(self, model_dir, workers=2, extra_env=None, port=None):
+    def __init__(self, model_dir, workers=2, extra_env=None, port=None, metrics_port=None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.metrics_port = free_port()
+        self.metrics_port = metrics_port or free_port()
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         env = dict(os.environ, API_HOST="127.0.0.1", API_PORT=str(self.port), WORKERS=str(workers),
                    MODEL_DIR=str(model_dir), METRICS_HOST="127.0.0.1", METRICS_PORT=str(self.metrics_port))

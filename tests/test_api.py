@@ -165,19 +165,33 @@ def test_invalid_utf8(client):
 def test_feedback_single_and_list(client):
     resp = post(client, "/feedback", {"prediction": 180000.0, "actual": 172500})
     assert resp.status_code == 202 and resp.get_json()["accepted"] == 1
-    resp = post(client, "/feedback", [{"prediction": 1.0, "actual": 2.0}] * 3)
+    resp = post(client, "/feedback", [{"prediction": 100_000.0, "actual": 120_000.0}] * 3)
     assert resp.status_code == 202 and resp.get_json()["accepted"] == 3
 
 
 def test_feedback_errors(client):
-    assert_error(post(client, "/feedback", {"prediction": 1.0}), 400, "missing_field", "actual")
-    assert_error(post(client, "/feedback", {"prediction": 1.0, "actual": "2"}), 400, "wrong_type", "actual")
+    assert_error(post(client, "/feedback", {"prediction": 1e5}), 400, "missing_field", "actual")
+    assert_error(post(client, "/feedback", {"prediction": 1e5, "actual": "2"}), 400, "wrong_type", "actual")
     assert_error(post(client, "/feedback", '{"prediction": 1, "actual": NaN}'), 400, "non_finite_number")
     assert_error(post(client, "/feedback", "x", content_type="text/plain"), 415, "unsupported_media_type")
 
 
+def test_feedback_is_bounded_by_the_cards_target_range_times_the_factor(client, card):
+    low, high = card["target"]["train_min"] / 2, card["target"]["train_max"] * 2  # FEEDBACK_RANGE_FACTOR 2
+    assert post(client, "/feedback", [{"prediction": low, "actual": high}, {"prediction": high, "actual": low}]
+                ).status_code == 202
+    for value, field in ((high * 1.0001, "actual"), (low * 0.9999, "actual"), (1e154, "prediction")):
+        doc = {"prediction": 1e5, "actual": 1e5, field: value}
+        resp = post(client, "/feedback", doc)
+        assert_error(resp, 400, "out_of_bounds", field)
+        assert resp.get_json()["details"][0]["problem"].startswith(f"must be between {low:g} and {high:g}")
+    spec = client.get("/openapi.json").get_json()["components"]["schemas"]["Feedback"]["properties"]
+    assert (spec["actual"]["minimum"], spec["actual"]["maximum"]) == (low, high)
+    assert (spec["prediction"]["minimum"], spec["prediction"]["maximum"]) == (low, high)
+
+
 def test_health_ready_model(client, card):
-    assert client.get("/health").get_json() == {"status": "ok"}
+    assert client.get("/health").get_json() == {"status": "ok", "metrics": "ok", "unwritten_series": 0}
     assert client.get("/ready").get_json() == {"status": "ready", "model_version": "1.0.0"}
     served = client.get("/model").get_json()
     assert "artifact" not in served

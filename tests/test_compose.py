@@ -209,7 +209,7 @@ def test_api_settings_for_a_container(services):
     assert api["cap_drop"] == ["ALL"]
 
 
-LIMITS = ("MAX_BATCH_SIZE", "MAX_CONTENT_LENGTH", "MAX_DISCARD_LENGTH", "MAX_ERROR_DETAILS")
+LIMITS = ("MAX_BATCH_SIZE", "MAX_CONTENT_LENGTH", "MAX_DISCARD_LENGTH", "MAX_ERROR_DETAILS", "FEEDBACK_RANGE_FACTOR")
 
 
 def test_the_request_limits_reach_the_api_with_the_apps_own_defaults(services, monkeypatch):
@@ -218,6 +218,8 @@ def test_the_request_limits_reach_the_api_with_the_apps_own_defaults(services, m
     defaults = webapp_config.from_env()
     env = services["api"]["environment"]
     assert {key: env[key] for key in LIMITS} == {key: str(defaults[key]) for key in LIMITS}
+    monkeypatch.delenv("HEADER_READ_TIMEOUT", raising=False)
+    assert env["HEADER_READ_TIMEOUT"] == str(webapp_config.header_read_timeout())
 
 
 def test_gateway_runs_unprivileged_on_a_read_only_root(services):

@@ -34,11 +34,11 @@ def test_two_workers_serve_the_replay_set(server, model_dir, replay):
 
 def test_every_endpoint_over_http(server, record):
     with requests.Session() as http:
-        assert http.get(server.url + "/health").json() == {"status": "ok"}
+        assert http.get(server.url + "/health").json() == {"status": "ok", "metrics": "ok", "unwritten_series": 0}
         assert http.get(server.url + "/ready").json()["model_version"] == "1.0.0"
         assert http.get(server.url + "/model").json()["metrics"]["holdout"]["rows"] == 989
         assert http.get(server.url + "/openapi.json").json()["openapi"] == "3.0.3"
-        resp = http.post(server.url + "/feedback", json=[{"prediction": 1.0, "actual": 2.0}] * 4)
+        resp = http.post(server.url + "/feedback", json=[{"prediction": 100_000.0, "actual": 120_000.0}] * 4)
         assert (resp.status_code, resp.json()["accepted"]) == (202, 4)
 
 

@@ -60,7 +60,7 @@ def test_real_answers_validate_against_the_spec(spec, client, record):
         ("/predict", "post", {"instances": [record, record]}, 200),
         ("/predict", "post", {"area": 1}, 400),
         ("/predict", "post", {"instances": [record] * 1001}, 413),
-        ("/feedback", "post", {"prediction": 1.0, "actual": 2.0}, 202),
+        ("/feedback", "post", {"prediction": 100000.0, "actual": 120000.0}, 202),
         ("/feedback", "post", {"prediction": "x"}, 400),
     ]
     for path, method, body, status in cases:

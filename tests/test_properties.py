@@ -19,6 +19,7 @@ from webapp.validation import MAX_CATEGORY_LENGTH, MAX_REQUEST_ID_LENGTH, Record
 
 PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MAX_BATCH, MAX_DETAILS = 8, 5
+FEEDBACK_BOUNDS = (1.0, 1e12)  # any (low, high) from webapp.validation.feedback_bounds
 REASONS = {"malformed_json", "non_finite_number", "duplicate_key", "too_deep", "not_an_object", "missing_field",
            "wrong_type", "out_of_bounds", "not_integer", "unknown_field", "empty_batch", "batch_too_large"}
 ABSENT = object()  # "remove the field"
@@ -181,7 +182,7 @@ def test_every_problem_is_counted_the_first_sets_the_reason_and_details_are_capp
 @PROPS
 @given(doc=json_values)
 def test_the_validators_raise_nothing_but_api_errors(schema, doc):
-    for parse in (schema.parse_predict, lambda d: parse_feedback(d, MAX_BATCH, MAX_DETAILS)):
+    for parse in (schema.parse_predict, lambda d: parse_feedback(d, MAX_BATCH, MAX_DETAILS, FEEDBACK_BOUNDS)):
         for candidate in (doc, {"instances": doc}, [doc]):
             try:
                 parse(candidate)
@@ -190,7 +191,7 @@ def test_the_validators_raise_nothing_but_api_errors(schema, doc):
 
 
 feedback_item = st.fixed_dictionaries(
-    {"prediction": st.floats(0, 1e12) | st.integers(0, 10 ** 12),
+    {"prediction": st.floats(1, 1e12) | st.integers(1, 10 ** 12),
      "actual": st.floats(1, 1e12) | st.integers(1, 10 ** 12)},
     optional={"request_id": st.none() | st.text(max_size=MAX_REQUEST_ID_LENGTH)})
 
@@ -199,7 +200,7 @@ feedback_item = st.fixed_dictionaries(
 @given(items=st.lists(feedback_item, min_size=1, max_size=MAX_BATCH), as_list=st.booleans())
 def test_valid_feedback_becomes_float_pairs(items, as_list):
     doc = items if as_list or len(items) > 1 else items[0]
-    pairs = parse_feedback(doc, MAX_BATCH, MAX_DETAILS)
+    pairs = parse_feedback(doc, MAX_BATCH, MAX_DETAILS, FEEDBACK_BOUNDS)
     assert pairs == [(float(i["prediction"]), float(i["actual"])) for i in items]
     assert all(type(p) is float and type(a) is float for p, a in pairs)
 
@@ -207,9 +208,9 @@ def test_valid_feedback_becomes_float_pairs(items, as_list):
 @PROPS
 @given(item=feedback_item, field=st.sampled_from(["prediction", "actual"]), data=st.data())
 def test_one_corrupted_feedback_value_gives_its_reason(item, field, data):
-    lo = 0 if field == "prediction" else 1
-    value, reason = data.draw(corruption({"name": field, "kind": "numeric", "minimum": lo, "maximum": 1e12}))
-    err = reject(parse_feedback, corrupt(item, field, value), MAX_BATCH, MAX_DETAILS)
+    value, reason = data.draw(corruption({"name": field, "kind": "numeric", "minimum": FEEDBACK_BOUNDS[0],
+                                          "maximum": FEEDBACK_BOUNDS[1]}))
+    err = reject(parse_feedback, corrupt(item, field, value), MAX_BATCH, MAX_DETAILS, FEEDBACK_BOUNDS)
     assert (err.status, err.reason) == (400, reason)
     assert [d["field"] for d in err.details] == [field]
 

@@ -3,7 +3,7 @@ import pytest
 
 from webapp.errors import ApiError
 from webapp.jsonbody import loads_strict
-from webapp.validation import RecordSchema, parse_feedback
+from webapp.validation import RecordSchema, feedback_bounds, parse_feedback
 
 
 @pytest.fixture
@@ -124,10 +124,30 @@ def test_extra_key_beside_instances(schema, record):
     assert (err.reason, err.details[0]["field"]) == ("unknown_field", "model")
 
 
+BOUNDS = (1.0, 1000.0)
+
+
 def test_feedback_one_or_a_list():
-    assert parse_feedback({"prediction": 100.0, "actual": 120}, 5, 3) == [(100.0, 120.0)]
-    pairs = parse_feedback([{"prediction": 1, "actual": 2, "request_id": "abc"}, {"prediction": 3, "actual": 4}], 5, 3)
+    assert parse_feedback({"prediction": 100.0, "actual": 120}, 5, 3, BOUNDS) == [(100.0, 120.0)]
+    pairs = parse_feedback([{"prediction": 1, "actual": 2, "request_id": "abc"}, {"prediction": 3, "actual": 4}], 5, 3,
+                           BOUNDS)
     assert pairs == [(1.0, 2.0), (3.0, 4.0)]
+
+
+def test_feedback_bounds_come_from_the_cards_target_range():
+    # a target positive in training is a scale: divided and multiplied by the factor
+    assert feedback_bounds({"train_min": 12789.0, "train_max": 755000.0}, 2) == (6394.5, 1510000.0)
+    # any other range is widened about its middle
+    assert feedback_bounds({"train_min": -10.0, "train_max": 30.0}, 2) == (-30.0, 50.0)
+    assert feedback_bounds({"train_min": 0.0, "train_max": 1.0}, 3) == (-1.0, 2.0)
+
+
+def test_feedback_outside_the_bounds_names_the_field_and_the_bounds():
+    err = reject(parse_feedback, [{"prediction": 500, "actual": 1.7e308}, {"prediction": 1e154, "actual": 5}], 5, 3,
+                 BOUNDS)
+    assert (err.status, err.reason) == (400, "out_of_bounds")
+    assert err.details == [{"field": "[0].actual", "problem": "must be between 1 and 1000, got 1.7e+308"},
+                           {"field": "[1].prediction", "problem": "must be between 1 and 1000, got 1e+154"}]
 
 
 @pytest.mark.parametrize("doc,status,reason", [
@@ -135,6 +155,7 @@ def test_feedback_one_or_a_list():
     ({"prediction": "1", "actual": 2}, 400, "wrong_type"),
     ({"prediction": 1, "actual": 0}, 400, "out_of_bounds"),
     ({"prediction": -1, "actual": 2}, 400, "out_of_bounds"),
+    ({"prediction": 1, "actual": 1000.5}, 400, "out_of_bounds"),
     ({"prediction": 1, "actual": 2, "x": 1}, 400, "unknown_field"),
     ({"prediction": 1, "actual": 2, "request_id": 5}, 400, "wrong_type"),
     ([], 400, "empty_batch"),
@@ -143,7 +164,7 @@ def test_feedback_one_or_a_list():
     ("x", 400, "not_an_object"),
 ])
 def test_bad_feedback(doc, status, reason):
-    err = reject(parse_feedback, doc, 5, 3)
+    err = reject(parse_feedback, doc, 5, 3, BOUNDS)
     assert (err.status, err.reason) == (status, reason)
 
 

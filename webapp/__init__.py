@@ -17,12 +17,12 @@ from model.card import CARD_FILE, ModelIntegrityError, load_verified_pipeline
 
 from . import config
 from .errors import register_error_handlers
-from .instrumentation import init_instrumentation
+from .instrumentation import init_instrumentation, replace_model_metrics
 from .jsonbody import discard_unread_body
 from .openapi import build_spec
 from .predictor import FastPredictor
 from .routes import bp
-from .validation import RecordSchema
+from .validation import RecordSchema, feedback_bounds
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -35,6 +35,7 @@ class ModelService:
     schema: RecordSchema
     predictor: FastPredictor
     spec: dict
+    feedback_bounds: tuple
 
 
 def load_model_service(cfg) -> ModelService:
@@ -46,13 +47,38 @@ def load_model_service(cfg) -> ModelService:
     except ModelIntegrityError as exc:
         raise ModelIntegrityError(f"model card {Path(cfg['MODEL_DIR']) / CARD_FILE} does not match its pickle: "
                                   f"{exc}") from None
+    bounds = feedback_bounds(card["target"], cfg["FEEDBACK_RANGE_FACTOR"])
     return ModelService(
         card=card,
         version=card["version"],
         schema=RecordSchema(features, cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"]),
         predictor=predictor,
-        spec=build_spec(card, cfg["MAX_BATCH_SIZE"], cfg["MAX_CONTENT_LENGTH"]),
+        spec=build_spec(card, cfg["MAX_BATCH_SIZE"], cfg["MAX_CONTENT_LENGTH"], bounds),
+        feedback_bounds=bounds,
     )
+
+
+def reload_model(app: Flask, log) -> bool:
+    """Read MODEL_DIR again, with every check of a start; serve it if it passes (gunicorn SIGHUP).
+
+    Runs in the gunicorn master before it forks the new workers, which then serve the new
+    model; the old workers finish their requests with the old one. A model that fails any
+    check is not served: the one being served stays, and one log line says why.
+    """
+    old = app.extensions["model_service"]
+    try:
+        service = load_model_service(app.config)
+    except ModelIntegrityError as exc:
+        log.error("model reload refused, still serving %s %s: %s", old.card["name"], old.version, exc)
+        return False
+    except Exception:  # noqa: BLE001 - a reload must never take the running server down
+        log.exception("model reload failed, still serving %s %s", old.card["name"], old.version)
+        return False
+    app.extensions["model_service"] = service
+    replace_model_metrics(app, service.card, service.predictor)
+    log.info("model reloaded: serving %s %s (sha256 %s), was %s", service.card["name"], service.version,
+             service.card["artifact"]["sha256"][:12], old.version)
+    return True
 
 
 def create_app(test_config=None) -> Flask:

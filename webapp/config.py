@@ -43,6 +43,11 @@ def gunicorn_timeout() -> int:
     return env_int("GUNICORN_TIMEOUT", 30, minimum=0)
 
 
+def header_read_timeout() -> int:
+    """HEADER_READ_TIMEOUT in whole seconds (5 by default) for a request's headers to arrive; 0: no limit."""
+    return env_int("HEADER_READ_TIMEOUT", 5, minimum=0)
+
+
 def metrics_enabled() -> bool:
     return env_flag("METRICS_ENABLED", True)
 
@@ -69,6 +74,9 @@ def from_env() -> dict:
         # the answer instead of a connection reset; larger ones are left unread
         "MAX_DISCARD_LENGTH": env_int("MAX_DISCARD_LENGTH", 8 * 1024 * 1024, minimum=0),  # 0: never
         "MAX_ERROR_DETAILS": env_int("MAX_ERROR_DETAILS", 50),  # problems listed in one error answer
+        # /feedback values must lie in the card's training range of the target widened by this factor
+        # (webapp.validation.feedback_bounds): the error counters stay exact for honest feedback
+        "FEEDBACK_RANGE_FACTOR": env_int("FEEDBACK_RANGE_FACTOR", 2),
         "METRICS_ENABLED": metrics_enabled(),  # off only to measure the metrics' overhead
         "BODY_READ_TIMEOUT": _body_read_timeout(),  # seconds for a whole request body to arrive (under gunicorn)
     }

@@ -72,7 +72,10 @@ METRICS_PORT = settings.env_int("METRICS_PORT", 9200)
 
 bind = f"{os.environ.get('API_HOST', '127.0.0.1')}:{settings.env_int('API_PORT', 5000)}"
 workers = settings.env_int("WORKERS", 2)
-worker_class = "sync"  # CPU-bound predictions: one request per worker at a time
+# gunicorn's sync worker (CPU-bound predictions: one request per worker at a time), with a deadline
+# for headers, JSON error answers, and an exit when the master dies: see webapp/worker.py
+worker_class = "webapp.worker.JsonSyncWorker"
+settings.header_read_timeout()  # a bad value stops the start here, in one line, not in every worker
 # load (and checksum) the model once in the master: a bad model stops startup at once,
 # workers fork with the model already in memory, and a killed worker is replaced fast
 preload_app = True
@@ -101,10 +104,17 @@ def when_ready(server):
     server.log.info("Serving metrics on http://%s:%d/metrics", METRICS_HOST, METRICS_PORT)
 
 
+def on_reload(server):
+    # SIGHUP: preload_app keeps the app the master loaded, so the model is read again here, in
+    # the master, before the new workers fork; a model that fails its checks is not served
+    from webapp import reload_model
+    reload_model(server.app.wsgi(), server.log)
+
+
 def child_exit(server, worker):
     if METRICS_ENABLED:
-        from webapp.metrics_server import mark_worker_dead
-        mark_worker_dead(worker.pid)
+        from webapp.metrics_server import worker_exited
+        worker_exited(worker.pid)
 
 
 def on_exit(server):

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
 
+from . import metrics_store, rejections
 from .metrics import LATENCY_BUCKETS, ModelMetrics, NoMetrics
 
 UNMATCHED_ROUTE = "<unmatched>"
@@ -30,7 +31,11 @@ def multiprocess_mode() -> bool:
 def init_instrumentation(app: Flask, card: dict, predictor) -> None:
     if not app.config["METRICS_ENABLED"]:
         app.extensions["model_metrics"] = NoMetrics()
+        app.extensions["http_rejections"] = None
+        app.wsgi_app = rejections.refuse_unknown_methods(app.wsgi_app, None)
         return
+    if multiprocess_mode():
+        metrics_store.install()  # before the first metric is made: see webapp/metrics_store.py
     registry = CollectorRegistry()  # exposed directly in single-process mode; unused under gunicorn
     exporter_class = GunicornPrometheusMetrics if multiprocess_mode() else PrometheusMetrics
     exporter_kwargs = {"registry": registry}
@@ -41,9 +46,24 @@ def init_instrumentation(app: Flask, card: dict, predictor) -> None:
     in_progress = Gauge("flask_http_requests_in_progress", "Requests being handled now, summed over live workers",
                         multiprocess_mode="livesum", registry=registry)
     app.wsgi_app = _count_in_progress(app.wsgi_app, in_progress)
+    # outermost: an unknown method never reaches prometheus-flask-exporter, whose labels it would become
+    app.extensions["http_rejections"] = rejections.rejection_counter(registry)
+    app.wsgi_app = rejections.refuse_unknown_methods(app.wsgi_app, app.extensions["http_rejections"])
 
     app.extensions["metrics_registry"] = registry
     app.extensions["model_metrics"] = ModelMetrics(card, predictor, registry)
+
+
+def replace_model_metrics(app: Flask, card: dict, predictor) -> None:
+    """After a model reload (gunicorn SIGHUP, multiprocess mode): the new model's metrics, the old one retired.
+
+    A fresh registry, as the old one holds the same names: under gunicorn no registry of the
+    app's is served (the master reads the folder), and the series continue from the folder.
+    """
+    old = app.extensions["model_metrics"]
+    old.retire()
+    if not isinstance(old, NoMetrics):
+        app.extensions["model_metrics"] = ModelMetrics(card, predictor, CollectorRegistry())
 
 
 def _count_in_progress(wsgi_app, gauge):

@@ -66,7 +66,9 @@ class ModelMetrics:
                                             buckets=DOLLAR_BUCKETS, registry=registry)
         info = Gauge("model_info", "The model being served (value 1)", ["name", "version", "sha256"],
                      multiprocess_mode="max", registry=registry)
-        info.labels(card["name"], card["version"], card["artifact"]["sha256"][:12]).set(1)
+        self._info = info.labels(card["name"], card["version"], card["artifact"]["sha256"][:12])
+        self._info.set(1)
+        self._references = []  # the card's reference shares, set to 0 when another model takes over
         # the card's holdout errors, so dashboards draw live error against them for whichever model is live
         holdout = card["metrics"]["holdout"]
         for name, doc, value in (
@@ -106,6 +108,9 @@ class ModelMetrics:
         self.absolute_percentage_error = Histogram("model_absolute_percentage_error",
                                                    "|actual - prediction| / actual, a ratio (0.1 = 10%)",
                                                    buckets=APE_BUCKETS, registry=registry)
+        # a percentage error needs an actual bounded away from 0: feedback bounds give that only for a
+        # target that was positive throughout training (webapp.validation.feedback_bounds)
+        self._percentage_errors = card["target"]["train_min"] > 0
 
         refs = card["reference"]
         by_name = {f["name"]: f for f in card["features"]}
@@ -166,12 +171,24 @@ class ModelMetrics:
         self._prediction_edge_list = list(pred_ref["edges"])
         self._prediction_bins = [prediction_bins.labels(b) for b in pred_ref["bins"]]
         for label, fraction in zip(pred_ref["bins"], pred_ref["fractions"]):
-            prediction_reference.labels(label).set(fraction)
+            self._references.append(prediction_reference.labels(label))
+            self._references[-1].set(fraction)
 
     def _add_bins(self, counter, gauge, feature, ref) -> None:
         for label, fraction in zip(ref["bins"], ref["fractions"]):
             self._bin_children.append(counter.labels(feature, label))
-            gauge.labels(feature, label).set(fraction)
+            self._references.append(gauge.labels(feature, label))
+            self._references[-1].set(fraction)
+
+    def retire(self) -> None:
+        """Another model takes over: this one's model_info and reference shares go to 0.
+
+        Its counters keep their counts. A bin the new card no longer has then reads 0 live
+        and 0 reference, which adds nothing to PSI.
+        """
+        self._info.set(0)
+        for child in self._references:
+            child.set(0)
 
     def observe_predictions(self, rows: list, X: np.ndarray, predictions: np.ndarray, seconds: float) -> None:
         """Record one successful /predict call: rows (validated tuples), their encoded matrix, the answers."""
@@ -263,7 +280,8 @@ class ModelMetrics:
         self.feedback.inc(len(pairs))
         observe_many(self.absolute_error, error)
         self.squared_error.inc(float(np.sum(error * error)))
-        observe_many(self.absolute_percentage_error, error / actual)
+        if self._percentage_errors:
+            observe_many(self.absolute_percentage_error, error / actual)
 
 
 def now() -> float:
@@ -272,6 +290,9 @@ def now() -> float:
 
 class NoMetrics:
     """Stands in for ModelMetrics when METRICS_ENABLED=0 (the overhead benchmark's baseline)."""
+
+    def retire(self):
+        pass
 
     def observe_predictions(self, rows, X, predictions, seconds):
         pass

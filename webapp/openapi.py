@@ -35,7 +35,11 @@ def _json(schema_ref: str, description: str) -> dict:
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
 
 
-def build_spec(card: dict, max_batch: int, max_content_length: int) -> dict:
+def build_spec(card: dict, max_batch: int, max_content_length: int, feedback_bounds: tuple) -> dict:
+    low, high = feedback_bounds
+    target = card["target"]
+    target_text = (f"{target['name']}, {target['unit']}; between {low:g} and {high:g}: the training range "
+                   f"{target['train_min']:g} to {target['train_max']:g} widened by FEEDBACK_RANGE_FACTOR")
     features = card["features"]
     record = {
         "type": "object",
@@ -107,17 +111,21 @@ def build_spec(card: dict, max_batch: int, max_content_length: int) -> dict:
                                            "model_version": {"type": "string"}, "request_id": {"type": "string"}}},
             "Feedback": {"type": "object", "additionalProperties": False, "required": ["prediction", "actual"],
                          "properties": {
-                             "prediction": {"type": "number", "minimum": 0, "maximum": 1e12,
-                                            "description": "The predicted price, in dollars"},
-                             "actual": {"type": "number", "minimum": 1, "maximum": 1e12,
-                                        "description": "The actual sale price, in dollars"},
+                             "prediction": {"type": "number", "minimum": low, "maximum": high,
+                                            "description": f"The prediction that was answered ({target_text})"},
+                             "actual": {"type": "number", "minimum": low, "maximum": high,
+                                        "description": f"The true value, once known ({target_text})"},
                              "request_id": {"type": "string", "maxLength": 128, "nullable": True,
                                             "description": "The request_id of the prediction, for your logs; "
                                                            "null or absent means none"}}},
             "FeedbackAccepted": {"type": "object", "required": ["accepted", "request_id"],
                                  "properties": {"accepted": {"type": "integer"}, "request_id": {"type": "string"}}},
             "Status": {"type": "object", "required": ["status"], "properties": {
-                "status": {"type": "string"}, "model_version": {"type": "string"}}},
+                "status": {"type": "string"}, "model_version": {"type": "string"},
+                "metrics": {"type": "string", "enum": ["ok", "unwritten"],
+                            "description": "unwritten: this worker holds metric updates the multiprocess folder "
+                                           "refused (full or failing); it keeps serving"},
+                "unwritten_series": {"type": "integer", "minimum": 0}}},
             "ModelCard": {"type": "object", "required": ["name", "version", "features", "reference", "metrics"],
                           "properties": {"name": {"type": "string"}, "version": {"type": "string"},
                                          "features": {"type": "array"}, "reference": {"type": "object"},

@@ -2,6 +2,7 @@
 from flask import Blueprint, current_app, g, jsonify, request
 
 from .instrumentation import model_metrics
+from .metrics_store import unwritten_series
 from .jsonbody import json_body
 from .metrics import now
 from .validation import parse_feedback
@@ -36,14 +37,17 @@ def predict():
 @bp.post("/feedback")
 def feedback():
     cfg = current_app.config
-    pairs = parse_feedback(json_body(request), cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"])
+    pairs = parse_feedback(json_body(request), cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"],
+                           _service().feedback_bounds)
     model_metrics(current_app).observe_feedback(pairs)
     return jsonify({"accepted": len(pairs), "request_id": g.request_id}), 202
 
 
 @bp.get("/health")
 def health():
-    return jsonify({"status": "ok"})
+    """Liveness: a worker that cannot write its metrics still serves, so it stays "ok" and says so."""
+    unwritten = unwritten_series()
+    return jsonify({"status": "ok", "metrics": "unwritten" if unwritten else "ok", "unwritten_series": unwritten})
 
 
 @bp.get("/ready")

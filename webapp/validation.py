@@ -154,8 +154,29 @@ class RecordSchema:
                        [{"field": "", "problem": f"top-level {_type_name(doc)} is not accepted"}])
 
 
-def parse_feedback(doc, max_batch: int, max_details: int) -> list:
-    """Return [(prediction, actual), ...] from one object or a list of them; raise ApiError otherwise."""
+def feedback_bounds(target: dict, factor: float) -> tuple:
+    """(low, high): what /feedback accepts for `prediction` and `actual`, from the card's target range.
+
+    A target that was positive throughout training (a price, a count, a duration) is a scale:
+    [train_min / factor, train_max * factor]. Any other range is widened about its middle, to
+    `factor` times its width. Bounded values keep one request from pushing the error counters
+    (the squared error above all) to magnitudes where honest errors fall below a float's
+    last digit: with the Ames card and factor 2, one full batch at the bounds adds at most
+    2.3e15 dollars squared, still below 2**53, where float addition is exact to the dollar squared.
+    """
+    low, high = float(target["train_min"]), float(target["train_max"])
+    if low > 0:
+        return low / factor, high * factor
+    middle, half = (low + high) / 2, (high - low) / 2
+    return middle - factor * half, middle + factor * half
+
+
+def parse_feedback(doc, max_batch: int, max_details: int, bounds: tuple) -> list:
+    """Return [(prediction, actual), ...] from one object or a list of them; raise ApiError otherwise.
+
+    Both values must lie within `bounds` (feedback_bounds).
+    """
+    low, high = bounds
     if type(doc) is dict:
         items, prefix = [doc], lambda i: ""
     elif type(doc) is list:
@@ -178,12 +199,12 @@ def parse_feedback(doc, max_batch: int, max_details: int) -> list:
             problems.add(p.rstrip("."), f"must be an object, got {_type_name(item)}", "not_an_object")
             continue
         ok = True
-        for name, minimum in (("prediction", 0.0), ("actual", 1.0)):  # actual > 0: it divides the APE
+        for name in ("prediction", "actual"):
             if name not in item:
                 problems.add(p + name, "is required", "missing_field")
                 ok = False
             else:
-                ok = _check_number(item[name], p + name, problems, minimum, 1e12, False) and ok
+                ok = _check_number(item[name], p + name, problems, low, high, False) and ok
         rid = item.get("request_id")
         if rid is not None and (type(rid) is not str or len(rid) > MAX_REQUEST_ID_LENGTH):
             problems.add(p + "request_id", f"must be a string of at most {MAX_REQUEST_ID_LENGTH} characters",
