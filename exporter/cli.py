@@ -69,6 +69,13 @@ def _seconds(text):
     return value
 
 
+def _positive_seconds(text):
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds: every request would time out at once")
+    return value
+
+
 def _flag(name):
     return _env(name, "0").strip().lower() in ("1", "true", "yes", "on")
 
@@ -99,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     fault.add_argument("--fault-after", type=_seconds,
                        default=_env("FAULT_AFTER"),
                        help="seconds after the start at which the scenario starts")
-    p.add_argument("--timeout", type=_seconds, default=_env("TIMEOUT", "5"),
+    p.add_argument("--timeout", type=_positive_seconds, default=_env("TIMEOUT", "5"),
                    help="seconds a whole request may take: connect, send, status, headers and body; "
                         "SIGTERM stops the exporter within this + 1 s")
     p.add_argument("--max-retries", type=_non_negative_int, default=_env("MAX_RETRIES", "0"),

@@ -62,6 +62,19 @@ def build() -> dashboard.Dashboard:
          query(f'(sum (rate(flask_http_request_total{{{SEL}, status=~"4.."}}[$__rate_interval])) or vector(0))'
                f" / sum (rate(flask_http_request_total{{{SEL}}}[$__rate_interval]))", "4xx")],
         threshold=0.01))
+    board.with_panel(graph(
+        "Refused before the app, by reason", "Requests answered before they reached a route, per second: "
+        "unknown methods (405), headers too slow (408), requests gunicorn could not parse (400, 414, 431, "
+        "417, 501). Not in the request rate above (http_requests_rejected_total).", "reqps",
+        [query(f"sum by (reason) (rate(http_requests_rejected_total{{{SEL}}}[$__rate_interval]))", "{{reason}}")],
+        stacked=True))
+    board.with_panel(graph(
+        "Metrics folder", "Metric updates the workers could not write to PROMETHEUS_MULTIPROC_DIR per second "
+        "(kept in memory until it takes writes again; MetricsWriteFailing fires on any), and the free space "
+        "left behind it.", "short",
+        [query(f"sum by (instance) (rate(webapp_metrics_write_failures_total{{{SEL}}}[$__rate_interval]))",
+               "refused writes/s {{instance}}"),
+         query(f"min by (instance) (webapp_metrics_dir_free_bytes{{{SEL}}}) / 2^20", "free MiB {{instance}}")]))
 
     board.with_row(dashboard.Row("Latency"))
     board.with_panel(graph(

@@ -32,7 +32,8 @@ def build() -> dashboard.Dashboard:
     board.with_row(dashboard.Row("Traffic"))
     board.with_panel(graph(
         "Rows per second by outcome", "Replayed rows by final outcome: ok, invalid (4xx), http_error, "
-        "connection_error (timed out or given up). Each row counts once, after its retries.", "rowsps",
+        "connection_error (timed out or given up), bad_answer (an answer cut short, too large, or without "
+        "one finite prediction per row). Each row counts once, after its retries.", "rowsps",
         [query("outcome:replay_rows:rate5m", "{{outcome}}")], stacked=True))
     board.with_panel(graph(
         "Client latency p50 / p99", "Latency of /predict calls seen by the exporter, network and queueing "
@@ -44,11 +45,18 @@ def build() -> dashboard.Dashboard:
         "are retried with backoff, timeouts are not.", "reqps",
         [query("sum by (kind) (rate(replay_request_errors_total[$__rate_interval]))", "{{kind}}")], width=8))
     board.with_panel(graph(
-        "Feedback posted by outcome", "True prices posted to /feedback per second, by outcome.", "reqps",
+        "Feedback posted by outcome", "True prices of predicted rows per second, by outcome: ok and failed "
+        "were posted to /feedback; dropped were not (its queue was full while /feedback was slow or down).",
+        "reqps",
         [query("sum by (outcome) (rate(replay_feedback_total[$__rate_interval]))", "{{outcome}}")], width=8))
     board.with_panel(graph(
-        "Queue depth", "Rows read from the CSV and waiting for the sender: full means the API is the "
-        "bottleneck.", "short", [query("max (replay_queue_depth)", "queued rows")], width=8))
+        "Sender utilisation and feedback queue", "Share of time the sender spends on /predict calls, "
+        "retries and backoff included: near 100% the API sets the pace (saturation, or --rate max). "
+        "feedback queue: how full it is; at 100% feedback is dropped. (The rows queue is full by "
+        "design and says nothing.)", "percentunit",
+        [query("max (rate(replay_sender_busy_seconds_total[$__rate_interval]))", "sender busy"),
+         query("max (replay_feedback_queue_depth / replay_feedback_queue_capacity)", "feedback queue")],
+        width=8))
 
     board.with_row(dashboard.Row("Ground truth"))
     board.with_panel(dashed(graph(

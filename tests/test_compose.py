@@ -234,6 +234,13 @@ def test_gateway_runs_unprivileged_on_a_read_only_root(services):
     assert "build" not in gateway
 
 
+def test_the_gateways_file_limit_lets_nginx_take_its_worker_rlimit_nofile(services):
+    """An nginx without root cannot raise its descriptor limit above the hard limit it starts with."""
+    (wanted,) = re.findall(r"^worker_rlimit_nofile (\d+);", NGINX_CONF.read_text(), re.M)
+    nofile = services["gateway"]["ulimits"]["nofile"]
+    assert nofile["soft"] >= int(wanted) and nofile["hard"] >= int(wanted)
+
+
 def test_nginx_conf_matches_the_compose_services(services):
     """nginx listens on the port the gateway publishes, proxies to the port api exposes, writes only to its tmpfs."""
     text = NGINX_CONF.read_text()

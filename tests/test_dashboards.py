@@ -82,7 +82,7 @@ def test_every_panel_has_title_unit_description_and_the_provisioned_datasource()
             assert variable["datasource"]["uid"] == DATASOURCE_UID
         for annotation in board.get("annotations", {}).get("list", []):
             assert annotation["datasource"]["uid"] == DATASOURCE_UID
-    assert count == 40  # 13 + 17 + 10: a panel lost by a refactor shows here
+    assert count == 42  # 15 + 17 + 10: a panel lost by a refactor shows here
 
 
 def test_the_issue_asks_for_these_panels():

@@ -151,6 +151,7 @@ def test_collect_reads_state_only(monkeypatch):
     (["--fault-from", "1", "--fault-after", "2"], "not allowed with argument"),
     (["--fault-after", "-1"], "must be 0 or more"),
     (["--feedback-queue", "0"], "must be at least 1"),
+    (["--timeout", "0"], "must be more than 0 seconds"),
 ])
 def test_bad_flags_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
