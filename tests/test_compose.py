@@ -218,8 +218,7 @@ def test_the_request_limits_reach_the_api_with_the_apps_own_defaults(services, m
     defaults = webapp_config.from_env()
     env = services["api"]["environment"]
     assert {key: env[key] for key in LIMITS} == {key: str(defaults[key]) for key in LIMITS}
-    monkeypatch.delenv("HEADER_READ_TIMEOUT", raising=False)
-    assert env["HEADER_READ_TIMEOUT"] == str(webapp_config.header_read_timeout())
+    assert env["HEADER_READ_TIMEOUT"] == ""  # the app's own default, which follows GUNICORN_TIMEOUT
 
 
 def test_gateway_runs_unprivileged_on_a_read_only_root(services):

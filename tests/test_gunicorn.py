@@ -94,6 +94,9 @@ def test_tampered_model_stops_startup_with_one_line(model_dir, tmp_path):
     ("WORKERS", "0", "config error: WORKERS='0' must be positive"),
     ("API_PORT", "http", "config error: API_PORT='http' is not an integer"),
     ("MAX_CONTENT_LENGTH", "2MB", "config error: MAX_CONTENT_LENGTH='2MB' is not an integer"),  # read by the app
+    ("HEADER_READ_TIMEOUT", "13", "config error: HEADER_READ_TIMEOUT=13 must be at most 12 with GUNICORN_TIMEOUT=30: "
+     "the headers, the body (half of GUNICORN_TIMEOUT) and 2 s of closing must fit before gunicorn kills the worker"),
+    ("FEEDBACK_RANGE_FACTOR", "0", "config error: FEEDBACK_RANGE_FACTOR='0' must be positive"),
 ])
 def test_a_bad_setting_stops_startup_with_one_line(model_dir, tmp_path, name, value, line):
     """Was: gunicorn.conf.py parsed its settings apart from webapp/config.py, with int() and a traceback
@@ -113,6 +116,16 @@ def test_gunicorn_timeout_0_turns_off_the_body_deadline_too(monkeypatch):
     assert config.from_env()["BODY_READ_TIMEOUT"] is None
     monkeypatch.setenv("GUNICORN_TIMEOUT", "9")
     assert config.from_env()["BODY_READ_TIMEOUT"] == 4.5
+
+
+@pytest.mark.parametrize("gunicorn_timeout, header_timeout", [("30", 5), ("", 5), ("10", 2), ("8", 1), ("4", 1),
+                                                               ("0", 5)])
+def test_the_header_deadline_defaults_to_5_s_lowered_to_fit_a_short_gunicorn_timeout(monkeypatch, gunicorn_timeout,
+                                                                                    header_timeout):
+    from webapp import config
+    monkeypatch.delenv("HEADER_READ_TIMEOUT", raising=False)
+    monkeypatch.setenv("GUNICORN_TIMEOUT", gunicorn_timeout)
+    assert config.header_read_timeout() == header_timeout
 
 
 def test_max_discard_length_0_is_allowed_and_means_never(monkeypatch):

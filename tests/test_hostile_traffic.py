@@ -20,7 +20,8 @@ import pytest
 import requests
 
 from tests.scrape import scrape
-from tests.servers import Gunicorn, free_port, gunicorn
+from tests.servers import Gunicorn, gunicorn
+from webapp.rejections import KNOWN_METHODS, REASONS
 
 JSON = {"Content-Type": "application/json"}
 
@@ -68,7 +69,7 @@ def honest_traffic(url: str, record: dict) -> None:
 def _random_method(rng) -> str:
     while True:
         method = "".join(rng.choice(string.ascii_uppercase) for _ in range(rng.randint(3, 12)))
-        if method not in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"):
+        if method not in KNOWN_METHODS:
             return method
 
 
@@ -118,7 +119,7 @@ def test_gunicorns_own_refusals_are_json_and_counted(model_dir, record):
         for reason, (status, data) in GUNICORN_REFUSALS.items():
             got, headers, body = raw_request(server.port, data)
             assert (got, headers.get("content-type")) == (status, "application/json"), (reason, body)
-            assert json.loads(body) == {"error": json.loads(body)["error"], "reason": reason, "details": [],
+            assert json.loads(body) == {"error": REASONS[reason][1], "reason": reason, "details": [],
                                         "request_id": None}
         header_field_too_large = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 9000 + b"\r\n\r\n"
         got, headers, body = raw_request(server.port, header_field_too_large)
@@ -218,9 +219,13 @@ def _fill(directory: Path) -> Path:
     return filler
 
 
+# GUNICORN_TIMEOUT 10: an idle worker's loop turns every 5 s, and writes what it holds unwritten then
+FULL_FOLDER_ENV = {"GUNICORN_TIMEOUT": "10"}
+
+
 def test_a_full_metrics_folder_never_stops_a_prediction_and_counts_recover_exactly(model_dir, record, small_tmpfs):
     mpdir = small_tmpfs / "multiproc"
-    server = Gunicorn(model_dir, workers=2, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(mpdir)})
+    server = Gunicorn(model_dir, workers=2, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(mpdir), **FULL_FOLDER_ENV})
     try:
         with requests.Session() as http:
             for _ in range(10):
@@ -251,9 +256,9 @@ def test_a_full_metrics_folder_never_stops_a_prediction_and_counts_recover_exact
             assert during.sum("webapp_metrics_dir_free_bytes") == 0
 
             filler.unlink()
-            time.sleep(1.2)  # past the workers' retry interval
             for _ in range(40):
                 assert http.post(server.url + "/predict", json=record, timeout=10).status_code == 200
+            time.sleep(6)  # a worker that got none of them writes what it holds at its loop's next turn
         after = scrape(server.metrics_url)
         # every prediction is counted, those made while the folder was full included
         assert after.sum("model_predictions_total") - before.sum("model_predictions_total") == 340
@@ -264,6 +269,35 @@ def test_a_full_metrics_folder_never_stops_a_prediction_and_counts_recover_exact
             server.stop()
     assert "SIGBUS" not in output and "signal 7" not in output, output[-3000:]
     assert "cannot write to PROMETHEUS_MULTIPROC_DIR" in output
+
+
+def test_a_folder_full_from_the_start_fills_in_once_it_has_room(model_dir, record, small_tmpfs):
+    """The master sets model_info and the reference shares once, at start: they must reach the folder
+    when it has room again, or PSI would be computed against zero references."""
+    card = json.loads((Path(model_dir) / "model_card.json").read_text())
+    mpdir = small_tmpfs / "multiproc"
+    mpdir.mkdir()
+    filler = _fill(small_tmpfs)
+    server = Gunicorn(model_dir, workers=2, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(mpdir), **FULL_FOLDER_ENV})
+    try:
+        with requests.Session() as http:
+            for _ in range(20):
+                assert http.post(server.url + "/predict", json=record, timeout=10).status_code == 200
+            assert scrape(server.metrics_url).sum("model_info") == 0  # nothing could be written yet
+            filler.unlink()
+            for _ in range(10):
+                assert http.post(server.url + "/predict", json=record, timeout=10).status_code == 200
+            time.sleep(6)
+            assert [http.get(server.url + "/health", timeout=10).json()["metrics"] for _ in range(6)] == ["ok"] * 6
+        samples = scrape(server.metrics_url)
+        assert samples.sum("model_predictions_total") == 30
+        assert samples.sum("model_info") == 1
+        assert samples.sum("model_feature_reference_ratio") == pytest.approx(len(card["features"]), abs=1e-9)
+        assert samples.sum("model_prediction_reference_ratio") == pytest.approx(1, abs=1e-9)
+        assert samples.sum("model_holdout_mean_absolute_error_dollars") == card["metrics"]["holdout"]["mae_dollars"]
+        assert samples.sum("webapp_metrics_write_failures_total") > 0
+    finally:
+        server.stop()
 
 
 # -- a killed master -------------------------------------------------------------------------------
@@ -379,8 +413,8 @@ def test_honest_feedback_after_an_attack_gives_numpys_mae_and_rmse(model_dir, re
     card = json.loads((Path(model_dir) / "model_card.json").read_text())
     low, high = card["target"]["train_min"] / 2, card["target"]["train_max"] * 2  # FEEDBACK_RANGE_FACTOR 2
     with gunicorn(model_dir) as server, requests.Session() as http:
-        huge = [{"prediction": 1e154, "actual": 1.7e308}] * 1000
-        assert http.post(server.url + "/feedback", json=huge, timeout=30).status_code == 400
+        for attack in ([{"prediction": 1e154, "actual": 1.7e308}] * 1000, [{"prediction": 1, "actual": 1e12}] * 1000):
+            assert http.post(server.url + "/feedback", json=attack, timeout=30).status_code == 400
         extreme = [{"prediction": low, "actual": high}] * 1000  # the worst one request can still send
         assert http.post(server.url + "/feedback", json=extreme, timeout=30).status_code == 202
         before = scrape(server.metrics_url)
@@ -443,7 +477,21 @@ def test_sighup_serves_a_replaced_model_and_keeps_serving_when_the_new_one_is_ba
         assert first["model_version"] == "1.0.0"
 
         _write_model(folder, pipeline, "2.0.0")
-        _sighup(server)
+        statuses, stop = [], threading.Event()
+
+        def traffic():  # no request is dropped while the workers are replaced
+            with requests.Session() as http:
+                while not stop.is_set():
+                    statuses.append(http.post(server.url + "/predict", json=record, timeout=10).status_code)
+
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        try:
+            _sighup(server)
+        finally:
+            stop.set()
+            sender.join(30)
+        assert len(statuses) > 10 and set(statuses) == {200}, statuses
         second = requests.post(server.url + "/predict", json=record, timeout=10).json()
         assert second["model_version"] == "2.0.0"
         assert second["prediction"] == pytest.approx(first["prediction"] * 2.718281828459045 ** 0.1, rel=1e-9)

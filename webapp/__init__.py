@@ -68,6 +68,7 @@ def reload_model(app: Flask, log) -> bool:
     old = app.extensions["model_service"]
     try:
         service = load_model_service(app.config)
+        replace_model_metrics(app, service.card, service.predictor)
     except ModelIntegrityError as exc:
         log.error("model reload refused, still serving %s %s: %s", old.card["name"], old.version, exc)
         return False
@@ -75,7 +76,6 @@ def reload_model(app: Flask, log) -> bool:
         log.exception("model reload failed, still serving %s %s", old.card["name"], old.version)
         return False
     app.extensions["model_service"] = service
-    replace_model_metrics(app, service.card, service.predictor)
     log.info("model reloaded: serving %s %s (sha256 %s), was %s", service.card["name"], service.version,
              service.card["artifact"]["sha256"][:12], old.version)
     return True

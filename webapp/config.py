@@ -7,6 +7,7 @@ webapp/gunicorn.conf.py loads this file by its path and parses the settings it s
 with the app (GUNICORN_TIMEOUT, METRICS_ENABLED) with these same functions, so the two
 never read one value two ways. Hence: the standard library only, no project imports.
 """
+import math
 import os
 from pathlib import Path
 
@@ -43,9 +44,29 @@ def gunicorn_timeout() -> int:
     return env_int("GUNICORN_TIMEOUT", 30, minimum=0)
 
 
+_LINGER = 2  # seconds gunicorn's graceful close may read on after an error answer
+
+
 def header_read_timeout() -> int:
-    """HEADER_READ_TIMEOUT in whole seconds (5 by default) for a request's headers to arrive; 0: no limit."""
-    return env_int("HEADER_READ_TIMEOUT", 5, minimum=0)
+    """HEADER_READ_TIMEOUT in whole seconds for a request's headers to arrive; 0: no limit.
+
+    gunicorn kills a worker that has not looked up from one connection for GUNICORN_TIMEOUT,
+    and a connection may take the header deadline, then the body deadline (half of
+    GUNICORN_TIMEOUT), then the close's linger: the three must fit inside it, or a slow
+    client gets the worker killed again. The default, 5, is lowered to fit a short
+    GUNICORN_TIMEOUT (to no less than 1 s); a value set that does not fit is refused.
+    """
+    timeout = gunicorn_timeout()
+    # the largest whole number of seconds below timeout - timeout/2 - _LINGER
+    ceiling = math.ceil(timeout / 2 - _LINGER) - 1 if timeout else None
+    if os.environ.get("HEADER_READ_TIMEOUT", "").strip() == "":
+        return 5 if ceiling is None else max(1, min(5, ceiling))
+    value = env_int("HEADER_READ_TIMEOUT", 5, minimum=0)
+    if ceiling is not None and ceiling >= 1 and value > ceiling:
+        raise SystemExit(f"config error: HEADER_READ_TIMEOUT={value} must be at most {ceiling} with "
+                         f"GUNICORN_TIMEOUT={timeout}: the headers, the body (half of GUNICORN_TIMEOUT) and "
+                         f"{_LINGER} s of closing must fit before gunicorn kills the worker")
+    return value
 
 
 def metrics_enabled() -> bool:

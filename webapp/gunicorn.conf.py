@@ -36,8 +36,8 @@ def _prepare_multiproc_dir() -> str:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path and os.environ.get("WEBAPP_MULTIPROC_PREPARED_BY") == str(os.getpid()):
         # gunicorn reads this file again in the same master on SIGHUP (reload): the folder now
-        # holds the counts of the workers being replaced, and emptying it set every counter back
-        # to 0 (and lost what the old workers counted while finishing their last request)
+        # holds the counts of the workers being replaced, and emptying it would set every counter
+        # back to 0 (and lose what the old workers count while finishing their last request)
         return path
     if not path:
         path = tempfile.mkdtemp(prefix="webapp-metrics-")
@@ -109,6 +109,13 @@ def on_reload(server):
     # the master, before the new workers fork; a model that fails its checks is not served
     from webapp import reload_model
     reload_model(server.app.wsgi(), server.log)
+
+
+def worker_exit(server, worker):
+    # in the worker, as it leaves: metric updates a full folder refused get a last chance
+    if METRICS_ENABLED:
+        from webapp.metrics_store import flush
+        flush(force=True)
 
 
 def child_exit(server, worker):

@@ -61,9 +61,12 @@ def replace_model_metrics(app: Flask, card: dict, predictor) -> None:
     app's is served (the master reads the folder), and the series continue from the folder.
     """
     old = app.extensions["model_metrics"]
+    if isinstance(old, NoMetrics):
+        return
+    new = ModelMetrics(card, predictor, CollectorRegistry())  # may fail: then nothing has changed yet
     old.retire()
-    if not isinstance(old, NoMetrics):
-        app.extensions["model_metrics"] = ModelMetrics(card, predictor, CollectorRegistry())
+    new.publish()  # after retire(): labels the two models share end at the new model's values
+    app.extensions["model_metrics"] = new
 
 
 def _count_in_progress(wsgi_app, gauge):

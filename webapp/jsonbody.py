@@ -25,13 +25,12 @@ bytes in it makes the kernel send a reset, which can overtake the answer: the ng
 gateway, still writing the body, then answered its own 502 for 3 of 40 3 MiB bodies.
 """
 import json
-import signal
-import threading
 import time
 
 from flask import Request, current_app, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
 
+from .alarm import Alarm
 from .errors import ApiError
 
 _READ_CHUNK = 64 * 1024
@@ -95,44 +94,17 @@ def json_body(request: Request):
     return loads_strict(_read_body(request))
 
 
-class _Alarm:
-    """SIGALRM at `deadline`, raising TimeoutError wherever the read is (main thread only).
-
-    A client that trickles a byte now and then never lets one recv() time out, and gunicorn's
-    reader loops over recv() until it has the size asked for, so only a timer bounds the whole
-    read. Sync workers serve requests on their main thread, and gunicorn leaves SIGALRM alone.
-    """
-
-    def __init__(self, deadline):
-        self.usable = deadline is not None and threading.current_thread() is threading.main_thread()
-        self.deadline = deadline
-        self.previous = None
-
-    @staticmethod
-    def _expired(signum, frame):
-        raise TimeoutError
-
-    def arm(self) -> None:
-        if self.usable:
-            self.previous = signal.signal(signal.SIGALRM, self._expired)
-            signal.setitimer(signal.ITIMER_REAL, max(self.deadline - time.monotonic(), 0.001))
-
-    def disarm(self) -> None:
-        if self.usable and self.previous is not None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
-            self.previous = None
-
-
 def _read(raw, sock, cap, deadline, keep=True, idle=None) -> tuple:
     """Read `raw` up to `cap` bytes (None: to its end) by the monotonic `deadline`: (parts, size).
 
     TimeoutError past the deadline, or after `idle` seconds without a byte. Only `keep` keeps the bytes.
     """
     parts, size = [], 0
-    alarm = _Alarm(deadline)  # the socket timeout bounds each recv(); the alarm bounds the whole read
+    # the socket timeout bounds each recv(); the alarm bounds the whole read
+    alarm = Alarm(TimeoutError) if deadline is not None and Alarm.usable() else None
     try:
-        alarm.arm()
+        if alarm is not None:
+            alarm.arm(deadline - time.monotonic())
         while cap is None or size < cap:
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -146,7 +118,8 @@ def _read(raw, sock, cap, deadline, keep=True, idle=None) -> tuple:
                 parts.append(chunk)
             size += len(chunk)
     finally:
-        alarm.disarm()
+        if alarm is not None:
+            alarm.disarm()
         if deadline is not None:
             sock.settimeout(None)  # back to blocking, as gunicorn left it, to write the answer
     return parts, size

@@ -66,9 +66,8 @@ class ModelMetrics:
                                             buckets=DOLLAR_BUCKETS, registry=registry)
         info = Gauge("model_info", "The model being served (value 1)", ["name", "version", "sha256"],
                      multiprocess_mode="max", registry=registry)
-        self._info = info.labels(card["name"], card["version"], card["artifact"]["sha256"][:12])
-        self._info.set(1)
-        self._references = []  # the card's reference shares, set to 0 when another model takes over
+        # (gauge child, value) this model publishes: model_info and the card's reference shares
+        self._published = [(info.labels(card["name"], card["version"], card["artifact"]["sha256"][:12]), 1)]
         # the card's holdout errors, so dashboards draw live error against them for whichever model is live
         holdout = card["metrics"]["holdout"]
         for name, doc, value in (
@@ -171,23 +170,26 @@ class ModelMetrics:
         self._prediction_edge_list = list(pred_ref["edges"])
         self._prediction_bins = [prediction_bins.labels(b) for b in pred_ref["bins"]]
         for label, fraction in zip(pred_ref["bins"], pred_ref["fractions"]):
-            self._references.append(prediction_reference.labels(label))
-            self._references[-1].set(fraction)
+            self._published.append((prediction_reference.labels(label), fraction))
+        self.publish()
 
     def _add_bins(self, counter, gauge, feature, ref) -> None:
         for label, fraction in zip(ref["bins"], ref["fractions"]):
             self._bin_children.append(counter.labels(feature, label))
-            self._references.append(gauge.labels(feature, label))
-            self._references[-1].set(fraction)
+            self._published.append((gauge.labels(feature, label), fraction))
+
+    def publish(self) -> None:
+        """Set model_info to 1 and the reference shares to the card's."""
+        for child, value in self._published:
+            child.set(value)
 
     def retire(self) -> None:
         """Another model takes over: this one's model_info and reference shares go to 0.
 
-        Its counters keep their counts. A bin the new card no longer has then reads 0 live
-        and 0 reference, which adds nothing to PSI.
+        Its counters keep their counts. A bin the new card no longer has reads 0 reference,
+        and 0 live once the old model's rows leave the window, and then adds nothing to PSI.
         """
-        self._info.set(0)
-        for child in self._references:
+        for child, _ in self._published:
             child.set(0)
 
     def observe_predictions(self, rows: list, X: np.ndarray, predictions: np.ndarray, seconds: float) -> None:

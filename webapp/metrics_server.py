@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import metrics_store
+from .metrics_merge import FOLDER_LOCK, merge_dead_worker
 
 _server = None  # the master's metrics HTTP server; its socket is closed in every forked worker
 
@@ -45,10 +46,15 @@ class GunicornProcessCollector:
 
 
 class LockedMultiProcessCollector(MultiProcessCollector):
-    """The folder's sum, read while no dead worker's files are being merged (metrics_store.FOLDER_LOCK)."""
+    """The folder's sum, read while no dead worker's files are being merged (metrics_merge.FOLDER_LOCK).
+
+    Each scrape first writes what the master itself holds unwritten (its model_info, reference
+    shares and holdout gauges, set once at start or reload) if the folder takes it again.
+    """
 
     def collect(self):
-        with metrics_store.FOLDER_LOCK:
+        metrics_store.flush()
+        with FOLDER_LOCK:
             return list(super().collect())
 
 
@@ -96,4 +102,4 @@ def close_in_worker() -> None:
 
 def worker_exited(pid: int) -> None:
     """gunicorn child_exit hook: drop the dead worker's live gauges and merge its other files."""
-    metrics_store.merge_dead_worker(pid)
+    merge_dead_worker(pid)

@@ -1,26 +1,21 @@
-"""The multiprocess metrics folder (PROMETHEUS_MULTIPROC_DIR): values that a full or
-failing folder cannot crash, a count of the writes it refused, and a folder that
-stays the same size however many workers come and go.
+"""Multiprocess metric values (PROMETHEUS_MULTIPROC_DIR) that a full or failing folder
+cannot crash, and a count of the writes it refused.
 
 prometheus_client keeps each process's values in mmapped files that it grows with
 ftruncate. On a full tmpfs or disk ftruncate still succeeds and leaves a hole, and the
-first write into the hole is a page fault the kernel answers with SIGBUS: the worker
+first write into the hole is a page fault the kernel answers with SIGBUS: the process
 dies in the middle of a request, and so does its replacement. Here instead:
-- every file's space is reserved with posix_fallocate before it is mapped, so a full
-  folder is an OSError at a known place, never a SIGBUS;
-- a value whose write fails keeps its amount in the worker's memory and is written
-  once the folder takes writes again (retried at most once a second): a prediction
-  never fails or waits because of metrics, and nothing is lost unless the worker dies
-  before the folder recovers;
+- every file's space is reserved with posix_fallocate before it is mapped (and a new
+  file appears under its name only once reserved), so a full folder is an OSError at a
+  known place, never a SIGBUS, and never a half-made file a scrape would choke on;
+- a value whose write fails keeps its amount in the process's memory and is written
+  once the folder takes writes again: by the process's next metric update, by flush()
+  (which the worker's loop and the master's scrapes call), at most once a second. A
+  prediction never fails or waits because of metrics;
 - every update that could not be written is counted in memory the gunicorn master
   shares with its workers (made before they fork), so the master can export the count
   even when the folder has no room for one more byte.
-
-A worker's files would otherwise outlive it: each replaced worker left about 100 KiB
-for good, and every scrape read them all. The master merges a dead worker's files into
-one file per kind (merge_dead_worker) and removes them.
 """
-import glob
 import logging
 import multiprocessing
 import os
@@ -29,33 +24,20 @@ import time
 
 from prometheus_client import values
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
-from prometheus_client.multiprocess import mark_process_dead
 
 log = logging.getLogger("webapp.metrics")
 
 _INITIAL_SIZE = 1 << 16  # prometheus_client's own first size for a file
 _RETRY_SECONDS = 1.0  # a failing folder is tried again at most this often per worker
 _LOG_SECONDS = 60.0  # and complained about at most this often per worker
-MERGED = "merged"  # stands where a pid stands in a file name; prometheus_client reads it as the pid
-
-# the master holds this while it reads the folder for a scrape or rewrites it for a dead worker,
-# so a scrape never sees a dead worker's counts twice (merged and still in its own file) or not at all
-FOLDER_LOCK = threading.Lock()
 
 
 class ReservedMmapedDict(MmapedDict):
     """prometheus_client's MmapedDict with its file's space reserved before any of it is mapped."""
 
     def __init__(self, filename):
-        fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if os.fstat(fd).st_size == 0:
-                os.posix_fallocate(fd, 0, _INITIAL_SIZE)
-        except OSError:
-            os.close(fd)
-            _remove_if_empty(filename)
-            raise
-        os.close(fd)
+        if not os.path.exists(filename):
+            _create_reserved(filename)
         super().__init__(filename)
 
     def _init_value(self, key):
@@ -69,12 +51,23 @@ class ReservedMmapedDict(MmapedDict):
         super()._init_value(key)
 
 
-def _remove_if_empty(filename) -> None:
+def _create_reserved(filename) -> None:
+    """Reserve the first size under a name no scrape reads, then give it its name in one step."""
+    partial = f"{filename}.{os.getpid()}.new"
+    fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        if os.path.getsize(filename) == 0:
-            os.remove(filename)
+        os.posix_fallocate(fd, 0, _INITIAL_SIZE)
+        os.close(fd)
+        fd = None
+        os.rename(partial, filename)
     except OSError:
-        pass
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.remove(partial)
+        except OSError:
+            pass
+        raise
 
 
 class WriteFailures:
@@ -122,13 +115,12 @@ def guarded_value_class(failures: WriteFailures, process_identifier=os.getpid):
         state["retry_at"] = now + _RETRY_SECONDS
         if now - state["logged_at"] >= _LOG_SECONDS:
             state["logged_at"] = now
-            log.error("metrics: cannot write to PROMETHEUS_MULTIPROC_DIR %s (%s); predictions go on, %d series "
-                      "are kept in memory until it takes writes again (webapp_metrics_write_failures_total)",
-                      os.environ.get("PROMETHEUS_MULTIPROC_DIR"), getattr(exc, "strerror", None) or exc,
-                      len(pending))
+            log.error("metrics: cannot write to PROMETHEUS_MULTIPROC_DIR %s (%s); predictions go on, and "
+                      "updates are kept in memory until it takes writes again (webapp_metrics_write_failures_total)",
+                      os.environ.get("PROMETHEUS_MULTIPROC_DIR"), getattr(exc, "strerror", None) or exc)
 
-    def retry_pending() -> None:
-        if time.monotonic() < state["retry_at"]:
+    def retry_pending(force=False) -> None:
+        if not force and time.monotonic() < state["retry_at"]:
             return
         for value in list(pending):
             try:
@@ -192,14 +184,19 @@ def guarded_value_class(failures: WriteFailures, process_identifier=os.getpid):
 
         def inc(self, amount):
             with lock:
-                check_for_fork()
+                if state["pid"] != process_identifier():
+                    check_for_fork()
                 self._value += amount
                 self._timestamp = 0.0
-                self._store()
+                if self._file is not None and not pending:  # the usual case, inline: one write
+                    self._file.write_value(self._key, self._value, 0.0)
+                else:
+                    self._store()
 
         def set(self, value, timestamp=None):
             with lock:
-                check_for_fork()
+                if state["pid"] != process_identifier():
+                    check_for_fork()
                 self._value = value
                 self._timestamp = timestamp or 0.0
                 self._store()
@@ -215,7 +212,13 @@ def guarded_value_class(failures: WriteFailures, process_identifier=os.getpid):
         def get_exemplar(self):
             return None
 
+    def flush(force=False) -> None:
+        with lock:
+            if pending and state["pid"] == process_identifier():
+                retry_pending(force)
+
     GuardedValue.pending = pending
+    GuardedValue.flush = staticmethod(flush)
     return GuardedValue
 
 
@@ -245,61 +248,11 @@ def unwritten_series() -> int:
     return len(getattr(values.ValueClass, "pending", ()))
 
 
-# how a dead worker's value combines with the merged file's, by file prefix; a prefix
-# missing here is dropped: live gauges are gone with their process, and 'all' gauges
-# carry the dead process's pid as a label
-def _sum(old, old_ts, new, new_ts, first):
-    return old + new, 0.0
+def flush(force: bool = False) -> None:
+    """Write what this process holds unwritten, if the folder takes it; cheap when nothing is held.
 
-
-def _max(old, old_ts, new, new_ts, first):
-    return (new if first else max(old, new)), 0.0
-
-
-def _min(old, old_ts, new, new_ts, first):
-    return (new if first else min(old, new)), 0.0
-
-
-def _latest(old, old_ts, new, new_ts, first):
-    return (new, new_ts) if first or new_ts > old_ts else (old, old_ts)
-
-
-_MERGE = {"counter": _sum, "histogram": _sum, "summary": _sum, "gauge_sum": _sum,
-          "gauge_max": _max, "gauge_min": _min, "gauge_mostrecent": _latest}
-
-
-def merge_dead_worker(pid: int, directory=None) -> None:
-    """Fold a dead worker's files into the merged files and remove them (gunicorn child_exit, master).
-
-    The merged file makes room for every new series before any value changes, so a full
-    folder leaves the dead worker's file as it was (still read by scrapes) rather than
-    counting part of it twice.
+    At most one attempt a second, unless `force` (a worker about to exit has no later chance).
     """
-    directory = directory or os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    suffix = f"_{pid}.db"
-    with FOLDER_LOCK:
-        mark_process_dead(pid, directory)  # the live gauges' files
-        for path in sorted(glob.glob(os.path.join(directory, "*" + suffix))):
-            prefix = os.path.basename(path)[:-len(suffix)]
-            combine = _MERGE.get(prefix)
-            try:
-                if combine is not None:
-                    _merge_file(path, os.path.join(directory, f"{prefix}_{MERGED}.db"), combine)
-                os.remove(path)
-            except OSError as exc:
-                log.error("metrics: cannot merge %s into the merged files (%s); it stays and is still read",
-                          path, exc.strerror or exc)
-
-
-def _merge_file(path, merged_path, combine) -> None:
-    entries = list(MmapedDict.read_all_values_from_file(path))
-    merged = ReservedMmapedDict(merged_path)
-    try:
-        first = {key for key, _, _, _ in entries if key not in merged._positions}
-        for key in first:
-            merged.read_value(key)  # reserves the series' place; raises before any value is changed
-        for key, value, timestamp, _ in entries:
-            old, old_ts = merged.read_value(key)
-            merged.write_value(key, *combine(old, old_ts, value, timestamp, key in first))
-    finally:
-        merged.close()
+    flush_values = getattr(values.ValueClass, "flush", None)
+    if flush_values is not None:
+        flush_values(force)

@@ -5,25 +5,27 @@ Two places refuse a request before Flask routes it:
   headers arrive too slowly;
 - the WSGI middleware below, for methods outside the fixed list of HTTP methods.
 
-prometheus-flask-exporter labels every request with its method. A method is any
-token a client cares to send, so 10,000 random methods made 190,000 series and
-filled the multiprocess folder; those requests are answered here instead, and
-counted in `http_requests_rejected_total{reason}`, whose reasons are a fixed list
-created at 0 when the app is built. Methods in the list go on to Flask as before
+prometheus-flask-exporter labels every request with its method, and a method is any
+token a client cares to send: each new one would be a new set of series, and new
+space in the multiprocess folder, without bound. Those requests are answered here
+instead, and counted in `http_requests_rejected_total{reason}`, whose reasons are a
+fixed list created at 0 when the app is built. Methods in the list go on to Flask
 (405 with an Allow header where a route does not take them).
 """
 import json
+from http import HTTPStatus
 
 from prometheus_client import Counter
 
 # RFC 9110's methods plus PATCH (RFC 5789). Anything else is answered 405 by the middleware, with the
 # Allow header a 405 needs: a client error, as it is (RFC 9110 also permits 501, but a 5xx would read
 # as the server failing, to the gateway and to any monitor that counts 5xx)
-KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+KNOWN_METHODS = frozenset(METHODS)
 
 # reason: (status, message). The order is the order of the series in a scrape.
 REASONS = {
-    "unknown_method": (405, "the method is not one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH"),
+    "unknown_method": (405, f"the method is not one of {', '.join(METHODS)}"),
     "header_timeout": (408, "the request headers did not arrive in time"),
     "bad_request": (400, "the request could not be parsed as HTTP/1.1"),
     "uri_too_long": (414, "the request line is too long"),
@@ -33,8 +35,6 @@ REASONS = {
     "internal_error": (500, "internal server error while reading the request; see the server log"),
 }
 
-_PHRASES = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 414: "URI Too Long", 417: "Expectation Failed",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented"}
 
 
 def error_body(reason: str) -> bytes:
@@ -46,7 +46,7 @@ def raw_response(reason: str) -> bytes:
     """A whole HTTP/1.1 answer, for the worker to write on a socket with no WSGI request behind it."""
     status = REASONS[reason][0]
     body = error_body(reason)
-    head = (f"HTTP/1.1 {status} {_PHRASES[status]}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode("latin-1") + body
 
@@ -66,7 +66,8 @@ def count(counters, reason: str) -> None:
 
 def refuse_unknown_methods(wsgi_app, counters):
     """WSGI middleware: a 405 for any method outside KNOWN_METHODS, before Flask or its metrics see it."""
-    status_line = f"{REASONS['unknown_method'][0]} {_PHRASES[REASONS['unknown_method'][0]]}"
+    status = REASONS["unknown_method"][0]
+    status_line = f"{status} {HTTPStatus(status).phrase}"
     body = error_body("unknown_method")
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                ("Allow", "GET, HEAD, POST, OPTIONS")]
