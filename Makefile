@@ -14,10 +14,11 @@ run:
 	@echo "API          http://127.0.0.1:5000  (try: curl -s localhost:5000/model)"
 	@echo "API metrics  http://127.0.0.1:9200/metrics"
 	@echo "Exporter     http://127.0.0.1:8000/metrics"
-	@echo "Prometheus   http://127.0.0.1:9090  (alerts: http://127.0.0.1:9090/alerts)"
-	@echo "Alertmanager http://127.0.0.1:9093"
-	@echo "Ctrl-C stops everything."
-	MODEL_DIR=$(MODEL_DIR) $(BIN)/honcho start -f Procfile
+	@echo "Prometheus   http://127.0.0.1:9090/classic/graph  (alerts: http://127.0.0.1:9090/classic/alerts)"
+	@echo "Alertmanager http://127.0.0.1:9093/api/v2/alerts  (its API; Debian's package has no web UI)"
+	@echo "Logs: this terminal (honcho prefixes each line with its process). Ctrl-C stops everything."
+	@# Ctrl-C ends honcho with status 130: that is the normal way to stop, not a failure
+	@MODEL_DIR=$(MODEL_DIR) $(BIN)/honcho start -f Procfile || [ $$? -eq 130 ]
 
 serve:
 	@scripts/bootstrap.sh runtime

@@ -15,7 +15,7 @@ import yaml
 from tests.servers import ROOT, Alertmanager, Exporter, Gunicorn, Prometheus
 
 SHORT_FOR = "2s"
-ARRIVAL_LIMIT = 180  # seconds: the bound for an alert to reach the receiver
+ARRIVAL_LIMIT = 180  # seconds: the bound the project sets for an alert to reach the receiver
 
 
 class Webhook:

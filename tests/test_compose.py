@@ -229,7 +229,7 @@ def test_gateway_runs_unprivileged_on_a_read_only_root(services):
     assert gateway["read_only"] is True
     assert [entry.split(":")[0] for entry in gateway["tmpfs"]] == ["/tmp"]  # pid and temp files
     assert gateway["cap_drop"] == ["ALL"]
-    assert gateway["security_opt"] == ["no-new-privileges:true"]
+    assert gateway["security_opt"] == ["no-new-privileges=true"]
     assert "build" not in gateway
 
 
@@ -418,3 +418,10 @@ def test_dockerignore_keeps_secrets_and_local_artifacts_out_of_the_build():
             assert source in allowed and (ROOT / source).exists(), source
     assert not allowed & {".env", ".venv", ".git", ".run"}
     assert {"model/model.pkl", "model/model_card.json"} <= set(patterns)
+
+
+def test_security_options_use_the_current_separator(services):
+    """`no-new-privileges:true` is deprecated syntax, and Docker warns about it at every container start."""
+    options = {name: service.get("security_opt", []) for name, service in services.items()}
+    assert all(":" not in option for opts in options.values() for option in opts), options
+    assert {name for name, opts in options.items() if "no-new-privileges=true" in opts} >= {"gateway", "api", "exporter"}

@@ -85,7 +85,7 @@ def test_every_panel_has_title_unit_description_and_the_provisioned_datasource()
     assert count == 42  # 15 + 17 + 10: a panel lost by a refactor shows here
 
 
-def test_the_issue_asks_for_these_panels():
+def test_the_dashboards_have_these_panels():
     titles = {name: {p["title"] for p in panels(b)} for name, b in boards().items()}
     assert {"Request rate by route and status", "Error ratio", "Latency p50 / p90 / p99 by route",
             "Requests in flight and workers", "CPU per worker", "Memory per worker"} <= titles["api-golden-signals"]

@@ -1,4 +1,4 @@
-"""Faults against real processes (issue 7): each test breaks something on purpose and asserts exact values.
+"""Faults against real processes: each test breaks something on purpose and asserts exact values.
 
 - a worker SIGKILLed under load, a graceful SIGTERM with requests in flight, a SIGHUP reload,
   Prometheus restarted mid-replay, the API down for 30 s mid-replay;

@@ -195,6 +195,16 @@ def test_http_metrics_use_route_templates_not_raw_paths(fresh, record):
     assert s.sum("flask_http_requests_in_progress") == 0
 
 
+def test_the_request_counters_of_every_status_the_app_answers_exist_at_0(fresh):
+    """So the first 4xx or 5xx is an increase from 0 that rate() sees, not a series born at its value."""
+    _, _, samples = fresh
+    s = samples()
+    assert {(dict(lab)["method"], dict(lab)["status"]): v for (n, lab), v in s.items()
+            if n == "flask_http_request_total"} == {
+        ("GET", "200"): 0, ("GET", "404"): 0, ("GET", "405"): 0, ("GET", "500"): 0,
+        **{("POST", str(code)): 0 for code in (200, 202, 400, 404, 405, 408, 413, 415, 500)}}
+
+
 def test_unhandled_exception_is_counted(fresh, record, monkeypatch):
     app, client, samples = fresh
 

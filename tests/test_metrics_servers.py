@@ -114,7 +114,7 @@ def python_psi(actual_counts: dict, reference: dict) -> float:
     return psi
 
 
-# DESIGN.md's drift rules, inlined: nothing but the exported counters and reference gauges
+# the drift rules of prometheus/rules/recording.yml, inlined: nothing but the exported counters and reference gauges
 BIN_FRACTION = ("sum by (feature, bin) (increase(model_feature_bin_total[10m])) / ignoring(bin) group_left "
                 "sum by (feature) (increase(model_feature_bin_total[10m]))")
 REFERENCE = "max by (feature, bin) (model_feature_reference_ratio)"

@@ -1,4 +1,4 @@
-"""Settings from environment variables (twelve-factor), with the defaults of DESIGN.md.
+"""Settings from environment variables (twelve-factor), with the defaults the README lists (Configuration).
 
 `create_app(config)` starts from `from_env()` and lets a mapping override any key,
 so tests pass their settings in instead of mutating os.environ.

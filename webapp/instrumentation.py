@@ -42,6 +42,7 @@ def init_instrumentation(app: Flask, card: dict, predictor) -> None:
     if exporter_class is PrometheusMetrics:
         exporter_kwargs["path"] = None  # metrics are never served on the API port
     exporter_class(app, group_by=route, buckets=LATENCY_BUCKETS, **exporter_kwargs)
+    _create_request_series(registry)
 
     in_progress = Gauge("flask_http_requests_in_progress", "Requests being handled now, summed over live workers",
                         multiprocess_mode="livesum", registry=registry)
@@ -67,6 +68,22 @@ def replace_model_metrics(app: Flask, card: dict, predictor) -> None:
     old.retire()
     new.publish()  # after retire(): labels the two models share end at the new model's values
     app.extensions["model_metrics"] = new
+
+
+# what the app's routes answer (webapp/errors.py, webapp/routes.py): their request counters exist at 0
+# from the first scrape, so a ratio or a rate sees the first 4xx or 5xx as an increase from 0
+REQUEST_SERIES = {"GET": (200, 404, 405, 500), "POST": (200, 202, 400, 404, 405, 408, 413, 415, 500)}
+
+
+def _create_request_series(registry) -> None:
+    # prometheus-flask-exporter creates its series on first use and keeps no reference to its
+    # counter, so it is found in the registry by name
+    counter = registry._names_to_collectors.get("flask_http_request_total")  # noqa: SLF001
+    if counter is None:
+        raise RuntimeError("prometheus-flask-exporter no longer registers flask_http_request_total")
+    for method, statuses in REQUEST_SERIES.items():
+        for status in statuses:
+            counter.labels(method, status)
 
 
 def _count_in_progress(wsgi_app, gauge):
