@@ -25,7 +25,7 @@ def test_promtool_check_config(config):
 
 def test_promtool_check_rules():
     out = run("promtool", "check", "rules", *map(str, sorted((PROM / "rules").glob("*.yml"))))
-    assert "SUCCESS: 11 rules found" in out and "SUCCESS: 38 rules found" in out
+    assert "SUCCESS: 12 rules found" in out and "SUCCESS: 38 rules found" in out
 
 
 def test_promtool_rule_unit_tests():
@@ -56,8 +56,9 @@ def alerts():
 
 def test_every_alert_has_severity_summary_description_and_dashboard():
     found = alerts()
-    assert set(found) == {"ApiDown", "HighErrorRatio", "HighLatencyP99", "Saturation", "MetricsWriteFailing",
-                          "NoTraffic", "FeatureDrift", "PredictionDrift", "ModelQualityDegraded", "HighInvalidInputRatio", "ExporterStalled"}
+    assert set(found) == {"ApiDown", "ApiReplicaLost", "HighErrorRatio", "HighLatencyP99", "Saturation",
+                          "MetricsWriteFailing", "NoTraffic", "FeatureDrift", "PredictionDrift", "ModelQualityDegraded",
+                          "HighInvalidInputRatio", "ExporterStalled"}
     for name, rule in found.items():
         assert rule["labels"]["severity"] in ("critical", "warning"), name
         assert {"summary", "description", "dashboard"} <= set(rule["annotations"]), name
