@@ -373,18 +373,23 @@ def test_a_trickled_answer_ends_at_the_timeout_and_is_not_sent_again(lying_api, 
     assert exporter.proc.returncode == 0
 
 
-def test_sigterm_during_a_trickled_answer_stops_within_the_timeout_plus_one_second(lying_api):
-    api = lying_api(trickle(head(200, 40), b'{"prediction": 181000.0}'.ljust(40)))
-    exporter = Exporter(api.url, "--rate", "1", "--loop", "--timeout", TIMEOUT)
-    api.first("/predict")
+def sigterm_after_a_second(exporter, wait: float) -> tuple:
+    """SIGTERM the exporter a second from now; (seconds it took to exit, its output)."""
     time.sleep(1.0)
     signalled = time.monotonic()
     exporter.proc.send_signal(signal.SIGTERM)
     try:
-        exporter.proc.wait(timeout=TIMEOUT + 20)
+        exporter.proc.wait(timeout=wait)
     finally:
         out = exporter.stop()
-    took = time.monotonic() - signalled
+    return time.monotonic() - signalled, out
+
+
+def test_sigterm_during_a_trickled_answer_stops_within_the_timeout_plus_one_second(lying_api):
+    api = lying_api(trickle(head(200, 40), b'{"prediction": 181000.0}'.ljust(40)))
+    exporter = Exporter(api.url, "--rate", "1", "--loop", "--timeout", TIMEOUT)
+    api.first("/predict")
+    took, out = sigterm_after_a_second(exporter, wait=TIMEOUT + 20)
     print(f"SIGTERM during a trickled answer: exited {took:.2f} s later, --timeout {TIMEOUT}")
     assert took <= TIMEOUT + 1  # the documented bound (README, --timeout's help)
     assert exporter.proc.returncode == 0, out
@@ -398,14 +403,7 @@ def test_sigterm_while_feedback_hangs_stops_within_the_timeout_plus_one_second(l
     api = lying_api(honest_predict, feedback=never_answers)
     exporter = Exporter(api.url, "--rate", "50", "--loop", "--timeout", TIMEOUT)
     api.first("/feedback")
-    time.sleep(1.0)
-    signalled = time.monotonic()
-    exporter.proc.send_signal(signal.SIGTERM)
-    try:
-        exporter.proc.wait(timeout=3 * TIMEOUT + 20)
-    finally:
-        out = exporter.stop()
-    took = time.monotonic() - signalled
+    took, out = sigterm_after_a_second(exporter, wait=3 * TIMEOUT + 20)
     print(f"SIGTERM while /feedback hangs: exited {took:.2f} s later, --timeout {TIMEOUT}")
     assert took <= TIMEOUT + 1
     match = re.search(r"stopped by SIGTERM; (\d+) rows sent in .*: ok (\d+), invalid 0, http_error 0, "
