@@ -11,13 +11,13 @@ sending the same rows the same way.  Medians over the runs; not run in CI.
 import argparse
 import itertools
 import json
-import re
 import statistics
 import sys
 import time
 
 import urllib3
 
+from exporter.progress import SUMMARY_ERRORS, parse_summary
 from model.dataset import replay_records
 
 from tests.scrape import scrape
@@ -27,18 +27,16 @@ from tests.servers import ROOT, Exporter, Gunicorn
 def replay(api, rows: int, batch: int) -> float:
     before = scrape(api.metrics_url)
     out = Exporter(api.url, "--rate", "max", "--loop", "--limit", rows, "--batch-size", batch).wait(timeout=600)
-    match = re.search(r"replay finished; (\d+) rows sent in ([0-9.]+) s \((\d+) rows/s\): ok (\d+), invalid (\d+), http_error (\d+), "
-                      r"connection_error (\d+); feedback (\d+) ok, (\d+) failed; (\d+) failed attempts", out)
-    if not match:
+    final = parse_summary(out)
+    if final is None:
         sys.exit(f"bench: unexpected exporter output:\n{out}")
-    sent, _, rate, ok, invalid, http_error, conn_error, fb_ok, fb_failed, retries = match.groups()
     delta = scrape(api.metrics_url).minus(before)
-    errors = int(invalid) + int(http_error) + int(conn_error) + int(fb_failed) + int(retries)
-    if int(ok) != rows or errors or delta.sum("model_predictions_total") != rows \
+    errors = sum(final[field] for field in SUMMARY_ERRORS)
+    if final["ok"] != rows or errors or delta.sum("model_predictions_total") != rows \
             or delta.sum("model_feedback_total") != rows:
-        sys.exit(f"bench: rows lost or errors: {match.group(0)}; webapp counted "
+        sys.exit(f"bench: rows lost or errors: {final['line']}; webapp counted "
                  f"{delta.sum('model_predictions_total')} predictions, {delta.sum('model_feedback_total')} feedback")
-    return float(rate)  # the exporter's own figure: rows over unrounded seconds since the replay started
+    return float(final["rate"])  # the exporter's own figure: rows over unrounded seconds since the replay started
 
 
 def bare_client(api, rows: int, batch: int) -> float:

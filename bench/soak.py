@@ -41,9 +41,6 @@ from tests.servers import ROOT, Exporter, Gunicorn
 RESULTS = ROOT / "bench" / "results"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RSS_GROWTH_LIMIT = 0.10
-SUMMARY_LINE = re.compile(
-    r"(\d+) rows sent in ([0-9.]+) s \((\d+) rows/s\): ok (\d+), invalid (\d+), http_error (\d+), "
-    r"connection_error (\d+); feedback (\d+) ok, (\d+) failed; (\d+) failed attempts")
 
 
 # -- processes -------------------------------------------------------------------------------------
@@ -218,14 +215,10 @@ def run(args, model_dir: Path, multiproc: Path) -> dict:
         for name in exporters:
             out = drains[name].stop()
             final = [line for line in out.splitlines() if line.startswith("exporter: ")]  # not the progress lines
-            match = SUMMARY_LINE.search(final[-1]) if final else None
-            if not match:
+            parsed = parse_summary(final[-1]) if final else None
+            if parsed is None:
                 raise SystemExit(f"soak: no summary line from the {name} exporter:\n{out}")
-            sent, _, _, ok, invalid, http_error, conn_error, fb_ok, fb_failed, failed_attempts = map(
-                float, match.groups())
-            finals[name] = {"rows": {"ok": ok, "invalid": invalid, "http_error": http_error,
-                                     "connection_error": conn_error}, "feedback_ok": fb_ok,
-                            "feedback_failed": fb_failed, "failed_attempts": failed_attempts, "line": match.group(0)}
+            finals[name] = parsed
         # the API has answered everything the exporters counted; wait until two scrapes agree
         settled, previous = None, None
         for _ in range(30):
@@ -298,8 +291,7 @@ def summarise(args, data: dict) -> dict:
     steady = [s for s in samples if s["t"] >= warm["t"]]
 
     # errors
-    exporter_errors = {name: f["rows"]["invalid"] + f["rows"]["http_error"] + f["rows"]["connection_error"]
-                       + f["failed_attempts"] + f["feedback_failed"] for name, f in finals.items()}
+    exporter_errors = {name: sum(f[field] for field in SUMMARY_ERRORS) for name, f in finals.items()}
     status = settled["requests_by_status"]
     api_5xx = sum(v for k, v in status.items() if k.startswith("5"))
     api_4xx = sum(v for k, v in status.items() if k.startswith("4"))
@@ -330,13 +322,14 @@ def summarise(args, data: dict) -> dict:
     # multiprocess folder
     files_after_warmup = [s["multiproc"]["files"] for s in steady]
     bytes_after_warmup = [s["multiproc"]["bytes"] for s in steady]
-    pids_with_files = {int(re.search(r"_(\d+)\.db$", n).group(1)) for n in data["final_files"]["names"]}
+    # dead workers' files are merged into *_merged.db (webapp/metrics_merge.py): those name no pid
+    pids_with_files = {int(m.group(1)) for n in data["final_files"]["names"] if (m := re.search(r"_(\d+)\.db$", n))}
     files_ok = (len(set(files_after_warmup)) == 1 and len(set(bytes_after_warmup)) == 1
                 and data["final_files"]["files"] == files_after_warmup[0]
                 and set(data["final_worker_pids"]) <= pids_with_files)
 
     # exact counts
-    rows_ok = sum(f["rows"]["ok"] for f in finals.values())
+    rows_ok = sum(f["ok"] for f in finals.values())
     feedback_ok = sum(f["feedback_ok"] for f in finals.values())
     answered = sum(last["exporters"][name]["answered"] for name in finals)  # before the stop: a lower bound
     counts_ok = (data["settled_ok"] and rows_ok == settled["predictions"] and feedback_ok == settled["feedback"]

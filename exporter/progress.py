@@ -1,5 +1,6 @@
 """Progress for a human: a tqdm bar in a terminal, a log line every few seconds otherwise."""
 import logging
+import re
 import sys
 import threading
 import time
@@ -9,11 +10,31 @@ from tqdm import tqdm
 log = logging.getLogger("exporter")
 
 
+# the summary line, read back by the benches (bench/bench_exporter.py, bench/soak.py)
+SUMMARY_LINE = re.compile(
+    r"(?P<sent>\d+) rows sent in (?P<seconds>[0-9.]+) s \((?P<rate>\d+) rows/s\): ok (?P<ok>\d+), "
+    r"invalid (?P<invalid>\d+), http_error (?P<http_error>\d+), connection_error (?P<connection_error>\d+); "
+    r"feedback (?P<feedback_ok>\d+) ok, (?P<feedback_failed>\d+) failed; (?P<failed_attempts>\d+) failed attempts "
+    r"retried or abandoned; bad_answer (?P<bad_answer>\d+), feedback dropped (?P<feedback_dropped>\d+)")
+# what the benches count as errors: every row not ok, every failed attempt, every pair of feedback not posted
+SUMMARY_ERRORS = ("invalid", "http_error", "connection_error", "bad_answer", "failed_attempts", "feedback_failed",
+                  "feedback_dropped")
+
+
+def parse_summary(text: str):
+    """The last summary line in `text` as {field: number} (see SUMMARY_LINE), or None."""
+    matches = list(SUMMARY_LINE.finditer(text))
+    if not matches:
+        return None
+    fields = {k: float(v) if k == "seconds" else int(v) for k, v in matches[-1].groupdict().items()}
+    fields["line"] = matches[-1].group(0)
+    return fields
+
+
 def summary(state) -> str:
     s = state.snapshot()
     rows = s["rows"]
     elapsed = max(time.time() - s["started"], 1e-9)
-    # the fields added later go last: scripts parse this line up to "failed attempts"
     return (f"{sum(rows.values())} rows sent in {elapsed:.1f} s ({sum(rows.values()) / elapsed:.0f} rows/s): "
             f"ok {rows['ok']}, invalid {rows['invalid']}, "
             f"http_error {rows['http_error']}, connection_error {rows['connection_error']}; "

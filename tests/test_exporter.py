@@ -284,3 +284,19 @@ def test_a_drop_or_bad_answer_line_at_once_then_at_most_one_per_interval():
     clock[0] += 0.1
     assert every.due() == 9  # everything since the last line, this one included
     assert every.due() == 0
+
+
+def test_the_summary_line_parses_back_into_its_counts():
+    """The benches read the exporter's last line back (exporter.progress.parse_summary): producer and parser agree."""
+    from exporter.progress import parse_summary, summary
+    state = ReplayState(rows_per_pass=10, planned_rows=10, scenario="baseline")
+    state.rows_finished("ok", 7)
+    state.rows_finished("bad_answer", 2)
+    state.rows_finished("connection_error")
+    state.feedback_finished("ok", 6)
+    state.feedback_finished("dropped", 1)
+    state.request_error("timeout")
+    parsed = parse_summary("exporter: replay finished; " + summary(state))
+    assert {k: v for k, v in parsed.items() if k not in ("seconds", "rate", "line")} == {
+        "sent": 10, "ok": 7, "invalid": 0, "http_error": 0, "connection_error": 1, "feedback_ok": 6,
+        "feedback_failed": 0, "failed_attempts": 1, "bad_answer": 2, "feedback_dropped": 1}
