@@ -4,7 +4,8 @@
 #
 #   scripts/bootstrap.sh runtime   # requirements.txt
 #   scripts/bootstrap.sh stack     # requirements.txt + Debian's prometheus and alertmanager (make run)
-#   scripts/bootstrap.sh dev       # requirements-dev.txt + the same packages and nginx (tests)
+#   scripts/bootstrap.sh dev       # requirements-dev.txt + the same packages, nginx, and Docker's engine
+#                                  # with mmdebstrap (tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-runtime}"
@@ -52,6 +53,16 @@ if [ "$profile" = dev ] || [ "$profile" = stack ]; then
         missing+=(nginx)
         new_nginx=1
     fi
+    # tests/test_compose_stack.py brings the compose stack up in a Docker engine of its own, on
+    # stand-in images built from a Debian rootfs (mmdebstrap); an engine already installed will do
+    new_docker=0
+    if [ "$profile" = dev ]; then
+        if ! command -v dockerd >/dev/null; then
+            missing+=(docker.io)
+            new_docker=1
+        fi
+        command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
         apt_install "${missing[@]}"
     fi
@@ -62,6 +73,14 @@ if [ "$profile" = dev ] || [ "$profile" = stack ]; then
             systemctl disable --now nginx >/dev/null 2>&1 || true
         elif [ -s /run/nginx.pid ]; then
             invoke-rc.d nginx stop >/dev/null 2>&1 || true
+        fi
+    fi
+    # the same for the Docker daemon the package may start: the test starts and removes its own
+    if [ "$new_docker" = 1 ]; then
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
+        elif [ -s /run/docker.pid ]; then
+            invoke-rc.d docker stop >/dev/null 2>&1 || true
         fi
     fi
 fi

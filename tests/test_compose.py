@@ -89,11 +89,13 @@ def test_infra_images_pinned_to_exact_versions(services):
     assert re.fullmatch(r"nginx:1\.2\d\.\d+-alpine", services["gateway"]["image"]), services["gateway"]["image"]
 
 
-def test_api_and_exporter_share_one_image_built_from_the_dockerfile(services):
-    for name in ("api", "exporter"):
-        build = services[name]["build"]
-        assert Path(build["context"]) == ROOT and build["dockerfile"] == "Dockerfile"
+def test_api_and_exporter_share_one_image_built_once_from_the_dockerfile(services):
+    build = services["api"]["build"]
+    assert Path(build["context"]) == ROOT and build["dockerfile"] == "Dockerfile"
     assert services["api"]["image"] == services["exporter"]["image"]
+    # one build section: two would build the same image twice and leave the first one dangling
+    assert "build" not in services["exporter"]
+    assert services["exporter"]["pull_policy"] == "never", "no registry has the project's image"
 
 
 def test_published_ports_are_exactly_the_promised_ones_on_loopback(services):
