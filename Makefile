@@ -1,9 +1,12 @@
 # The two commands a newcomer needs (see README):
-#   make run    the whole stack, locally: API, exporter, Prometheus, Alertmanager (honcho + Procfile)
+#   make run    the whole stack, locally: API, exporter, Prometheus, Alertmanager, and Grafana when
+#               installed (honcho + Procfile)
 #   make test   run the whole test suite
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_DIR ?= model
+GRAFANA_PORT ?= 3000
+PROCFILE ?= Procfile
 
 .PHONY: run serve test model bench dashboards clean
 
@@ -16,9 +19,22 @@ run:
 	@echo "Exporter     http://127.0.0.1:8000/metrics"
 	@echo "Prometheus   http://127.0.0.1:9090/classic/graph  (alerts: http://127.0.0.1:9090/classic/alerts)"
 	@echo "Alertmanager http://127.0.0.1:9093/api/v2/alerts  (its API; Debian's package has no web UI)"
-	@echo "Logs: this terminal (honcho prefixes each line with its process). Ctrl-C stops everything."
-	@# Ctrl-C ends honcho with status 130: that is the normal way to stop, not a failure
-	@MODEL_DIR=$(MODEL_DIR) $(BIN)/honcho start -f Procfile || [ $$? -eq 130 ]
+	@# Grafana joins when a grafana-server is installed; the alerts' dashboard links point at it
+	@# (GRAFANA_ROOT_URL), and are left empty without it. honcho reads no .env (-e /dev/null): that
+	@# file is compose's, and honcho would let it override the settings given on the command line.
+	@# Ctrl-C is the way to stop: this shell outlives it (trap) and honcho's status 130 is success,
+	@# so make reports no error (make itself then exits 130, silently, as any Ctrl-C'd program).
+	@if $(BIN)/python -m scripts.grafana_local --find >/dev/null 2>&1; then \
+	  echo "Grafana      http://127.0.0.1:$(GRAFANA_PORT)  (folder Model serving; anonymous viewers)"; \
+	  processes=""; root="$${GRAFANA_ROOT_URL:-http://127.0.0.1:$(GRAFANA_PORT)}"; \
+	else \
+	  echo "Grafana      not installed: see README, Grafana in local mode"; \
+	  processes="api exporter prometheus alertmanager"; root="$${GRAFANA_ROOT_URL:-}"; \
+	fi; \
+	echo "Logs: this terminal (honcho prefixes each line with its process). Ctrl-C stops everything."; \
+	trap : INT; \
+	MODEL_DIR=$(MODEL_DIR) GRAFANA_PORT=$(GRAFANA_PORT) GRAFANA_ROOT_URL="$$root" \
+	  $(BIN)/honcho -e /dev/null start -f $(PROCFILE) $$processes || [ $$? -eq 130 ]
 
 serve:
 	@scripts/bootstrap.sh runtime

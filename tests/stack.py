@@ -15,6 +15,11 @@ import yaml
 from tests.servers import ROOT, Alertmanager, Exporter, Gunicorn, Prometheus
 
 SHORT_FOR = "2s"
+# every alert's `dashboard` annotation: Grafana's base URL (Prometheus's external label grafana_url,
+# empty when there is no Grafana) and a dashboard uid, the group
+DASHBOARD_LINK = r"\{\{ with \$externalLabels\.grafana_url \}\}\{\{ \. \}\}/d/([\w-]+)\{\{ end \}\}"
+# the base URL the stack's Prometheus is given: a local Grafana's, as make run sets it
+GRAFANA_URL = "http://127.0.0.1:3000"
 ARRIVAL_LIMIT = 180  # seconds: the bound the project sets for an alert to reach the receiver
 
 
@@ -89,7 +94,8 @@ def alertmanager_config(tmp_path, webhook_url):
 def prometheus_config(tmp_path, rules, api_metrics_port, exporter_port, alertmanager_port):
     """prometheus.local.yml with the test's target files, the shortened rules and 1 s intervals."""
     config = yaml.safe_load((ROOT / "prometheus" / "prometheus.local.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s",
+                        "external_labels": {"grafana_url": GRAFANA_URL}}
     config["rule_files"] = [str(r) for r in rules]
     ports = {"api": api_metrics_port, "exporter": exporter_port, "alertmanager": alertmanager_port, "prometheus": 1}
     targets = tmp_path / "targets"

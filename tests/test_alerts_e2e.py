@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.stack import Stack
+from tests.stack import GRAFANA_URL, Stack
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_unit_change_fires_feature_drift_on_area(stack_for):
     ARRIVALS["FeatureDrift (unit-change)"] = seconds
     assert alert["labels"]["severity"] == "warning"
     assert float(re.search(r"is ([0-9.]+) over", alert["annotations"]["description"]).group(1)) > 0.2
-    assert alert["annotations"]["dashboard"].endswith("/d/model-quality-drift")
+    assert alert["annotations"]["dashboard"] == GRAFANA_URL + "/d/model-quality-drift"
     print(f"\nFeatureDrift(area) reached the webhook {seconds:.1f} s after the stack started")
 
 

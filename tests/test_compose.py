@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import provisioning
 from tests.servers import ROOT, VENV_BIN
 from webapp import config as webapp_config
 
@@ -289,21 +290,22 @@ def test_prometheus_targets_are_the_compose_services(services):
 
 
 def test_grafana_provisioning_matches_the_compose_services(services):
-    """Grafana's datasources name compose services and ports; its dashboard provider reads the mounted folder."""
-    provisioning = ROOT / "grafana" / "provisioning"
-    sources = [d for f in sorted((provisioning / "datasources").glob("*.yml"))
-               for d in yaml.safe_load(f.read_text())["datasources"]]
-    assert sources
+    """Filled in from the grafana service's environment, the datasources name compose services and
+    ports, and the dashboard provider reads the mounted folder."""
+    grafana_env = services["grafana"]["environment"]
+    assert provisioning.variables_used() <= set(grafana_env), "a ${VAR} the compose service does not set"
+    sources = provisioning.provisioned("datasources", grafana_env)
+    assert {s["type"] for s in sources} == {"prometheus", "alertmanager"}
     for source in sources:
         host, port = re.fullmatch(r"http://([\w-]+):(\d+)/?", source["url"]).groups()
         assert int(port) in {p["target"] for p in services[host]["ports"]}, source["url"]
         version = source.get("jsonData", {}).get("prometheusVersion")
         if version:
             assert services[host]["image"].endswith(f":v{version}"), "the datasource names another version"
-    providers = [p for f in sorted((provisioning / "dashboards").glob("*.yml"))
-                 for p in yaml.safe_load(f.read_text())["providers"]]
-    mounts = {m["target"] for m in services["grafana"]["volumes"] if m["type"] == "bind"}
-    assert providers and all(p["options"]["path"] in mounts for p in providers)
+    providers = provisioning.provisioned("dashboards", grafana_env)
+    mounts = {m["target"]: m["source"] for m in services["grafana"]["volumes"] if m["type"] == "bind"}
+    assert providers and all(Path(mounts[p["options"]["path"]]) == ROOT / "grafana" / "dashboards"
+                             for p in providers)
 
 
 # -- no password in the repo --

@@ -11,14 +11,17 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from grafana import build
 from grafana.panels import DATASOURCE_UID
+from scripts import grafana_local
+from tests import provisioning
 from tests.servers import ROOT, VENV_BIN
-from tests.stack import Stack
+from tests.stack import DASHBOARD_LINK, Stack
 
 DASHBOARDS = ROOT / "grafana" / "dashboards"
 PROVISIONING = ROOT / "grafana" / "provisioning"
@@ -53,7 +56,7 @@ def test_build_check_fails_on_a_hand_edit(tmp_path, monkeypatch):
 
 def test_dashboards_have_the_uids_the_alerts_link_to():
     alerts = yaml.safe_load((ROOT / "prometheus" / "rules" / "alerts.yml").read_text())
-    linked = {rule["annotations"]["dashboard"].rsplit("/d/", 1)[1]
+    linked = {re.fullmatch(DASHBOARD_LINK, rule["annotations"]["dashboard"]).group(1)
               for group in alerts["groups"] for rule in group["rules"]}
     assert linked == {b["uid"] for b in boards().values()} == {
         "api-golden-signals", "model-quality-drift", "replay-exporter"}
@@ -120,12 +123,32 @@ def test_provisioning_matches_its_schema(kind, path, tmp_path):
     assert bad.returncode == 1, bad.stdout + bad.stderr
 
 
-def test_the_provider_loads_the_folder_compose_mounts():
-    provider = yaml.safe_load((PROVISIONING / "dashboards" / "model-serving.yml").read_text())["providers"][0]
-    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
-    datasources = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text())["datasources"]
-    assert {d["url"] for d in datasources} == {"http://prometheus:9090", "http://alertmanager:9093"}
-    assert next(d for d in datasources if d["type"] == "prometheus")["jsonData"]["manageAlerts"] is True
+def listen_addresses() -> dict:
+    """{process: its --web.listen-address} of the Procfile's Prometheus and Alertmanager."""
+    procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines()
+                    if line and not line.startswith("#"))
+    return {name: re.search(r"--web\.listen-address=(\S+)", procfile[name]).group(1)
+            for name in ("prometheus", "alertmanager")}
+
+
+def test_local_grafana_is_provisioned_with_the_procfile_addresses():
+    """make run's Grafana reads the same provisioning as compose's, filled in with the loopback
+    addresses the Procfile starts Prometheus and Alertmanager on, and this checkout's dashboards."""
+    variables = grafana_local.provisioning_variables()
+    assert provisioning.variables_used() == set(variables)
+    sources = {d["type"]: d for d in provisioning.provisioned("datasources", variables)}
+    addresses = listen_addresses()
+    assert sources["prometheus"]["url"] == f"http://{addresses['prometheus']}"
+    assert sources["alertmanager"]["url"] == f"http://{addresses['alertmanager']}"
+    assert sources["prometheus"]["jsonData"]["manageAlerts"] is True
+    (provider,) = provisioning.provisioned("dashboards", variables)
+    served = {p.name for p in Path(provider["options"]["path"]).glob("*.json")}
+    assert served == {f"{uid}.json" for uid in boards()} and served
+
+
+def test_a_variable_left_unset_is_an_error_not_an_empty_url():
+    with pytest.raises(AssertionError, match="DATASOURCE_PROMETHEUS_URL"):
+        provisioning.provisioned("datasources", {"DATASOURCE_ALERTMANAGER_URL": "http://127.0.0.1:9093"})
 
 
 # --- every query against a real Prometheus --------------------------------------------------------
