@@ -8,7 +8,7 @@ MODEL_DIR ?= model
 GRAFANA_PORT ?= 3000
 PROCFILE ?= Procfile
 
-.PHONY: run serve test model bench dashboards clean
+.PHONY: run serve test model bench dashboards rules clean
 
 run:
 	@scripts/bootstrap.sh stack
@@ -24,12 +24,20 @@ run:
 	@# file is compose's, and honcho would let it override the settings given on the command line.
 	@# Ctrl-C is the way to stop: this shell outlives it (trap) and honcho's status 130 is success,
 	@# so make reports no error (make itself then exits 130, silently, as any Ctrl-C'd program).
-	@if $(BIN)/python -m scripts.grafana_local --find >/dev/null 2>&1; then \
+	@# The exporter replays the example's rows by default; another model (MODEL_DIR) needs its own
+	@# CSV (EXPORTER_CSV, EXPORTER_TARGET), or the stack runs without it rather than stopping.
+	@if [ -n "$${EXPORTER_CSV:-}" ] || $(BIN)/python -m model.train --is-example --model-dir $(MODEL_DIR); then \
+	  exporter="exporter"; \
+	else \
+	  echo "Exporter     not started: MODEL_DIR is not the example; set EXPORTER_CSV and EXPORTER_TARGET to replay its rows"; \
+	  exporter=""; \
+	fi; \
+	if $(BIN)/python -m scripts.grafana_local --find >/dev/null 2>&1; then \
 	  echo "Grafana      http://127.0.0.1:$(GRAFANA_PORT)  (folder Model serving; anonymous viewers)"; \
-	  processes=""; root="$${GRAFANA_ROOT_URL:-http://127.0.0.1:$(GRAFANA_PORT)}"; \
+	  processes="api $$exporter prometheus alertmanager grafana"; root="$${GRAFANA_ROOT_URL:-http://127.0.0.1:$(GRAFANA_PORT)}"; \
 	else \
 	  echo "Grafana      not installed: see README, Grafana in local mode"; \
-	  processes="api exporter prometheus alertmanager"; root="$${GRAFANA_ROOT_URL:-}"; \
+	  processes="api $$exporter prometheus alertmanager"; root="$${GRAFANA_ROOT_URL:-}"; \
 	fi; \
 	echo "Logs: this terminal (honcho prefixes each line with its process). Ctrl-C stops everything."; \
 	trap : INT; \
@@ -54,10 +62,12 @@ bench:
 	@$(BIN)/python -m model.train --if-missing --model-dir $(MODEL_DIR)
 	$(BIN)/python -m bench.bench_predict
 
-# regenerate grafana/dashboards/*.json from the Python in grafana/ (the tests check they match)
-dashboards:
+# regenerate prometheus/rules/*.yml and grafana/dashboards/*.json from monitoring/config.py (every
+# threshold and window, once), monitoring/rules.py and grafana/*.py; the tests check they match.
+# One command writes both: the dashboards draw the alerts' thresholds, so they change together.
+dashboards rules:
 	@scripts/bootstrap.sh dev
-	$(BIN)/python -m grafana.build
+	$(BIN)/python -m monitoring.build
 
 clean:
 	rm -rf $(VENV) model/model.pkl model/model_card.json .pytest_cache .hypothesis .run

@@ -46,7 +46,7 @@ def predictions(body: bytes, rows: int, batch: bool) -> list:
 
 
 def _finite_number(value) -> float:
-    # bool is an int to Python, not a number to JSON; an int too large for a float is no price
+    # bool is an int to Python, not a number to JSON; an int too large for a float is no prediction
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadAnswer("a prediction is not a number")
     try:

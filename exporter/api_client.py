@@ -1,4 +1,5 @@
-"""POSTs to the API, each exchange bounded in time and in size; the API is not trusted to behave.
+"""Requests to the API (POST /predict and /feedback, GET /model), each exchange bounded in time
+and in size; the API is not trusted to behave.
 
 - Time: an exchange (connect, send, status line, headers, body) ends by its deadline. urllib3's
   read timeout bounds each recv() only, so a server sending a byte every few seconds would hold
@@ -113,13 +114,20 @@ class ApiClient:
 
     def post(self, path: str, body: bytes, deadline: float) -> Answer:
         """POST `body` to `path` and read the whole answer by `deadline` (time.monotonic())."""
+        return self.request("POST", path, body, deadline)
+
+    def get(self, path: str, deadline: float) -> Answer:
+        """GET `path` and read the whole answer by `deadline`."""
+        return self.request("GET", path, None, deadline)
+
+    def request(self, method: str, path: str, body, deadline: float) -> Answer:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimedOut("no time left to send")
         conn = self._connect(remaining)
         try:
             with self._watchdog.guard(conn.sock, deadline) as guard:
-                answer = self._exchange(conn, path, body, guard)
+                answer = self._exchange(conn, method, path, body, guard)
                 expired = guard.expired
         except BaseException:
             self._discard()
@@ -143,15 +151,20 @@ class ApiClient:
         self._conn.timeout = timeout
         return self._conn
 
+    def close(self) -> None:
+        """Close the kept-alive connection (a client used once, like the card's, frees it at once)."""
+        self._discard()
+
     def _discard(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def _exchange(self, conn, path: str, body: bytes, guard) -> Answer:
+    def _exchange(self, conn, method: str, path: str, body, guard) -> Answer:
         try:
-            conn.request("POST", self._path_prefix + path, body=body, headers=JSON_HEADERS,
-                         preload_content=False, decode_content=False)
+            conn.request(method, self._path_prefix + path, body=body,
+                         headers=JSON_HEADERS if body is not None else {}, preload_content=False,
+                         decode_content=False)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server may have answered before reading the whole body (a 413): read it
         except OSError as exc:

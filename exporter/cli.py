@@ -6,16 +6,16 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
 
-from model.dataset import DEFAULT_CSV, load_frame, replay_records, to_record
-
+from . import scenarios
+from .card import CardError, fetch_card, read_card, target_name
 from .collector import ReplayCollector
 from .progress import Progress, summary
 from .replay import ReplayConfig, Replayer
-from .scenarios import SCENARIOS
+from .scenarios import ScenarioError
+from .source import SourceError, example_rows, project_rows, read_table, table_rows
 from .state import ReplayState
 
 log = logging.getLogger("exporter")
@@ -76,6 +76,22 @@ def _positive_seconds(text):
     return value
 
 
+def _positive_number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _names(text):
+    """A comma-separated list of column or feature names; empty: none given."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    return names or None
+
+
 def _flag(name):
     return _env(name, "0").strip().lower() in ("1", "true", "yes", "on")
 
@@ -83,22 +99,36 @@ def _flag(name):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m exporter",
-        description="Replay CSV rows as POST /predict traffic (and their actual prices as /feedback), "
-                    "with optional fault scenarios; expose the replay state as Prometheus metrics.")
+        description="Replay CSV rows as POST /predict traffic (and their actual values as /feedback), "
+                    "with optional fault scenarios; expose the replay state as Prometheus metrics. "
+                    "The rows follow the served model's card (GET /model, or --card).")
     p.add_argument("--api-url", default=_env("API_URL", "http://127.0.0.1:5000"), help="the API's base URL")
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="bind address of the metrics port")
     p.add_argument("--port", type=_positive_int, default=_env("PORT", "8000"), help="metrics port")
-    p.add_argument("--csv", default=_env("CSV", str(DEFAULT_CSV)), help="CSV in data/ames.csv's format")
+    p.add_argument("--csv", default=_env("CSV"),
+                   help="CSV with a column per feature of the model and one of actual values (--target); "
+                        "default: the example's replay set (model.dataset)")
+    p.add_argument("--card", default=_env("CARD"),
+                   help="model card JSON to follow instead of asking the API (GET /model)")
+    p.add_argument("--target", default=_env("TARGET"),
+                   help="the CSV column of actual values (default: the card's target name)")
+    p.add_argument("--order-by", type=_names, default=_env("ORDER_BY"), metavar="COLUMN[,COLUMN]",
+                   help="replay the CSV's rows sorted by these columns (stable; default: as in the file)")
     p.add_argument("--all-rows", action="store_true", default=_flag("ALL_ROWS"),
-                   help="replay every row of the CSV in sale order (default: the 2009-2010 sales only)")
+                   help="without --csv: every row of the example's data, not only its replay set")
     p.add_argument("--rate", type=_rate, default=_env("RATE", "10"), help="rows per second, or 'max'")
     p.add_argument("--limit", type=_positive_int, default=_env("LIMIT"),
                    help="stop after this many rows")
     p.add_argument("--loop", action="store_true", default=_flag("LOOP"), help="start over at the end of the CSV")
     p.add_argument("--batch-size", type=_positive_int, default=_env("BATCH_SIZE", "1"),
                    help="rows per /predict request (1: single records)")
-    p.add_argument("--scenario", choices=sorted(SCENARIOS), default=_env("SCENARIO", "baseline"),
-                   help="fault to inject from the fault point on")
+    p.add_argument("--scenario", choices=sorted(scenarios.SCENARIOS + tuple(scenarios.ALIASES)),
+                   default=_env("SCENARIO", "baseline"), help="fault to inject from the fault point on")
+    p.add_argument("--scenario-features", type=_names, default=_env("SCENARIO_FEATURES"), metavar="NAME[,NAME]",
+                   help="the features the scenario changes (default: chosen from the card)")
+    p.add_argument("--unit-factor", type=_positive_number,
+                   default=_env("UNIT_FACTOR", repr(scenarios.UNIT_CHANGE_FACTOR)),
+                   help="what unit-change divides values by")
     fault = p.add_mutually_exclusive_group()
     fault.add_argument("--fault-from", type=_non_negative_int,
                        default=_env("FAULT_FROM"),
@@ -110,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a whole request may take: connect, send, status, headers and body; "
                         "SIGTERM stops the exporter within this + 1 s")
     p.add_argument("--max-retries", type=_non_negative_int, default=_env("MAX_RETRIES", "0"),
-                   help="retries of a row while the API is down (0: until it is back)")
+                   help="retries of a row (or of GET /model at start) while the API is down (0: until it is back)")
     p.add_argument("--feedback-queue", type=_positive_int, default=_env("FEEDBACK_QUEUE", "10000"),
                    help="feedback pairs held while /feedback is slow or down; beyond, dropped and counted")
     p.add_argument("--linger", action="store_true", default=_flag("LINGER"),
@@ -120,15 +150,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_rows(csv_path, all_rows: bool) -> list:
-    if not Path(csv_path).is_file():
-        raise SystemExit(f"exporter: CSV {csv_path} not found")
-    try:
-        if all_rows:
-            return [(to_record(row), float(row["price"])) for row in load_frame(csv_path).to_dict("records")]
-        return replay_records(csv_path)
-    except (KeyError, ValueError) as exc:
-        raise SystemExit(f"exporter: {csv_path} is not in data/ames.csv's format: {exc}") from None
+class Source:
+    """The rows to replay, read before the card is known so that a wrong path or column fails at once."""
+
+    def __init__(self, args):
+        self.args = args
+        if args.csv is None:
+            for flag, value in (("--target", args.target), ("--order-by", args.order_by)):
+                if value:
+                    raise SourceError(f"{flag} names a column of --csv; without --csv the rows are the example's "
+                                      "replay set")
+            self.name = "the example's replay set"
+            self.table, self.example = None, example_rows(args.all_rows)
+        else:
+            if args.all_rows:
+                raise SourceError("--all-rows is for the example's replay set; with --csv every row is replayed "
+                                  "(--order-by sorts them)")
+            self.name = args.csv
+            self.table, self.example = read_table(args.csv, args.target, args.order_by or ()), None
+
+    def rows(self, card: dict):
+        """([(record, actual)], skipped) with the card's features."""
+        if self.table is None:
+            return project_rows(self.example, card["features"], self.name)
+        target = self.args.target or target_name(card)
+        if target is None:
+            raise SourceError("the card names no target: give the CSV column of actual values with --target")
+        return table_rows(self.table, card["features"], target)
+
+
+def prepare(args, source: Source, card: dict):
+    """(rows, skipped, scenario) for this card; SourceError or ScenarioError if it cannot be replayed."""
+    scenario = scenarios.build(args.scenario, card["features"], args.scenario_features, args.unit_factor)
+    rows, skipped = source.rows(card)
+    if not rows:
+        raise SourceError(f"{source.name} has no rows to replay" + (
+            f" ({skipped} without a finite actual value)" if skipped else ""))
+    return rows, skipped, scenario
 
 
 def main(argv=None) -> int:
@@ -138,13 +196,16 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s exporter %(levelname)s %(message)s")
     # urllib3 logs malformed answer headers with a traceback; the exporter counts and reports them itself
     logging.getLogger("urllib3").setLevel(logging.ERROR)
-    rows = load_rows(args.csv, args.all_rows)
-    if not rows:
-        raise SystemExit(f"exporter: {args.csv} has no rows to replay")
-    planned = args.limit if args.limit is not None else (None if args.loop else len(rows))
-    if planned is not None and not args.loop:
-        planned = min(planned, len(rows))
-    state = ReplayState(len(rows), planned, args.scenario, args.fault_from, args.fault_after)
+    api_url = args.api_url.rstrip("/")
+    card = plan = None
+    try:
+        source = Source(args)
+        if args.card:  # no waiting: every refusal comes before the metrics port opens
+            card = read_card(args.card)
+            plan = prepare(args, source, card)
+    except (SourceError, CardError, ScenarioError) as exc:
+        raise SystemExit(f"exporter: {exc}") from None
+    state = ReplayState(0, args.limit, args.scenario, args.fault_from, args.fault_after)
 
     registry = CollectorRegistry()
     registry.register(ReplayCollector(state))
@@ -155,25 +216,53 @@ def main(argv=None) -> int:
     except OSError as exc:
         raise SystemExit(f"exporter: cannot serve metrics on {args.host}:{args.port}: {exc.strerror or exc}") from None
 
-    config = ReplayConfig(api_url=args.api_url.rstrip("/"), rate=args.rate, limit=args.limit, loop=args.loop,
-                          batch_size=args.batch_size, scenario=args.scenario, fault_from=args.fault_from,
-                          fault_after=args.fault_after, timeout=args.timeout, max_retries=args.max_retries,
-                          feedback_queue_size=args.feedback_queue)
-    replayer = Replayer(config, rows, state)
-    stopped_by = []
+    stopping = threading.Event()
+    stopped_by, replayers = [], []
 
     def on_signal(signum, frame):
         stopped_by.append(signal.Signals(signum).name)
-        replayer.stop()
+        stopping.set()
+        for replayer in replayers:
+            replayer.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if plan is None:  # the API's card: /metrics answers while the exporter waits for the API
+        try:
+            card = fetch_card(api_url, args.timeout, stopping, args.max_retries)
+            if card is not None:
+                plan = prepare(args, source, card)
+        except (SourceError, CardError, ScenarioError) as exc:
+            raise SystemExit(f"exporter: {exc}") from None
+    if plan is None:
+        print(f"exporter: stopped by {stopped_by[0]} before the replay started; {summary(state)}",
+              file=sys.stderr, flush=True)
+        return 0
+    rows, skipped, scenario = plan
+    planned = args.limit if args.limit is not None else (None if args.loop else len(rows))
+    if planned is not None and not args.loop:
+        planned = min(planned, len(rows))
+    state.set(rows_per_pass=len(rows), planned_rows=planned, skipped_rows=skipped)
+    if skipped:
+        log.warning("skipped %d of %d rows of %s: their actual value (%s) is empty or not a finite number",
+                    skipped, len(rows) + skipped, source.name, args.target or target_name(card) or "the target")
+
+    config = ReplayConfig(api_url=api_url, rate=args.rate, limit=args.limit, loop=args.loop,
+                          batch_size=args.batch_size, scenario=args.scenario, features=tuple(card["features"]),
+                          scenario_features=args.scenario_features, unit_factor=args.unit_factor,
+                          fault_from=args.fault_from, fault_after=args.fault_after, timeout=args.timeout,
+                          max_retries=args.max_retries, feedback_queue_size=args.feedback_queue)
+    replayer = Replayer(config, rows, state)
+    replayers.append(replayer)
+    if stopping.is_set():  # a signal between the card and now: nothing was sent
+        replayer.stop()
     rate = "max" if args.rate is None else f"{args.rate:g} rows/s"
-    log.info("replaying %s rows of %s to %s at %s, batch %d, scenario %s; metrics on http://%s:%d/metrics",
-             planned if planned else "endless", args.csv, config.api_url, rate, args.batch_size, args.scenario,
-             args.host, args.port)
+    log.info("replaying %s rows of %s to %s at %s, batch %d, scenario %s (%s); metrics on http://%s:%d/metrics",
+             planned if planned else "endless", source.name, config.api_url, rate, args.batch_size, args.scenario,
+             scenario.description, args.host, args.port)
     progress = Progress(state, interval=args.log_interval).start()
-    replayer.start()
+    if not stopping.is_set():
+        replayer.start()
     while replayer.running():  # the replay threads end within --timeout of a stop()
         time.sleep(0.05)
     progress.stop()

@@ -32,20 +32,23 @@ class ReplayCollector(Collector):
             errors.add_metric([kind], n)
         yield errors
         feedback = CounterMetricFamily(
-            "replay_feedback", "Feedback pairs (prediction, actual price) of predicted rows, by outcome: ok and "
+            "replay_feedback", "Feedback pairs (prediction, actual value) of predicted rows, by outcome: ok and "
             "failed were posted to /feedback; dropped were not (the feedback queue was full, or the exporter "
             "was stopping)", labels=["outcome"])
         for outcome, n in s["feedback"].items():
             feedback.add_metric([outcome], n)
         yield feedback
-        yield GaugeMetricFamily("replay_last_prediction_dollars", "The last prediction the API returned",
+        # no unit in the names: the model card's target says what they measure (model_info's unit label)
+        yield GaugeMetricFamily("replay_last_prediction", "The last prediction the API returned",
                                 value=s["last_prediction"])
-        yield GaugeMetricFamily("replay_last_actual_dollars", "The actual price of that last predicted row",
+        yield GaugeMetricFamily("replay_last_actual", "The actual value (the target) of that last predicted row",
                                 value=s["last_actual"])
         yield GaugeMetricFamily("replay_progress_ratio", "Share of the planned rows done (of the pass, with --loop)",
                                 value=_progress(s))
         yield GaugeMetricFamily("replay_rows_planned", "Rows this run will replay (0: loops until stopped)",
                                 value=s["planned_rows"] or 0)
+        yield GaugeMetricFamily("replay_rows_skipped", "Rows of the CSV not replayed because their target (the "
+                                "actual value) is empty or not a finite number", value=s["skipped_rows"])
         yield GaugeMetricFamily(
             "replay_queue_depth", "Rows read from the CSV and waiting for the sender. The reader keeps this queue "
             "full (at replay_queue_capacity) by design, so full is normal and not saturation: see "

@@ -6,7 +6,7 @@ Three threads, so that pacing, the network and the feedback never block each oth
 - the sender takes rows off the queue, applies the scenario from the fault point on,
   paces them at --rate, posts them one by one or in batches, and records one final
   outcome per row;
-- the feedback thread posts the actual price of every predicted row to /feedback,
+- the feedback thread posts the actual value of every predicted row to /feedback,
   gathering whatever has queued up into one list, so feedback keeps up at any rate.
   Its queue is bounded too: while /feedback is slow or down, pairs beyond the bound are
   dropped and counted, so memory stays flat however long /feedback fails.
@@ -33,7 +33,7 @@ from typing import Optional
 
 from .answer import BadAnswer, answer_cap, predictions
 from .api_client import ApiClient, BrokenAnswer, NoAnswer, TimedOut, Watchdog
-from .scenarios import SCENARIOS
+from . import scenarios
 from .throttle import EveryFewSeconds
 
 log = logging.getLogger("exporter")
@@ -49,6 +49,9 @@ class ReplayConfig:
     loop: bool = False
     batch_size: int = 1
     scenario: str = "baseline"
+    features: tuple = ()  # the card's features (dicts): what the scenario can change
+    scenario_features: Optional[tuple] = None  # the names it changes (None: its default for the card)
+    unit_factor: float = scenarios.UNIT_CHANGE_FACTOR
     fault_from: Optional[int] = None  # row index from which the scenario applies
     fault_after: Optional[float] = None  # or seconds after the start
     timeout: float = 5.0
@@ -68,7 +71,8 @@ class Replayer:
         self.config = config
         self.rows = rows
         self.state = state
-        self.transform = SCENARIOS[config.scenario]
+        self.scenario = scenarios.build(config.scenario, config.features, config.scenario_features,
+                                        config.unit_factor)  # ScenarioError if it cannot run on these features
         cap = config.max_answer_bytes or answer_cap(config.batch_size)
         watchdog = Watchdog()
         self.predict_client = ApiClient(config.api_url, cap, watchdog)  # one per thread: the sender's ...
@@ -166,7 +170,7 @@ class Replayer:
         if not self.state.fault_active:
             self.state.set(fault_active=True)
             log.info("scenario %s active from row %d", self.config.scenario, index)
-        payload, actual = self.transform(index, record, actual)
+        payload, actual = self.scenario(index, record, actual)
         return index, payload, actual
 
     def _next_group(self):

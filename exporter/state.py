@@ -39,6 +39,7 @@ class ReplayState:
         self.feedback_queue_depth = 0
         self.feedback_queue_capacity = 0
         self.sender_busy_seconds = 0.0
+        self.skipped_rows = 0  # rows of the source not replayed: their actual value is missing
         self.done = False
 
     def rows_finished(self, outcome: str, n: int = 1) -> None:
@@ -91,4 +92,5 @@ class ReplayState:
                 "queue_capacity": self.queue_capacity, "feedback_queue_depth": self.feedback_queue_depth,
                 "feedback_queue_capacity": self.feedback_queue_capacity,
                 "sender_busy_seconds": self.sender_busy_seconds, "done": self.done, "started": self.started,
+                "skipped_rows": self.skipped_rows,
             }

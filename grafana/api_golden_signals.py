@@ -7,8 +7,16 @@ so they query the raw series with $__rate_interval.
 from grafana_foundation_sdk.builders import dashboard
 
 from grafana.panels import graph, instant, label_variable, new_dashboard, query, single
+from monitoring import text
+from monitoring.config import CONFIG as C
+from monitoring.rules import Names
 
-UID = "api-golden-signals"
+UID = C.dashboards.api
+N = Names(C)
+Q = text.quantile_name(C.latency_quantile)
+ERROR_STEPS = ((None, "green"), (C.error_ratio_warn, "orange"), (C.error_ratio_limit, "red"))
+LATENCY_STEPS = ((None, "green"), (C.latency_warn_seconds, "orange"), (C.latency_target_seconds, "red"))
+SATURATION_STEPS = ((None, "green"), (C.saturation_warn, "orange"), (C.saturation_limit, "red"))
 SEL = 'instance=~"$instance"'  # the variable filter every raw query carries
 SEL_ROUTE = 'instance=~"$instance", route=~"$route"'
 
@@ -25,28 +33,27 @@ def build() -> dashboard.Dashboard:
 
     board.with_row(dashboard.Row("Fleet (recording rules)"))
     board.with_panel(single(
-        "Request rate", "Requests answered per second by every replica, over 5 minutes "
-        "(:flask_http_request:rate5m).", "reqps", instant(":flask_http_request:rate5m")))
+        "Request rate", f"Requests answered per second by every replica, over {text.duration(C.short_window)} "
+        f"({N.request_rate}).", "reqps", instant(N.request_rate)))
     board.with_panel(single(
-        "5xx error ratio", "Share of requests answered 5xx over 5 minutes. HighErrorRatio fires above 1% "
-        "for 5 minutes.", "percentunit", instant(":flask_http_request_errors:ratio_rate5m"),
-        steps=((None, "green"), (0.001, "orange"), (0.01, "red")), decimals=2))
+        "5xx error ratio", f"Share of requests answered 5xx over {text.duration(C.short_window)}. HighErrorRatio "
+        f"fires above {text.percent(C.error_ratio_limit)} for {text.duration(C.error_ratio_for)}.", "percentunit",
+        instant(N.error_ratio), steps=ERROR_STEPS, decimals=2))
     board.with_panel(single(
-        "p99 latency /predict", "99th percentile of /predict latency inside the app over 5 minutes. "
-        "HighLatencyP99 fires above 20 ms for 10 minutes.", "s",
-        instant('route:flask_http_request_duration_seconds:p99_5m{route="/predict"}'),
-        steps=((None, "green"), (0.01, "orange"), (0.02, "red"))))
+        f"{Q} latency {C.latency_route}", f"{Q} of {C.latency_route} latency inside the app over "
+        f"{text.duration(C.short_window)}. HighLatencyP99 fires above {text.millis(C.latency_target_seconds)} for "
+        f"{text.duration(C.latency_for)}.", "s", instant(f'{N.latency}{{route="{C.latency_route}"}}'),
+        steps=LATENCY_STEPS))
     board.with_panel(single(
         "Worker saturation", "Requests in flight per live worker; 100% means every sync worker is busy and "
-        "new requests queue.", "percentunit", instant(":flask_http_requests_in_progress:ratio_workers"),
-        steps=((None, "green"), (0.7, "orange"), (0.9, "red"))))
+        "new requests queue.", "percentunit", instant(N.in_flight_ratio), steps=SATURATION_STEPS))
     board.with_panel(single(
-        "CPU per worker", "Average CPU of a worker over 5 minutes, in cores (100% = one core). Saturation "
-        "fires above 90% for 10 minutes.", "percentunit", instant(":process_cpu_seconds:rate5m_per_worker"),
-        steps=((None, "green"), (0.7, "orange"), (0.9, "red"))))
+        "CPU per worker", f"Average CPU of a worker over {text.duration(C.short_window)}, in cores (100% = one "
+        f"core). Saturation fires above {text.percent(C.saturation_limit)} for {text.duration(C.saturation_for)}.",
+        "percentunit", instant(N.cpu_per_worker), steps=SATURATION_STEPS))
     board.with_panel(single(
-        "Live workers", "gunicorn workers alive across every replica (:gunicorn_workers:sum).", "short",
-        instant(":gunicorn_workers:sum"), steps=((None, "red"), (1, "green"))))
+        "Live workers", f"gunicorn workers alive across every replica ({N.workers}).", "short",
+        instant(N.workers), steps=((None, "red"), (1, "green"))))
 
     board.with_row(dashboard.Row("Traffic and errors"))
     board.with_panel(graph(
@@ -56,12 +63,13 @@ def build() -> dashboard.Dashboard:
                "[$__rate_interval]))", "{{route}} {{status}}")], stacked=True))
     board.with_panel(graph(
         "Error ratio", "Share of requests answered 5xx (server faults) and 4xx (refused input) for the selected "
-        "replicas. 0 until the first error; the dashed line is HighErrorRatio's 1%.", "percentunit",
+        f"replicas. 0 until the first error; the dashed line is HighErrorRatio's {text.percent(C.error_ratio_limit)}.",
+        "percentunit",
         [query(f'(sum (rate(flask_http_request_total{{{SEL}, status=~"5.."}}[$__rate_interval])) or vector(0))'
                f" / sum (rate(flask_http_request_total{{{SEL}}}[$__rate_interval]))", "5xx"),
          query(f'(sum (rate(flask_http_request_total{{{SEL}, status=~"4.."}}[$__rate_interval])) or vector(0))'
                f" / sum (rate(flask_http_request_total{{{SEL}}}[$__rate_interval]))", "4xx")],
-        threshold=0.01))
+        threshold=C.error_ratio_limit))
     board.with_panel(graph(
         "Refused before the app, by reason", "Requests answered before they reached a route, per second: "
         "unknown methods (405), headers too slow (408), requests gunicorn could not parse (400, 414, 431, "
@@ -80,10 +88,10 @@ def build() -> dashboard.Dashboard:
     board.with_panel(graph(
         "Latency p50 / p90 / p99 by route", "Request latency inside the app (Flask, validation, model, "
         "metrics), from the histogram's buckets: linear interpolation inside a bucket. The dashed line is the "
-        "20 ms p99 target of /predict.", "s",
+        f"{text.millis(C.latency_target_seconds)} {Q} target of {C.latency_route}.", "s",
         [query(f"histogram_quantile({q}, sum by (route, le) (rate(flask_http_request_duration_seconds_bucket"
                f"{{{SEL_ROUTE}}}[$__rate_interval])))", f"{{{{route}}}} p{int(q * 100)}")
-         for q in (0.5, 0.9, 0.99)], threshold=0.02))
+         for q in (0.5, 0.9, 0.99)], threshold=C.latency_target_seconds))
     board.with_panel(graph(
         "Time in the model, p50 / p99", "Encoder and regressor time per /predict call, without HTTP or "
         "validation: what the model costs of the latency beside it.", "s",
@@ -103,8 +111,7 @@ def build() -> dashboard.Dashboard:
         [query(f'rate(process_cpu_seconds_total{{role="worker", {SEL}}}[$__rate_interval])',
                "{{instance}} pid {{pid}}")], width=8))
     board.with_panel(graph(
-        "Memory per worker", "Resident memory of each worker process (instance_pid:process_resident_memory_"
-        "bytes:max). Steady growth under steady load is a leak.", "bytes",
-        [query(f"instance_pid:process_resident_memory_bytes:max{{{SEL}}}", "{{instance}} pid {{pid}}")],
+        "Memory per worker", f"Resident memory of each worker process ({N.worker_memory}). Steady growth under "
+        "steady load is a leak.", "bytes", [query(f"{N.worker_memory}{{{SEL}}}", "{{instance}} pid {{pid}}")],
         width=8))
     return board

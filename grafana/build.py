@@ -1,7 +1,8 @@
 """Write the dashboards as JSON for Grafana's file provider: python -m grafana.build [--check].
 
 The JSON in grafana/dashboards/ is generated, committed, and checked by the tests to equal a
-fresh build, so a hand edit there fails CI; edit the Python and run this instead.
+fresh build, so a hand edit there fails CI; edit the Python and run this instead (or
+python -m monitoring.build, which writes the Prometheus rules too: make dashboards, make rules).
 """
 import argparse
 import json
@@ -14,12 +15,14 @@ from grafana_foundation_sdk.models.dashboard import DashboardLinkType
 
 from grafana import api_golden_signals, model_quality_drift, replay_exporter
 from grafana.panels import TAG
+from monitoring.config import CONFIG
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 DASHBOARDS = (api_golden_signals, model_quality_drift, replay_exporter)
-# Prometheus annotation fields the SDK does not model: title and tags from the ALERTS labels
-ALERT_ANNOTATION = {"titleFormat": "{{alertname}}", "tagKeys": "alertname,feature,severity", "step": "15s",
-                    "useValueForTime": False}
+# Prometheus annotation fields the SDK does not model: title and tags from the ALERTS labels, stepping
+# at Prometheus's evaluation interval (ALERTS changes no faster)
+ALERT_ANNOTATION = {"titleFormat": "{{alertname}}", "tagKeys": "alertname,feature,severity",
+                    "step": CONFIG.evaluation_interval, "useValueForTime": False}
 
 
 def render(module) -> str:

@@ -7,7 +7,7 @@ from grafana_foundation_sdk.builders import barchart, dashboard, heatmap, promet
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import (
-    DataSourceRef, DataTransformerConfig, DynamicConfigValue, Threshold, ThresholdsMode, VariableOption,
+    DataSourceRef, DataTransformerConfig, DynamicConfigValue, Threshold, ThresholdsMode, VariableHide,
     VariableRefresh, VariableSort,
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
@@ -15,7 +15,6 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 # grafana/provisioning/datasources/prometheus.yml provisions this uid; tests check they agree
 DATASOURCE_UID = "prometheus"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
-PSI_THRESHOLD = 0.2  # prometheus/rules/alerts.yml: FeatureDrift and PredictionDrift
 TAG = "model-serving"  # every dashboard carries it; their links to each other follow it
 
 
@@ -65,15 +64,16 @@ def graph(title: str, description: str, unit: str, targets, *, width: int = 12, 
         panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
     if threshold is not None:
         panel.thresholds(thresholds((None, "green"), (threshold, "red")))
-        panel.thresholds_style(common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED))
+        dashed_line = common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED)
+        panel.thresholds_style(dashed_line)
     return panel
 
 
-def dashed(panel, series_name: str):
-    """Draw one series (a reference value, such as the holdout error) as a dashed grey line."""
+def dashed(panel, series_name: str, color: str = "text"):
+    """Draw one series (a reference value, such as the holdout error, or a limit) as a dashed line."""
     return panel.override_by_name(series_name, [
         DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}),
-        DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "text"}),
+        DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": color}),
         DynamicConfigValue(id_val="custom.fillOpacity", value=0),
     ])
 
@@ -117,15 +117,32 @@ def bucket_heatmap(title: str, description: str, unit: str, target, *, width: in
     return panel
 
 
-def label_variable(name: str, label: str, metric: str, *, multi: bool, default: str | None = None,
-                   description: str = ""):
-    """A variable listing a label's values on `metric` (Grafana's label_values())."""
+def label_variable(name: str, label: str, metric: str, *, multi: bool, description: str = "",
+                   of: str | None = None, hidden: bool = False):
+    """A variable listing the values of label `of` (default: `name`) on `metric` (Grafana's label_values()).
+
+    No default value: Grafana selects the first one listed, so no model's feature or unit is written here.
+    """
     variable = (dashboard.QueryVariable(name).label(label).description(description).datasource(DATASOURCE)
-                .query({"query": f"label_values({metric}, {name})", "refId": f"{name}-values",
+                .query({"query": f"label_values({metric}, {of or name})", "refId": f"{name}-values",
                         "qryType": 1})
                 .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC))
     if multi:
         variable.multi(True).include_all(True).all_value(".*")
-    if default is not None:
-        variable.current(VariableOption(selected=True, text=default, value=default))
+    if hidden:
+        variable.hide(VariableHide.HIDE_VARIABLE)
     return variable
+
+
+def model_variables() -> list:
+    """$target and $target_unit: what the live model predicts and in which unit (model_info's labels).
+
+    Titles, legends and descriptions say the unit with them, and panels keep a neutral unit, so a
+    dashboard fits any model. Hidden: they follow the model, nobody picks them.
+    """
+    return [
+        label_variable("target", "Target", "model_info", multi=False, hidden=True,
+                       description="What the live model predicts (model_info's target label)"),
+        label_variable("target_unit", "Unit", "model_info", of="unit", multi=False, hidden=True,
+                       description="The unit of the target, so of predictions and errors (model_info's unit label)"),
+    ]

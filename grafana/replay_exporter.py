@@ -2,15 +2,21 @@
 from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models.common import BigValueTextMode
 
-from grafana.panels import dashed, graph, instant, new_dashboard, query, single
+from grafana.panels import dashed, graph, instant, model_variables, new_dashboard, query, single
+from monitoring import text
+from monitoring.config import CONFIG as C
+from monitoring.rules import Names
 
-UID = "replay-exporter"
+UID = C.dashboards.exporter
+N = Names(C)
 
 
 def build() -> dashboard.Dashboard:
-    board = new_dashboard("Replay exporter", UID, "The exporter replays the Ames CSV as /predict calls at a set "
-                          "rate, optionally with a fault scenario, and posts each row's true price to /feedback.",
-                          "exporter")
+    board = new_dashboard("Replay exporter", UID, "The exporter replays the rows of a CSV as /predict calls at a "
+                          "set rate, optionally with a fault scenario, and posts each row's actual value of the "
+                          "target to /feedback.", "exporter")
+    for variable in model_variables():
+        board.with_variable(variable)
 
     board.with_row(dashboard.Row("Replay"))
     board.with_panel(single(
@@ -21,8 +27,8 @@ def build() -> dashboard.Dashboard:
         "Progress", "Share of the planned rows done (of the current pass, with --loop).", "percentunit",
         instant("max (replay_progress_ratio)"), width=6, steps=((None, "blue"),)))
     board.with_panel(single(
-        "Rows per second", "Rows replayed per second over 5 minutes, every outcome (:replay_rows:rate5m). "
-        "ExporterStalled fires at 0 before the replay is done.", "rowsps", instant(":replay_rows:rate5m"),
+        "Rows per second", f"Rows replayed per second over {text.duration(C.short_window)}, every outcome "
+        f"({N.replay_rate}). ExporterStalled fires at 0 before the replay is done.", "rowsps", instant(N.replay_rate),
         width=6, steps=((None, "red"), (0.001, "green"))))
     board.with_panel(single(
         "Since the last answered row", "Seconds since the API last answered a row (any outcome but a "
@@ -34,7 +40,7 @@ def build() -> dashboard.Dashboard:
         "Rows per second by outcome", "Replayed rows by final outcome: ok, invalid (4xx), http_error, "
         "connection_error (timed out or given up), bad_answer (an answer cut short, too large, or without "
         "one finite prediction per row). Each row counts once, after its retries.", "rowsps",
-        [query("outcome:replay_rows:rate5m", "{{outcome}}")], stacked=True))
+        [query(N.replay_by_outcome, "{{outcome}}")], stacked=True))
     board.with_panel(graph(
         "Client latency p50 / p99", "Latency of /predict calls seen by the exporter, network and queueing "
         "included: compare with the API's own latency to see time outside the app.", "s",
@@ -45,7 +51,7 @@ def build() -> dashboard.Dashboard:
         "are retried with backoff, timeouts are not.", "reqps",
         [query("sum by (kind) (rate(replay_request_errors_total[$__rate_interval]))", "{{kind}}")], width=8))
     board.with_panel(graph(
-        "Feedback posted by outcome", "True prices of predicted rows per second, by outcome: ok and failed "
+        "Feedback posted by outcome", "Actual values of predicted rows per second, by outcome: ok and failed "
         "were posted to /feedback; dropped were not (its queue was full while /feedback was slow or down).",
         "reqps",
         [query("sum by (outcome) (rate(replay_feedback_total[$__rate_interval]))", "{{outcome}}")], width=8))
@@ -60,8 +66,8 @@ def build() -> dashboard.Dashboard:
 
     board.with_row(dashboard.Row("Ground truth"))
     board.with_panel(dashed(graph(
-        "Last prediction vs actual price", "The last price the API predicted and that house's true sale "
-        "price (dashed). The gap is the error the feedback reports.", "currencyUSD",
-        [query("max (replay_last_prediction_dollars)", "prediction"),
-         query("max (replay_last_actual_dollars)", "actual")], width=24, min_val=None), "actual"))
+        "Last prediction vs actual ($target_unit)", "The last value of $target the API predicted, and that row's "
+        "actual value (dashed), in $target_unit. The gap is the error the feedback reports.", "short",
+        [query("max (replay_last_prediction)", "prediction"),
+         query("max (replay_last_actual)", "actual")], width=24, min_val=None), "actual"))
     return board

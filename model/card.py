@@ -21,6 +21,7 @@ CARD_FILE = "model_card.json"
 PICKLE_FILE = "model.pkl"
 SCHEMA_FILE = Path(__file__).with_name("model_card.schema.json")
 _FRACTION_SUM_TOLERANCE = 1e-6
+BOOLEAN_CATEGORIES = ["false", "true"]  # the bins of a boolean feature, before __other__ and __missing__
 
 
 class ModelIntegrityError(RuntimeError):
@@ -66,7 +67,7 @@ def read_card(model_dir: Path) -> dict:
         return json.loads(path.read_text(), parse_constant=_no_constant, parse_float=_finite_float,
                           parse_int=_float_sized_int)
     except FileNotFoundError:
-        raise ModelIntegrityError(f"model card {path} not found; run `python -m model.train`") from None
+        raise ModelIntegrityError(f"model card {path} not found; run `python -m model.train` or `python -m model.onboard`") from None
     except (OSError, ValueError) as exc:
         raise ModelIntegrityError(f"model card {path} is unreadable: {exc}") from None
 
@@ -111,6 +112,8 @@ def card_problems(card) -> list:
     if error is not None:
         return [f"{error.json_path}: {error.message}"]
     problems = []
+    if card["task"] != "regression":
+        problems.append(f"$.task: {card['task']} models are not served yet; this API serves regression")
     if card["target"]["train_min"] >= card["target"]["train_max"]:
         problems.append(f"$.target: train_min {card['target']['train_min']:g} is not below train_max "
                         f"{card['target']['train_max']:g}")
@@ -129,7 +132,8 @@ def card_problems(card) -> list:
             ref = refs.get(f["name"])
             if ref is None:
                 continue
-            if ref["kind"] != f["kind"]:
+            binned_as = "categorical" if f["kind"] == "boolean" else f["kind"]  # a boolean's bins: false, true
+            if ref["kind"] != binned_as:
                 problems.append(f"{where}.kind is {ref['kind']}, the feature is {f['kind']}")
                 continue
             if f["kind"] == "numeric":
@@ -137,6 +141,8 @@ def card_problems(card) -> list:
                     problems.append(f"$.features[{names.index(f['name'])}]: needs minimum <= train_min <= "
                                     "train_max <= maximum")
                 labels = _numeric_labels(where, ref["edges"])
+            elif f["kind"] == "boolean":
+                labels = categorical_labels(BOOLEAN_CATEGORIES)
             else:
                 labels = categorical_labels(f["categories"])
             problems += _bins_problems(where, ref, labels)
@@ -170,7 +176,7 @@ def load_verified_pipeline(model_dir: Path):
     try:
         data = pickle_path.read_bytes()
     except FileNotFoundError:
-        raise ModelIntegrityError(f"model file {pickle_path} not found; run `python -m model.train`") from None
+        raise ModelIntegrityError(f"model file {pickle_path} not found; run `python -m model.train` or `python -m model.onboard`") from None
     except OSError as exc:
         raise ModelIntegrityError(f"model file {pickle_path} is unreadable: {exc}") from None
     actual = hashlib.sha256(data).hexdigest()

@@ -7,6 +7,7 @@ everywhere: the 2009-2010 sales in sale order.
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .features import (FEATURES, LAST_TRAINING_YEAR, MONTH_COLUMN, SOURCE_COLUMNS,
@@ -24,7 +25,7 @@ def load_frame(csv_path=DEFAULT_CSV) -> pd.DataFrame:
         if f.kind == "numeric":
             frame[f.name] = frame[f.name].astype(float)
         else:
-            frame[f.name] = frame[f.name].astype(object).where(frame[f.name].notna(), None)
+            frame[f.name] = frame[f.name].astype(object).where(frame[f.name].notna(), np.nan)
     frame["price"] = raw[TARGET_COLUMN].astype(float)
     frame["year_sold"] = raw[YEAR_COLUMN].astype(int)
     frame["month_sold"] = raw[MONTH_COLUMN].astype(int)

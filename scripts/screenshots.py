@@ -30,8 +30,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 GRAPHS = [
     ("psi-per-feature", "feature:model_feature_bin:psi5m"),
     ("error-vs-holdout",
-     'label_replace(:model_absolute_error_dollars:mean5m, "line", "live MAE, 5 min", "", "")'
-     ' or label_replace(max(model_holdout_mean_absolute_error_dollars), "line", "holdout MAE, model card", "", "")'),
+     'label_replace(:model_absolute_error:mean5m, "line", "live MAE, 5 min", "", "")'
+     ' or label_replace(max(model_holdout_mean_absolute_error), "line", "holdout MAE, model card", "", "")'),
     ("latency-quantiles",
      'label_replace(route:flask_http_request_duration_seconds:p99_5m{route="/predict"}, "q", "p99", "", "")'
      ' or label_replace(route:flask_http_request_duration_seconds:p50_5m{route="/predict"}, "q", "p50", "", "")'),

@@ -195,7 +195,8 @@ def test_health_ready_model(client, card):
     assert client.get("/ready").get_json() == {"status": "ready", "model_version": "1.0.0"}
     served = client.get("/model").get_json()
     assert "artifact" not in served
-    assert served == {k: v for k, v in card.items() if k != "artifact"}
+    assert served == dict({k: v for k, v in card.items() if k != "artifact"},
+                          serving={"path": "numpy", "reason": ""})  # the Ames pipeline takes the fast path
 
 
 def test_unknown_route_and_method_are_json(client):
@@ -211,7 +212,7 @@ def test_unexpected_exception_is_a_json_500_without_traceback(app, record, monke
     def boom(X):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(service.predictor, "predict_encoded", boom)
+    monkeypatch.setattr(service.predictor, "predict", boom)
     resp = post(app.test_client(), PREDICT, record)
     body = assert_error(resp, 500, "internal_error")
     assert "secret" not in resp.get_data(as_text=True)

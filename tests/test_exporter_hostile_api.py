@@ -2,8 +2,9 @@
 
 LyingApi is a threaded HTTP server on a free loopback port that writes its answers byte by
 byte, so it can do what no framework would: answer 200 with text, NaN or a list, cut an
-answer short, trickle it a byte every 2 s, send 300 MB, or never answer /feedback. It records
-every request it reads (path, rows in it, time) and when each client hung up.
+answer short, trickle it a byte every 2 s, send 300 MB, or never answer /feedback. It serves
+the example's model card at GET /model (or lies about that too), and records every request it
+reads (path, rows in it, time) and when each client hung up.
 
 Whatever the API does, the exporter must: answer its own /metrics with a 200, give each row
 exactly one outcome, never send a row twice once an answer has started, end an exchange by
@@ -17,6 +18,7 @@ import signal
 import socket
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,12 +26,15 @@ from pathlib import Path
 import pytest
 import requests
 
+from model.features import FEATURES
 from tests.scrape import parse, scrape
-from tests.servers import Exporter
+from tests.servers import ROOT, Exporter, free_port
 
 MB = 1024 * 1024
 ANSWER_CAP = MB  # exporter/answer.py: 1 MiB for batches up to 1,024 rows
 TRICKLE_EVERY = 2.0  # seconds between two bytes of a trickled answer
+# what the exporter needs of the example's card (model.train writes the rest): its features and target
+CARD = {"features": [dict(f.to_dict(), nullable=True) for f in FEATURES], "target": {"name": "price"}}
 
 
 # -- a lying API -------------------------------------------------------------------------
@@ -41,8 +46,8 @@ class LyingApi:
     handler.wfile; True keeps the connection open for the next request.
     """
 
-    def __init__(self, predict, feedback=None):
-        self.answers = {"/predict": predict, "/feedback": feedback or accepted_feedback}
+    def __init__(self, predict, feedback=None, card=None):
+        self.answers = {"/predict": predict, "/feedback": feedback or accepted_feedback, "/model": card or the_card}
         self.lock = threading.Lock()
         self.requests = []  # (path, rows in the body, monotonic time it was read)
         self.hangups = []  # (path, monotonic time the client closed while being answered)
@@ -111,7 +116,7 @@ class _Handler(socketserver.StreamRequestHandler):
             name, _, value = header.decode("latin-1").partition(":")
             if name.strip().lower() == "content-length":
                 length = int(value)
-        return path, self.rfile.read(length)
+        return path, self.rfile.read(length)  # GET /model has no body: length 0
 
     def write(self, data: bytes):
         self.wfile.write(data)
@@ -129,6 +134,8 @@ class _Handler(socketserver.StreamRequestHandler):
 
 
 def _rows_in(path, body):
+    if path == "/model":
+        return 0
     document = json.loads(body)
     if path == "/feedback":
         return len(document)
@@ -146,6 +153,12 @@ def answer(body: bytes, status=200):
         h.write(head(status, len(body)) + body)
         return True
     return respond
+
+
+def the_card(h, _):
+    data = json.dumps(CARD).encode()
+    h.write(head(200, len(data)) + data)
+    return True
 
 
 def honest_predict(h, body):
@@ -210,8 +223,8 @@ def never_answers(h, _):
 def lying_api():
     servers = []
 
-    def start(predict, feedback=None):
-        servers.append(LyingApi(predict, feedback))
+    def start(predict, feedback=None, card=None):
+        servers.append(LyingApi(predict, feedback, card))
         return servers[-1]
 
     yield start
@@ -323,8 +336,9 @@ def test_an_honest_api_gets_every_row_and_its_feedback_over_kept_alive_connectio
         out = exporter.stop()
     assert outcomes(state) == {"ok": 100}
     assert api.count("/predict") == 100 and sum(api.rows("/feedback")) == 100
-    assert api.connections == 2  # one per thread (sender, feedback), reused for every request
-    assert state.sum("replay_last_prediction_dollars") == 150000.0
+    assert api.connections == 3  # the card's, closed once read; then one per thread, reused for every request
+    assert state.sum("replay_last_prediction") == 150000.0
+    assert api.count("/model") == 1  # the card, once, at start
     assert "bad_answer 0, feedback dropped 0" in out
 
 
@@ -466,3 +480,67 @@ def test_feedback_beyond_the_queue_bound_is_dropped_counted_and_logged_once(lyin
     drop_lines = [line for line in out.splitlines() if "feedback not posted" in line]
     assert len(drop_lines) == 1 and "1 pair(s) dropped" in drop_lines[0], drop_lines  # not one per row
     assert f"feedback dropped {rows - bound - k}" in out
+
+
+# -- the card: waited for while the API is not there yet, refused when it is not a card ------------------
+
+def unavailable_then_the_card(times):
+    """503 for the first `times` GET /model, then the card."""
+    count = [0]
+
+    def respond(h, body):
+        count[0] += 1
+        if count[0] <= times:
+            return answer(b'{"error": "starting"}', status=503)(h, body)
+        return the_card(h, body)
+    return respond
+
+
+def run_to_exit(api, *args, timeout=60):
+    """`python -m exporter` that must exit by itself (so its metrics port may never be scraped)."""
+    done = subprocess.run([sys.executable, "-m", "exporter", "--api-url", api.url, "--port", str(free_port()),
+                           *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stderr
+
+
+def test_the_card_is_waited_for_while_the_api_answers_503_then_the_replay_runs(lying_api):
+    api = lying_api(honest_predict, card=unavailable_then_the_card(3))
+    exporter = Exporter(api.url, "--rate", "max", "--limit", "20", "--linger")
+    try:
+        state = metrics_until_done(exporter)
+    finally:
+        out = exporter.stop()
+    assert api.count("/model") == 4
+    assert outcomes(state) == {"ok": 20}
+    assert len(re.findall(r"waiting for the model card at http://127\.0\.0\.1:\d+/model: status 503", out)) == 1
+    assert "Traceback" not in out
+
+
+def test_sigterm_while_waiting_for_the_card_stops_within_the_timeout_plus_one_second(lying_api):
+    api = lying_api(honest_predict, card=never_answers)
+    exporter = Exporter(api.url, "--rate", "max", "--timeout", TIMEOUT)
+    api.first("/model")
+    took, out = sigterm_after_a_second(exporter, wait=TIMEOUT + 20)
+    assert took <= TIMEOUT + 1
+    assert exporter.proc.returncode == 0, out
+    assert re.search(r"exporter: stopped by SIGTERM before the replay started; 0 rows sent in ", out), out
+    assert api.count("/predict") == 0
+
+
+@pytest.mark.parametrize("card,args,message", [
+    (answer(b"Not Found", status=404), (),
+     r"GET {url}/model answered 404: is --api-url the API\? \(or give --card\)"),
+    (answer(b"<html>hello</html>"), (), r"GET {url}/model is not a model card: not JSON"),
+    (answer(b'{"features": [{"name": "area", "kind": "numeric"}, {"name": "pool", "kind": "boolean"}]}'), (),
+     r"the example's replay set has no field 'pool', a feature of the model: give its rows with --csv"),
+    (answer(b'{"error": "starting"}', status=503), ("--max-retries", "2"),
+     r"GET {url}/model: status 503, given up after 3 attempts \(--max-retries\)"),
+    (cut_short(head(200, 1000) + b'{"features": '), (), r"GET {url}/model: the answer was cut short"),
+])
+def test_an_answer_that_is_not_a_card_is_a_one_line_refusal(lying_api, card, args, message):
+    api = lying_api(honest_predict, card=card)
+    status, err = run_to_exit(api, *args)
+    lines = [line for line in err.splitlines() if " WARNING " not in line]
+    assert status == 1 and len(lines) == 1, err
+    assert re.fullmatch("exporter: " + message.format(url=re.escape(api.url)), lines[0]), err
+    assert api.count("/predict") == 0

@@ -441,8 +441,9 @@ MODEL_FAULTS = {
     "card renames a feature": (_edit_card(_rename_area), "model_card.json",
                                "model card features differ from the pipeline's columns: the card lacks ['area']"),
     "card calls a categorical numeric": (_edit_card(_central_air_numeric), "model_card.json",
-                                         "model card says feature 'central_air' is numeric, the pipeline encodes it"),
-    "card with a NaN": (_edit_card(lambda c: c["metrics"]["holdout"].__setitem__("mae_dollars", float("nan"))),
+                                         "model card says feature 'central_air' is numeric, the pipeline "
+                                         "encodes it as categorical"),
+    "card with a NaN": (_edit_card(lambda c: c["metrics"]["holdout"].__setitem__("mean_absolute_error", float("nan"))),
                         "model_card.json", "is unreadable: NaN is not a number"),  # json.dumps writes NaN
 }
 
@@ -481,7 +482,7 @@ def test_model_folder_missing_stops_startup_with_one_line(tmp_path):
     rc, lines = run_gunicorn_expecting_refusal(tmp_path, MODEL_DIR=str(tmp_path / "nowhere"))
     assert rc == 1
     assert lines == [f"webapp: refusing to start: model card {tmp_path / 'nowhere' / 'model_card.json'} not found; "
-                     "run `python -m model.train`"]
+                     "run `python -m model.train` or `python -m model.onboard`"]
 
 
 # -- 6. the multiprocess folder unwritable (tests run as root: chmod would not stop them) -------

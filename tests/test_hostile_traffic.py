@@ -294,7 +294,7 @@ def test_a_folder_full_from_the_start_fills_in_once_it_has_room(model_dir, recor
         assert samples.sum("model_info") == 1
         assert samples.sum("model_feature_reference_ratio") == pytest.approx(len(card["features"]), abs=1e-9)
         assert samples.sum("model_prediction_reference_ratio") == pytest.approx(1, abs=1e-9)
-        assert samples.sum("model_holdout_mean_absolute_error_dollars") == card["metrics"]["holdout"]["mae_dollars"]
+        assert samples.sum("model_holdout_mean_absolute_error") == card["metrics"]["holdout"]["mean_absolute_error"]
         assert samples.sum("webapp_metrics_write_failures_total") > 0
     finally:
         server.stop()
@@ -426,10 +426,10 @@ def test_honest_feedback_after_an_attack_gives_numpys_mae_and_rmse(model_dir, re
             chunk = [{"prediction": float(p), "actual": float(a)} for p, a in zip(predicted[i:i + 30], actual[i:i + 30])]
             assert http.post(server.url + "/feedback", json=chunk, timeout=30).status_code == 202
         delta = scrape(server.metrics_url).minus(before)
-    n = delta.sum("model_absolute_error_dollars_count")
+    n = delta.sum("model_absolute_error_count")
     assert n == 300
-    mae = delta.sum("model_absolute_error_dollars_sum") / n
-    rmse = (delta.sum("model_squared_error_dollars_squared_total") / n) ** 0.5
+    mae = delta.sum("model_absolute_error_sum") / n
+    rmse = (delta.sum("model_squared_error_total") / n) ** 0.5
     assert mae == pytest.approx(np.mean(np.abs(actual - predicted)), rel=1e-9, abs=0)
     assert rmse == pytest.approx(np.sqrt(np.mean((actual - predicted) ** 2)), rel=1e-9, abs=0)
 

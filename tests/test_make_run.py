@@ -1,7 +1,9 @@
 """`make run` itself, as a user starts and stops it: the real Makefile, honcho and bootstrap, with a
 Procfile of stand-in processes (the real processes are tested on free ports elsewhere; the
 Procfile's own ports are fixed) that print what they were given and wait."""
+import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -88,6 +90,24 @@ def test_without_grafana_four_processes_start_and_alert_links_are_empty(tmp_path
     # Ctrl-C is how make run stops: make dies of the SIGINT like any program, and reports no error
     assert status == -signal.SIGINT, run.output
     assert "make: ***" not in run.output and "Error" not in run.output, run.output
+
+
+def test_another_model_runs_without_the_exporter_unless_given_its_rows(tmp_path, model_dir, system_path):
+    """MODEL_DIR of a model of one's own: the exporter's default rows are the example's, so it waits for
+    EXPORTER_CSV; the stack runs without it rather than stopping when the exporter refuses them."""
+    mine = tmp_path / "mine"
+    shutil.copytree(model_dir, mine)
+    card = json.loads((mine / "model_card.json").read_text())
+    (mine / "model_card.json").write_text(json.dumps(dict(card, name="my-model")))
+    run = MakeRun(tmp_path, mine, system_path)
+    said = run.started(PROCESSES[:1] + PROCESSES[2:4])
+    run.ctrl_c()
+    assert "exporter.1" not in said and "exporter.1 |" not in run.output
+    assert ("Exporter     not started: MODEL_DIR is not the example; set EXPORTER_CSV and EXPORTER_TARGET to "
+            "replay its rows") in run.output
+    given = MakeRun(tmp_path, mine, system_path, EXPORTER_CSV="rows.csv", EXPORTER_TARGET="y")
+    assert "exporter.1" in given.started(PROCESSES[:4])
+    given.ctrl_c()
 
 
 def test_an_installed_grafana_joins_and_alert_links_point_at_it(tmp_path, model_dir, system_path):

@@ -7,11 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.utils import floatToGoString
 
 from model import bins
 from tests.scrape import parse
 from webapp import create_app
-from webapp.metrics import INVALID_REASONS, observe_many
+from webapp.metrics import INVALID_REASONS, ModelMetrics, error_buckets, observe_many, significant
 
 
 @pytest.fixture
@@ -48,24 +49,27 @@ def test_observe_many_equals_observe_in_a_loop(values):
 
 
 def test_every_series_exists_at_zero_from_the_start(fresh, card):
-    _, _, samples = fresh
+    app, _, samples = fresh
     s = samples()
     n_bins = sum(len(r["bins"]) for r in card["reference"]["features"].values())
-    assert s.series("model_feature_bin_total") == n_bins == 161
+    assert s.series("model_feature_bin_total") == n_bins
     assert s.sum("model_feature_bin_total") == 0
     assert s.series("model_feature_reference_ratio") == n_bins
     assert s.series("model_prediction_bin_total") == len(card["reference"]["prediction"]["bins"])
     assert s.by("model_input_invalid_total", "reason") == {r: 0.0 for r in INVALID_REASONS}
-    assert s.series("model_feature_missing_total") == 18
-    assert s.series("model_feature_out_of_range_total") == 12
-    assert s.series("model_feature_unknown_category_total") == 6
+    kinds = [f["kind"] for f in card["features"]]
+    assert s.series("model_feature_missing_total") == len(kinds)
+    assert s.series("model_feature_out_of_range_total") == kinds.count("numeric")
+    assert s.series("model_feature_unknown_category_total") == len(kinds) - kinds.count("numeric")
     for feature, ref in card["reference"]["features"].items():
         assert s.by("model_feature_reference_ratio", "bin", feature=feature) == dict(zip(ref["bins"], ref["fractions"]))
-    assert s.sum("model_info", version="1.0.0", name="ames-house-price") == 1
+    assert s.sum("model_info", version=card["version"], name=card["name"], task="regression",
+                 target=card["target"]["name"], unit=card["target"]["unit"],
+                 serving_path=app.extensions["model_service"].predictor.path) == 1
     holdout = card["metrics"]["holdout"]
-    assert s.sum("model_holdout_mean_absolute_error_dollars") == holdout["mae_dollars"]
-    assert s.sum("model_holdout_root_mean_squared_error_dollars") == holdout["rmse_dollars"]
-    assert s.sum("model_holdout_mean_absolute_percentage_error") == holdout["mape_ratio"]
+    assert s.sum("model_holdout_mean_absolute_error") == holdout["mean_absolute_error"]
+    assert s.sum("model_holdout_root_mean_squared_error") == holdout["root_mean_squared_error"]
+    assert s.sum("model_holdout_mean_absolute_percentage_error") == holdout["mean_absolute_percentage_error"]
 
 
 def test_bins_and_quality_counts_are_exact(fresh, card, replay):
@@ -83,7 +87,7 @@ def test_bins_and_quality_counts_are_exact(fresh, card, replay):
     assert s.sum("model_predictions_total") == 40
     assert s.sum("model_batch_size_count") == 11 and s.sum("model_batch_size_sum") == 40
     assert s.sum("model_inference_duration_seconds_count") == 11
-    assert s.sum("model_prediction_dollars_count") == 40
+    assert s.sum("model_prediction_count") == 40
     assert s.sum("model_feature_missing_total", feature="area") == 1
     assert s.sum("model_feature_missing_total", feature="neighborhood") == 1
     assert s.sum("model_feature_unknown_category_total", feature="neighborhood") == 1
@@ -106,7 +110,7 @@ def test_bins_and_quality_counts_are_exact(fresh, card, replay):
     assert s.sum("model_feature_bin_total", feature="area", bin=bins.MISSING) == 1
 
 
-def test_prediction_bins_and_dollars(fresh, app, card, replay):
+def test_prediction_bins_and_histogram(fresh, app, card, replay):
     _, client, samples = fresh
     records = [r for r, _ in replay[:100]]
     predictions = post(client, "/predict", {"instances": records}).get_json()["predictions"]
@@ -116,9 +120,12 @@ def test_prediction_bins_and_dollars(fresh, app, card, replay):
     for p in predictions:
         counts[ref["bins"][bins.numeric_index(ref["edges"], p)]] += 1
     assert s.by("model_prediction_bin_total", "bin") == counts
-    assert s.sum("model_prediction_dollars_sum") == pytest.approx(sum(predictions), rel=1e-12)
-    assert s.sum("model_prediction_dollars_bucket", le="+Inf") == 100
-    assert s.sum("model_prediction_dollars_bucket", le="200000.0") == sum(p <= 200000 for p in predictions)
+    assert s.sum("model_prediction_sum") == pytest.approx(sum(predictions), rel=1e-12)
+    assert s.sum("model_prediction_bucket", le="+Inf") == 100
+    # the histogram's bounds are the card's prediction deciles
+    assert [float(le) for le in s.by("model_prediction_bucket", "le")][:-1] == ref["edges"]
+    middle = ref["edges"][len(ref["edges"]) // 2]
+    assert s.sum("model_prediction_bucket", le=floatToGoString(middle)) == sum(p <= middle for p in predictions)
 
 
 @settings(max_examples=50, deadline=None)
@@ -167,7 +174,7 @@ def test_invalid_requests_by_reason(fresh, record):
     assert s.sum("model_predictions_total") == 0
 
 
-def test_feedback_metrics(fresh):
+def test_feedback_metrics(fresh, card):
     _, client, samples = fresh
     pairs = [(100_000.0, 110_000.0), (250_000.0, 200_000.0), (180_000.0, 180_000.0)]
     post(client, "/feedback", [{"prediction": p, "actual": a} for p, a in pairs[:2]])
@@ -175,11 +182,16 @@ def test_feedback_metrics(fresh):
     s = samples()
     errors = [abs(a - p) for p, a in pairs]
     assert s.sum("model_feedback_total") == 3
-    assert s.sum("model_absolute_error_dollars_sum") == sum(errors) == 60_000
-    assert s.sum("model_absolute_error_dollars_count") == 3
-    assert s.sum("model_squared_error_dollars_squared_total") == sum(e * e for e in errors)
+    assert s.sum("model_absolute_error_sum") == sum(errors) == 60_000
+    assert s.sum("model_absolute_error_count") == 3
+    assert s.sum("model_squared_error_total") == sum(e * e for e in errors)
     assert s.sum("model_absolute_percentage_error_sum") == pytest.approx(10_000 / 110_000 + 50_000 / 200_000)
-    assert s.sum("model_absolute_error_dollars_bucket", le="10000.0") == 2  # 0 and 10,000 (le is inclusive)
+    # bounds are multiples of the card's holdout MAE, at 3 significant digits; le is inclusive
+    bounds = error_buckets(card["metrics"]["holdout"]["mean_absolute_error"])
+    assert [float(le) for le in s.by("model_absolute_error_bucket", "le")][:-1] == list(bounds)
+    assert bounds[4] == significant(card["metrics"]["holdout"]["mean_absolute_error"])
+    for bound in bounds:
+        assert s.sum("model_absolute_error_bucket", le=floatToGoString(bound)) == sum(e <= bound for e in errors)
 
 
 def test_http_metrics_use_route_templates_not_raw_paths(fresh, record):
@@ -202,7 +214,31 @@ def test_the_request_counters_of_every_status_the_app_answers_exist_at_0(fresh):
     assert {(dict(lab)["method"], dict(lab)["status"]): v for (n, lab), v in s.items()
             if n == "flask_http_request_total"} == {
         ("GET", "200"): 0, ("GET", "404"): 0, ("GET", "405"): 0, ("GET", "500"): 0,
-        **{("POST", str(code)): 0 for code in (200, 202, 400, 404, 405, 408, 413, 415, 500)}}
+        **{("POST", str(code)): 0 for code in (200, 202, 400, 404, 405, 408, 413, 415, 422, 500)}}
+
+
+@pytest.mark.parametrize("failure", ["raises", "nan", "inf"])
+def test_a_model_that_cannot_predict_a_valid_input_is_a_422_counted_as_unpredictable(fresh, record, monkeypatch,
+                                                                                     failure):
+    app, client, samples = fresh
+
+    def unpredictable(rows):
+        if failure == "raises":
+            raise ValueError("Input X contains infinity")  # e.g. a log of 0 inside the pipeline
+        return np.array([1.0] * (len(rows) - 1) + [math.nan if failure == "nan" else math.inf])
+
+    monkeypatch.setattr(app.extensions["model_service"].predictor, "predict", unpredictable)
+    single = post(client, "/predict", record)
+    batch = post(client, "/predict", {"instances": [record] * 3})
+    for answer in (single, batch):
+        assert answer.status_code == 422 and answer.get_json()["reason"] == "unpredictable"
+        assert "infinity" not in answer.get_data(as_text=True)  # the model's own words stay in the log
+    if failure != "raises":
+        assert batch.get_json()["details"] == [{"field": "instances[2]", "problem": f"predicted {failure}"}]
+    s = samples()
+    assert s.sum("model_input_invalid_total", reason="unpredictable") == 2
+    assert s.sum("flask_http_request_total", status="422") == 2
+    assert s.sum("model_predictions_total") == 0 and s.sum("model_prediction_count") == 0
 
 
 def test_unhandled_exception_is_counted(fresh, record, monkeypatch):
@@ -211,7 +247,7 @@ def test_unhandled_exception_is_counted(fresh, record, monkeypatch):
     def boom(X):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(app.extensions["model_service"].predictor, "predict_encoded", boom)
+    monkeypatch.setattr(app.extensions["model_service"].predictor, "predict", boom)
     assert post(client, "/predict", record).status_code == 500
     s = samples()
     assert s.sum("flask_http_request_exceptions_total") == 1
@@ -238,7 +274,18 @@ def test_small_and_batch_paths_count_the_same(model_dir, card, replay):
         s = parse(generate_latest(app.extensions["metrics_registry"]).decode())
         outputs.append({k: v for k, v in s.items() if not k[0].endswith("_created") and (
             k[0].startswith(("model_feature", "model_prediction_bin"))
-            or k[0] in ("model_predictions_total", "model_prediction_dollars_bucket"))})
+            or k[0] in ("model_predictions_total", "model_prediction_bucket"))})
     single, batched = outputs
     assert single == batched
-    assert sum(v for (n, _), v in single.items() if n == "model_feature_bin_total") == 200 * 18
+    assert sum(v for (n, _), v in single.items() if n == "model_feature_bin_total") == 200 * len(card["features"])
+
+
+def test_percentage_errors_leave_out_actuals_that_are_not_positive(card):
+    """A model that predicts below 0 has feedback bounds below 0: MAPE is over the pairs with a positive actual."""
+    registry = CollectorRegistry()
+    metrics = ModelMetrics(card, "numpy", registry)
+    metrics.observe_feedback([(10.0, 20.0), (5.0, -5.0), (3.0, 0.0)])
+    s = parse(generate_latest(registry).decode())
+    assert s.sum("model_feedback_total") == 3 and s.sum("model_absolute_error_count") == 3
+    assert s.sum("model_absolute_percentage_error_count") == 1
+    assert s.sum("model_absolute_percentage_error_sum") == 0.5

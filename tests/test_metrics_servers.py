@@ -128,12 +128,13 @@ PREDICTION_PSI = (f"sum((clamp_min({PRED_FRACTION}, 1e-4) - clamp_min({PRED_REFE
 
 
 @pytest.fixture(scope="module")
-def stack(model_dir, tmp_path_factory):
+def stack(model_dir, card, tmp_path_factory):
     with gunicorn(model_dir, workers=2) as server:
         prom = Prometheus(tmp_path_factory.mktemp("prometheus"), [f"127.0.0.1:{server.metrics_port}"])
         try:
             # a scrape with every counter at 0 comes first: increase() then starts from 0 exactly
-            prom.wait_for('count(model_feature_bin_total{job="test"} == 0)', 161)
+            n_bins = sum(len(ref["bins"]) for ref in card["reference"]["features"].values())
+            prom.wait_for('count(model_feature_bin_total{job="test"} == 0)', n_bins)
             yield server, prom
         finally:
             prom.stop()
@@ -181,9 +182,9 @@ def test_mae_and_rmse_from_promql_equal_numpy(stack, replay):
             body = [{"prediction": float(p), "actual": float(a)} for p, a in zip(predicted[i:i + 25], actual[i:i + 25])]
             assert http.post(server.url + "/feedback", json=body).status_code == 202
     at = prom.wait_for("sum(model_feedback_total)", 300)
-    mae = prom.value("sum(increase(model_absolute_error_dollars_sum[10m])) / "
-                     "sum(increase(model_absolute_error_dollars_count[10m]))", at)
-    rmse = prom.value("sqrt(sum(increase(model_squared_error_dollars_squared_total[10m])) / "
+    mae = prom.value("sum(increase(model_absolute_error_sum[10m])) / "
+                     "sum(increase(model_absolute_error_count[10m]))", at)
+    rmse = prom.value("sqrt(sum(increase(model_squared_error_total[10m])) / "
                       "sum(increase(model_feedback_total[10m])))", at)
     mape = prom.value("sum(increase(model_absolute_percentage_error_sum[10m])) / "
                       "sum(increase(model_absolute_percentage_error_count[10m]))", at)

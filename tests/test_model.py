@@ -14,7 +14,8 @@ from model.card import ModelIntegrityError, card_problems, load_verified_pipelin
 from model.dataset import load_frame, split
 from model.features import FEATURES
 from model.train import main as train_main
-from model.train import regression_metrics, train
+from model.onboard import regression_metrics
+from model.train import train
 
 
 def test_split_is_by_year_and_in_sale_order():
@@ -82,10 +83,10 @@ def test_holdout_metrics_recompute(model_dir, card):
     actual = holdout["price"].to_numpy()
     m = card["metrics"]["holdout"]
     assert m == regression_metrics(actual, pred)
-    assert m["mae_dollars"] == pytest.approx(np.mean(np.abs(actual - pred)), rel=1e-12)
-    assert m["rmse_dollars"] == pytest.approx(np.sqrt(np.mean((actual - pred) ** 2)), rel=1e-12)
-    assert m["mape_ratio"] == pytest.approx(np.mean(np.abs(actual - pred) / actual), rel=1e-12)
-    assert m["rows"] == 989 and 0.85 < m["r2"] < 1 and m["mape_ratio"] < 0.12
+    assert m["mean_absolute_error"] == pytest.approx(np.mean(np.abs(actual - pred)), rel=1e-12)
+    assert m["root_mean_squared_error"] == pytest.approx(np.sqrt(np.mean((actual - pred) ** 2)), rel=1e-12)
+    assert m["mean_absolute_percentage_error"] == pytest.approx(np.mean(np.abs(actual - pred) / actual), rel=1e-12)
+    assert m["rows"] == 989 and 0.85 < m["r2"] < 1 and m["mean_absolute_percentage_error"] < 0.12
 
 
 def test_tampered_pickle_is_refused(model_dir, tmp_path):
@@ -149,6 +150,20 @@ def test_if_missing_does_not_retrain(model_dir, tmp_path, capsys):
     assert "not retraining" in capsys.readouterr().out
 
 
+def test_if_missing_never_overwrites_another_model(model_dir, tmp_path, capsys):
+    """MODEL_DIR=an onboarded model with `make run`: a card the API refuses is reported, not replaced by Ames."""
+    shutil.copytree(model_dir, tmp_path, dirs_exist_ok=True)
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    card["name"], card["task"] = "my-model", "forecast"
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    before = (tmp_path / "model.pkl").read_bytes()
+    assert train_main(["--model-dir", str(tmp_path), "--if-missing"]) == 1
+    assert (tmp_path / "model.pkl").read_bytes() == before
+    assert json.loads((tmp_path / "model_card.json").read_text())["name"] == "my-model"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds my-model, whose card the API refuses: $.task" in err
+
+
 def _set(path, value):
     """An edit of a card: set the value at `path` (keys and list indexes)."""
     def edit(card):
@@ -171,8 +186,12 @@ CARD_DEFECTS = {
                                   "$.features[0]: 'train_min' is a required property"),
     "categorical without categories": (lambda c: c["features"][12].pop("categories"),
                                        "$.features[12]: 'categories' is a required property"),
-    "holdout MAE a string": (_set(["metrics", "holdout", "mae_dollars"], "15k"),
-                             "$.metrics.holdout.mae_dollars: '15k' is not of type 'number'"),
+    "no task": (lambda c: c.pop("task"), "$: 'task' is a required property"),
+    "an unknown task": (_set(["task"], "ranking"), "$.task: 'ranking' is not one of ['regression', 'classification']"),
+    "a task not served yet": (_set(["task"], "classification"),
+                              "$.task: classification models are not served yet; this API serves regression"),
+    "holdout MAE a string": (_set(["metrics", "holdout", "mean_absolute_error"], "15k"),
+                             "$.metrics.holdout.mean_absolute_error: '15k' is not of type 'number'"),
     "version unfit for a label": (_set(["version"], "1.0 final"),
                                   "$.version: '1.0 final' does not match '^[A-Za-z0-9._:+-]{1,64}$'"),
     "sha256 not hex": (_set(["artifact", "sha256"], "abc"), "$.artifact.sha256: 'abc' does not match '^[0-9a-f]{64}$'"),

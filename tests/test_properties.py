@@ -271,13 +271,18 @@ SCENARIO_NAMES = sorted(scenarios.SCENARIOS)
 actuals = st.floats(1, 1e7, allow_nan=False)
 
 
+def scenario(card, name):
+    """The scenario as the exporter builds it for the served card: its default features."""
+    return scenarios.build(name, card["features"])
+
+
 @PROPS
 @given(data=st.data(), index=st.integers(0, 10 ** 6), actual=actuals, name=st.sampled_from(SCENARIO_NAMES))
 def test_every_scenario_is_deterministic_and_leaves_its_input_alone(card, data, index, actual, name):
     record = data.draw(valid_record(card))
     before = json.dumps(record)
-    first = scenarios.SCENARIOS[name](index, record, actual)
-    assert first == scenarios.SCENARIOS[name](index, dict(record), actual)
+    first = scenario(card, name)(index, record, actual)
+    assert first == scenario(card, name)(index, dict(record), actual)
     assert json.dumps(record) == before
     payload, new_actual = first
     assert isinstance(payload, (dict, bytes)) and new_actual > 0
@@ -287,43 +292,50 @@ def test_every_scenario_is_deterministic_and_leaves_its_input_alone(card, data, 
 @given(data=st.data(), index=st.integers(0, 10 ** 6), actual=actuals)
 def test_baseline_is_the_identity(card, data, index, actual):
     record = data.draw(valid_record(card))
-    payload, same = scenarios.baseline(index, record, actual)
+    payload, same = scenario(card, "baseline")(index, record, actual)
     assert payload is record and same == actual
 
 
 @PROPS
 @given(data=st.data(), index=st.integers(0, 10 ** 6), actual=actuals)
-def test_unit_change_scales_exactly_the_area_fields(card, data, index, actual):
+def test_unit_change_scales_exactly_its_fields(card, data, index, actual):
     record = data.draw(valid_record(card))
-    payload, same = scenarios.unit_change(index, record, actual)
+    change = scenario(card, "unit-change")
+    integer = {f["name"] for f in card["features"] if f.get("integer")}
+    assert change.features and set(change.features) <= {f["name"] for f in card["features"] if f["kind"] == "numeric"}
+    payload, same = change(index, record, actual)
     assert same == actual and list(payload) == list(record)
     for name, value in record.items():
-        if name in scenarios.AREA_FEATURES and value is not None:
-            assert payload[name] == round(value / scenarios.SQFT_PER_M2, 1)
+        if name in change.features and value is not None:
+            scaled = value / scenarios.UNIT_CHANGE_FACTOR
+            assert payload[name] == (round(scaled) if name in integer else float(f"{scaled:.6g}"))
         else:
             assert payload[name] is value  # unknown stays unknown; every other field untouched
 
 
 @PROPS
 @given(data=st.data(), index=st.integers(0, 10 ** 6), actual=actuals)
-def test_missing_new_category_and_price_shock_touch_only_their_fields(card, data, index, actual):
+def test_missing_new_category_and_target_shock_touch_only_their_fields(card, data, index, actual):
     record = data.draw(valid_record(card))
-    missing, a1 = scenarios.missing(index, record, actual)
-    assert a1 == actual and missing == {k: (None if k in scenarios.MISSING_FEATURES else v) for k, v in record.items()}
-    new, a2 = scenarios.new_category(index, record, actual)
-    assert a2 == actual and new == dict(record, neighborhood=scenarios.NEW_NEIGHBORHOOD)
-    neighborhood = next(f for f in card["features"] if f["name"] == "neighborhood")
-    assert scenarios.NEW_NEIGHBORHOOD not in neighborhood["categories"]  # really a category the model never saw
-    same, shocked = scenarios.price_shock(index, record, actual)
-    assert same is record and shocked == actual * scenarios.PRICE_SHOCK
+    nulls = scenario(card, "missing")
+    missing, a1 = nulls(index, record, actual)
+    assert a1 == actual and missing == {k: (None if k in nulls.features else v) for k, v in record.items()}
+    fresh = scenario(card, "new-category")
+    (name,) = fresh.features
+    feature = next(f for f in card["features"] if f["name"] == name)
+    new, a2 = fresh(index, record, actual)
+    assert a2 == actual and new == dict(record, **{name: scenarios.unseen_category(feature)})
+    assert new[name] not in feature["categories"]  # really a category the model never saw
+    same, shocked = scenario(card, "target-shock")(index, record, actual)
+    assert same is record and shocked == actual * scenarios.TARGET_SHOCK
 
 
 @PROPS
 @given(data=st.data(), index=st.integers(0, 10 ** 6), actual=actuals,
-       name=st.sampled_from(["baseline", "unit-change", "missing", "new-category", "price-shock"]))
+       name=st.sampled_from(["baseline", "unit-change", "missing", "new-category", "target-shock"]))
 def test_data_faults_are_still_valid_requests(schema, card, data, index, actual, name):
     """Drift scenarios must reach the model (and the drift metrics), not be refused as invalid input."""
-    payload, _ = scenarios.SCENARIOS[name](index, data.draw(valid_record(card)), actual)
+    payload, _ = scenario(card, name)(index, data.draw(valid_record(card)), actual)
     schema.parse_predict(loads_strict(json.dumps(payload).encode()))
 
 
@@ -334,29 +346,30 @@ BAD_KIND_REASONS = ["malformed_json", "wrong_type", "out_of_bounds", "unknown_fi
 @given(data=st.data(), index=st.integers(0, 10 ** 6), actual=actuals)
 def test_bad_requests_sends_one_row_in_five_bad_each_kind_rejected_for_its_reason(schema, card, data, index, actual):
     record = data.draw(valid_record(card))
-    payload, same = scenarios.bad_requests(index, record, actual)
+    bad = scenario(card, "bad-requests")
+    payload, same = bad(index, record, actual)
     assert same == actual
     if index % scenarios.BAD_REQUEST_EVERY:
         assert payload is record
         return
     assert isinstance(payload, bytes)
-    assert payload == scenarios.bad_requests(index + scenarios.BAD_REQUEST_EVERY * len(scenarios.BAD_KINDS),
-                                             record, actual)[0]  # the kinds cycle
+    assert payload == bad(index + scenarios.BAD_REQUEST_EVERY * len(scenarios.BAD_KINDS), record, actual)[0]
     expected = BAD_KIND_REASONS[(index // scenarios.BAD_REQUEST_EVERY) % len(BAD_KIND_REASONS)]
     err = reject(lambda body: schema.parse_predict(loads_strict(body)), payload)
     assert (err.status, err.reason) == (400, expected)
 
 
-def replayer(scenario, fault_from):
-    state = ReplayState(rows_per_pass=1, planned_rows=None, scenario=scenario, fault_from=fault_from)
-    return Replayer(ReplayConfig(scenario=scenario, fault_from=fault_from), rows=[({}, 1.0)], state=state), state
+def replayer(card, name, fault_from):
+    state = ReplayState(rows_per_pass=1, planned_rows=None, scenario=name, fault_from=fault_from)
+    config = ReplayConfig(scenario=name, fault_from=fault_from, features=tuple(card["features"]))
+    return Replayer(config, rows=[({}, 1.0)], state=state), state
 
 
 @PROPS
 @given(data=st.data(), name=st.sampled_from(SCENARIO_NAMES), fault_from=st.integers(0, 60),
        indices=st.lists(st.integers(0, 120), min_size=1, max_size=30).map(sorted), actual=actuals)
 def test_the_scenario_applies_from_the_fault_row_on_and_never_before(card, data, name, fault_from, indices, actual):
-    rep, state = replayer(name, fault_from)
+    rep, state = replayer(card, name, fault_from)
     record = data.draw(valid_record(card))
     for i in indices:
         index, payload, new_actual = rep._apply_scenario(i, record, actual)
@@ -364,5 +377,5 @@ def test_the_scenario_applies_from_the_fault_row_on_and_never_before(card, data,
         if name == "baseline" or i < fault_from:
             assert (payload, new_actual) == (record, actual) and payload is record
         else:
-            assert (payload, new_actual) == scenarios.SCENARIOS[name](i, record, actual)
+            assert (payload, new_actual) == scenario(card, name)(i, record, actual)
     assert state.fault_active == (name != "baseline" and indices[-1] >= fault_from)

@@ -3,7 +3,7 @@ import pytest
 
 from webapp.errors import ApiError
 from webapp.jsonbody import loads_strict
-from webapp.validation import RecordSchema, feedback_bounds, parse_feedback
+from webapp.validation import RecordSchema, feedback_bounds, parse_feedback, prediction_bounds
 
 
 @pytest.fixture
@@ -140,6 +140,24 @@ def test_feedback_bounds_come_from_the_cards_target_range():
     # any other range is widened about its middle
     assert feedback_bounds({"train_min": -10.0, "train_max": 30.0}, 2) == (-30.0, 50.0)
     assert feedback_bounds({"train_min": 0.0, "train_max": 1.0}, 3) == (-1.0, 2.0)
+
+
+
+def test_prediction_bounds_also_take_the_models_own_predictions():
+    # a linear model answering below a positive target's range: the union, widened about its middle
+    hotel = {"train_min": 19.0, "train_max": 367.0, "predicted_min": -13.5, "predicted_max": 293.0}
+    assert prediction_bounds(hotel, 2) == (-203.75, 557.25)
+    assert feedback_bounds(hotel, 2) == (9.5, 734.0)  # the actual stays a positive scale
+    assert prediction_bounds({"train_min": 10.0, "train_max": 100.0, "predicted_min": 12.0, "predicted_max": 120.0},
+                             2) == (5.0, 240.0)
+    assert prediction_bounds({"train_min": 10.0, "train_max": 100.0}, 2) == (5.0, 200.0)  # an older card
+    pairs = parse_feedback({"prediction": -13.0, "actual": 20.0}, 5, 3, feedback_bounds(hotel, 2),
+                           prediction_bounds(hotel, 2))
+    assert pairs == [(-13.0, 20.0)]
+    with pytest.raises(ApiError) as refused:
+        parse_feedback({"prediction": -13.0, "actual": 5.0}, 5, 3, feedback_bounds(hotel, 2),
+                       prediction_bounds(hotel, 2))
+    assert refused.value.details == [{"field": "actual", "problem": "must be between 9.5 and 734, got 5"}]
 
 
 def test_feedback_outside_the_bounds_names_the_field_and_the_bounds():

@@ -3,8 +3,9 @@
     app = create_app({"MODEL_DIR": "..."})  # settings default to the environment
 
 The model is loaded, its card checked against model/model_card.schema.json, the
-pickle checksum-verified and the predictor self-checked once, here; if any of that
-fails, ModelIntegrityError says why in one line and no app is made.
+pickle checksum-verified and the serving path chosen by a self-check once, here; if
+the card or the pickle fails a check, ModelIntegrityError says why in one line and no
+app is made. A pipeline the fast path cannot reproduce is served by pipeline.predict.
 """
 import re
 import uuid
@@ -20,9 +21,9 @@ from .errors import register_error_handlers
 from .instrumentation import init_instrumentation, replace_model_metrics
 from .jsonbody import discard_unread_body
 from .openapi import build_spec
-from .predictor import FastPredictor
+from .predictor import build_predictor
 from .routes import bp
-from .validation import RecordSchema, feedback_bounds
+from .validation import RecordSchema, feedback_bounds, prediction_bounds
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -33,29 +34,37 @@ class ModelService:
     card: dict
     version: str
     schema: RecordSchema
-    predictor: FastPredictor
+    predictor: object  # webapp.predictor: .predict(rows), .path, .reason
     spec: dict
-    feedback_bounds: tuple
+    feedback_bounds: tuple  # what /feedback accepts for `actual`
+    prediction_bounds: tuple  # and for `prediction`
 
 
 def load_model_service(cfg) -> ModelService:
     pipeline, card = load_verified_pipeline(cfg["MODEL_DIR"])
     features = card["features"]
     try:
-        predictor = FastPredictor(pipeline, [f["name"] for f in features])
-        predictor.self_check(features)
+        predictor = build_predictor(pipeline, card, allow_fast=cfg.get("SERVING_PATH", "auto") != "pipeline")
     except ModelIntegrityError as exc:
         raise ModelIntegrityError(f"model card {Path(cfg['MODEL_DIR']) / CARD_FILE} does not match its pickle: "
                                   f"{exc}") from None
     bounds = feedback_bounds(card["target"], cfg["FEEDBACK_RANGE_FACTOR"])
+    predicted = prediction_bounds(card["target"], cfg["FEEDBACK_RANGE_FACTOR"])
     return ModelService(
         card=card,
         version=card["version"],
         schema=RecordSchema(features, cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"]),
         predictor=predictor,
-        spec=build_spec(card, cfg["MAX_BATCH_SIZE"], cfg["MAX_CONTENT_LENGTH"], bounds),
+        spec=build_spec(card, cfg["MAX_BATCH_SIZE"], cfg["MAX_CONTENT_LENGTH"], bounds, predicted),
         feedback_bounds=bounds,
+        prediction_bounds=predicted,
     )
+
+
+def serving_line(service: ModelService) -> str:
+    """The one log line that says how predictions are made: `serving path: numpy` or why not."""
+    predictor = service.predictor
+    return f"serving path: {predictor.path}" + (f" ({predictor.reason})" if predictor.reason else "")
 
 
 def reload_model(app: Flask, log) -> bool:
@@ -76,8 +85,8 @@ def reload_model(app: Flask, log) -> bool:
         log.exception("model reload failed, still serving %s %s", old.card["name"], old.version)
         return False
     app.extensions["model_service"] = service
-    log.info("model reloaded: serving %s %s (sha256 %s), was %s", service.card["name"], service.version,
-             service.card["artifact"]["sha256"][:12], old.version)
+    log.info("model reloaded: serving %s %s (sha256 %s), was %s; %s", service.card["name"], service.version,
+             service.card["artifact"]["sha256"][:12], old.version, serving_line(service))
     return True
 
 

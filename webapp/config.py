@@ -83,6 +83,18 @@ def _body_read_timeout():
     return timeout / 2 if timeout > 0 else None
 
 
+SERVING_PATHS = ("auto", "pipeline")
+
+
+def serving_path() -> str:
+    """SERVING_PATH: `auto` (the fast numpy path where its self-check passes) or `pipeline` (always
+    pipeline.predict: to rule the fast path out, or to measure it)."""
+    raw = os.environ.get("SERVING_PATH", "").strip().lower() or "auto"
+    if raw not in SERVING_PATHS:
+        raise SystemExit(f"config error: SERVING_PATH={raw!r} is none of {', '.join(SERVING_PATHS)}")
+    return raw
+
+
 def from_env() -> dict:
     """Flask config keys read from the environment."""
     return {
@@ -99,5 +111,6 @@ def from_env() -> dict:
         # (webapp.validation.feedback_bounds): the error counters stay exact for honest feedback
         "FEEDBACK_RANGE_FACTOR": env_int("FEEDBACK_RANGE_FACTOR", 2),
         "METRICS_ENABLED": metrics_enabled(),  # off only to measure the metrics' overhead
+        "SERVING_PATH": serving_path(),
         "BODY_READ_TIMEOUT": _body_read_timeout(),  # seconds for a whole request body to arrive (under gunicorn)
     }

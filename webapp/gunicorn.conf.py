@@ -92,6 +92,9 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 
 
 def when_ready(server):
+    from webapp import serving_line
+    service = server.app.wsgi().extensions["model_service"]
+    server.log.info("Serving model %s %s; %s", service.card["name"], service.version, serving_line(service))
     if not METRICS_ENABLED:
         return
     from webapp.metrics_server import start_metrics_server

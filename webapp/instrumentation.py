@@ -52,7 +52,7 @@ def init_instrumentation(app: Flask, card: dict, predictor) -> None:
     app.wsgi_app = rejections.refuse_unknown_methods(app.wsgi_app, app.extensions["http_rejections"])
 
     app.extensions["metrics_registry"] = registry
-    app.extensions["model_metrics"] = ModelMetrics(card, predictor, registry)
+    app.extensions["model_metrics"] = ModelMetrics(card, predictor.path, registry)
 
 
 def replace_model_metrics(app: Flask, card: dict, predictor) -> None:
@@ -64,7 +64,7 @@ def replace_model_metrics(app: Flask, card: dict, predictor) -> None:
     old = app.extensions["model_metrics"]
     if isinstance(old, NoMetrics):
         return
-    new = ModelMetrics(card, predictor, CollectorRegistry())  # may fail: then nothing has changed yet
+    new = ModelMetrics(card, predictor.path, CollectorRegistry())  # may fail: then nothing has changed yet
     old.retire()
     new.publish()  # after retire(): labels the two models share end at the new model's values
     app.extensions["model_metrics"] = new
@@ -72,7 +72,7 @@ def replace_model_metrics(app: Flask, card: dict, predictor) -> None:
 
 # what the app's routes answer (webapp/errors.py, webapp/routes.py): their request counters exist at 0
 # from the first scrape, so a ratio or a rate sees the first 4xx or 5xx as an increase from 0
-REQUEST_SERIES = {"GET": (200, 404, 405, 500), "POST": (200, 202, 400, 404, 405, 408, 413, 415, 500)}
+REQUEST_SERIES = {"GET": (200, 404, 405, 500), "POST": (200, 202, 400, 404, 405, 408, 413, 415, 422, 500)}
 
 
 def _create_request_series(registry) -> None:

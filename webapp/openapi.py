@@ -12,16 +12,22 @@ def _feature_schema(f: dict) -> dict:
             # what the validator accepts: any whole number, 6 or 6.0 (JSON has one number type);
             # "type: integer" would call 6.0 invalid while the API answers it 200
             schema["multipleOf"] = 1
+    elif f["kind"] == "boolean":
+        schema = {"type": "boolean"}
+    elif f.get("closed"):
+        schema = {"type": "string", "enum": list(f["categories"]) + ([None] if f.get("nullable", True) else []),
+                  "description": "One of the model's categories."}
     else:
         schema = {"type": "string", "maxLength": 100,
                   "description": "Known categories: " + ", ".join(f.get("categories", [])) +
                                  ". Unknown values are accepted and predicted."}
-    schema["nullable"] = True
+    schema["nullable"] = f.get("nullable", True)
     text = f.get("description", "")
     if f.get("unit"):
         text += f" ({f['unit']})"
     if f["kind"] == "numeric":
-        text += f". Training range {f['train_min']:g} to {f['train_max']:g}; null means unknown."
+        text += f". Training range {f['train_min']:g} to {f['train_max']:g}"
+    text += ("; " if text else "") + ("null means unknown." if f.get("nullable", True) else "null is refused.")
     schema["description"] = text + (" " + schema["description"] if "description" in schema else "")
     return schema
 
@@ -35,18 +41,24 @@ def _json(schema_ref: str, description: str) -> dict:
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
 
 
-def build_spec(card: dict, max_batch: int, max_content_length: int, feedback_bounds: tuple) -> dict:
+def build_spec(card: dict, max_batch: int, max_content_length: int, feedback_bounds: tuple,
+               prediction_bounds: tuple = None) -> dict:
     low, high = feedback_bounds
+    p_low, p_high = prediction_bounds or feedback_bounds
     target = card["target"]
-    target_text = (f"{target['name']}, {target['unit']}; between {low:g} and {high:g}: the training range "
+    unit = f", {target['unit']}" if target["unit"] else ""
+    target_text = (f"{target['name']}{unit}; between {low:g} and {high:g}: the training range "
                    f"{target['train_min']:g} to {target['train_max']:g} widened by FEEDBACK_RANGE_FACTOR")
+    prediction_text = (f"{target['name']}{unit}; between {p_low:g} and {p_high:g}: the training range and the "
+                       "range of the model's own predictions, widened by FEEDBACK_RANGE_FACTOR")
     features = card["features"]
     record = {
         "type": "object",
         "additionalProperties": False,
         "required": [f["name"] for f in features],
         "properties": {f["name"]: _feature_schema(f) for f in features},
-        "description": "One house. Every field is required; null means unknown. Unknown fields are rejected.",
+        "description": "One record. Every field is required; null means unknown where the field is nullable. "
+                       "Unknown fields are rejected.",
     }
     number = {"type": "number"}
     common_errors = {
@@ -58,27 +70,31 @@ def build_spec(card: dict, max_batch: int, max_content_length: int, feedback_bou
     return {
         "openapi": "3.0.3",
         "info": {
-            "title": "Ames house-price model API",
+            "title": f"{card['name']} model API",
             "version": card["version"],
             "description": f"Serves {card['name']} {card['version']}: {card.get('description', '')}",
         },
         "paths": {
             "/predict": {"post": {
-                "summary": "Predict the sale price of one house or a batch",
+                "summary": f"Predict {target['name']} for one record or a batch",
                 "operationId": "predict",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
                     {"$ref": "#/components/schemas/Record"},
                     {"$ref": "#/components/schemas/Batch"},
                 ]}}}},
                 "responses": {
-                    "200": {"description": "Prediction(s) in US dollars", "content": {"application/json": {"schema": {
+                    "200": {"description": f"Prediction(s) of {target['name']}" + (f", in {target['unit']}" if target["unit"] else ""),
+                            "content": {"application/json": {"schema": {
                         "oneOf": [{"$ref": "#/components/schemas/Prediction"},
                                   {"$ref": "#/components/schemas/Predictions"}]}}}},
                     **common_errors,
+                    "422": _error_response("The model cannot predict this input although it is valid "
+                                           "(reason unpredictable)"),
                 },
             }},
             "/feedback": {"post": {
-                "summary": "Report the actual price for an earlier prediction (stored nowhere, counted in metrics)",
+                "summary": f"Report the actual {target['name']} for an earlier prediction (stored nowhere, counted in "
+                           "metrics)",
                 "operationId": "feedback",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
                     {"$ref": "#/components/schemas/Feedback"},
@@ -111,8 +127,8 @@ def build_spec(card: dict, max_batch: int, max_content_length: int, feedback_bou
                                            "model_version": {"type": "string"}, "request_id": {"type": "string"}}},
             "Feedback": {"type": "object", "additionalProperties": False, "required": ["prediction", "actual"],
                          "properties": {
-                             "prediction": {"type": "number", "minimum": low, "maximum": high,
-                                            "description": f"The prediction that was answered ({target_text})"},
+                             "prediction": {"type": "number", "minimum": p_low, "maximum": p_high,
+                                            "description": f"The prediction that was answered ({prediction_text})"},
                              "actual": {"type": "number", "minimum": low, "maximum": high,
                                         "description": f"The true value, once known ({target_text})"},
                              "request_id": {"type": "string", "maxLength": 128, "nullable": True,

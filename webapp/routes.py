@@ -1,6 +1,8 @@
 """The HTTP endpoints. Each handler is thin: parse, validate, predict, answer."""
+import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
+from .errors import ApiError
 from .instrumentation import model_metrics
 from .metrics_store import unwritten_series
 from .jsonbody import json_body
@@ -22,9 +24,8 @@ def predict():
     service = _service()
     rows, is_batch = service.schema.parse_predict(json_body(request))
     start = now()
-    X = service.predictor.encode(rows)
-    predictions = service.predictor.predict_encoded(X)
-    model_metrics(current_app).observe_predictions(rows, X, predictions, now() - start)
+    predictions = _predict(service.predictor, rows, is_batch)
+    model_metrics(current_app).observe_predictions(rows, predictions, now() - start)
     values = predictions.tolist()
     body = {"model_version": service.version, "request_id": g.request_id}
     if is_batch:
@@ -34,11 +35,34 @@ def predict():
     return jsonify(body)
 
 
+def _predict(predictor, rows: list, is_batch: bool):
+    """The predictor's answers, or a 422 when the model cannot give a number for input the card accepts.
+
+    A model may fail on values its card allows (a log of 0, a value far outside its training range):
+    that is this input's problem, not the server's, and JSON has no NaN to answer with. Other
+    exceptions stay 500s.
+    """
+    try:
+        predictions = predictor.predict(rows)
+    except (ValueError, ArithmeticError) as exc:
+        current_app.logger.warning("request %s: the model raised %s: %s", g.request_id, type(exc).__name__, exc)
+        raise ApiError(422, "unpredictable", f"the model cannot predict this input ({type(exc).__name__}); "
+                       "see the server log for this request_id") from None
+    finite = np.isfinite(predictions)
+    if not finite.all():
+        bad = np.flatnonzero(~finite).tolist()
+        raise ApiError(422, "unpredictable", f"the model predicts no finite number for {len(bad)} record(s)",
+                       [{"field": f"instances[{i}]" if is_batch else "", "problem": f"predicted {predictions[i]}"}
+                        for i in bad])
+    return predictions
+
+
 @bp.post("/feedback")
 def feedback():
     cfg = current_app.config
+    service = _service()
     pairs = parse_feedback(json_body(request), cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"],
-                           _service().feedback_bounds)
+                           service.feedback_bounds, service.prediction_bounds)
     model_metrics(current_app).observe_feedback(pairs)
     return jsonify({"accepted": len(pairs), "request_id": g.request_id}), 202
 
@@ -57,8 +81,10 @@ def ready():
 
 @bp.get("/model")
 def model_card():
-    card = _service().card
-    return jsonify({k: v for k, v in card.items() if k not in INTERNAL_CARD_KEYS})
+    service = _service()
+    body = {k: v for k, v in service.card.items() if k not in INTERNAL_CARD_KEYS}
+    body["serving"] = {"path": service.predictor.path, "reason": service.predictor.reason}
+    return jsonify(body)
 
 
 @bp.get("/openapi.json")

@@ -6,12 +6,16 @@ just the first, and returns clean tuples in feature order for the encoder.
 
 Decisions a client can rely on:
 - a field that is absent is an error; an explicit ``null`` means "unknown" and
-  is accepted (the model handles missing values, and the metrics count them);
-- unknown fields are rejected (a typo like "neighbourhood" must not silently
-  become a missing value);
-- an unknown category string is accepted and predicted (one-hot ignores it);
+  is accepted where the card says the model predicts without it (`nullable`),
+  and the metrics count it;
+- unknown fields are rejected (a misspelt field name must not silently become
+  a missing value);
+- an unknown category string is accepted and predicted (the pipeline decides what
+  it means; the metrics count it as __other__), unless the card says the pipeline
+  cannot predict one (`closed`);
 - numbers must be finite, inside the card's hard bounds, and whole where the
-  feature is a count, rating or year; booleans are not numbers.
+  card says the feature is an integer; booleans are not numbers, and a boolean
+  feature takes only true or false.
 """
 import math
 
@@ -85,8 +89,9 @@ class RecordSchema:
         self.max_batch = max_batch
         self.max_details = max_details
         self._specs = [
-            (f["name"], f["kind"] == "numeric", float(f.get("minimum", -math.inf)),
-             float(f.get("maximum", math.inf)), bool(f.get("integer")))
+            (f["name"], f["kind"], float(f.get("minimum", -math.inf)),
+             float(f.get("maximum", math.inf)), bool(f.get("integer")), f.get("nullable", True),
+             frozenset(f["categories"]) if f.get("closed") else None)
             for f in features
         ]
 
@@ -97,7 +102,7 @@ class RecordSchema:
         values = []
         ok = True
         present = 0
-        for name, numeric, minimum, maximum, integer in self._specs:
+        for name, kind, minimum, maximum, integer, nullable, closed in self._specs:
             value = obj.get(name, _ABSENT)
             if value is _ABSENT:
                 problems.add(prefix + name, "is required (send null if unknown)", "missing_field")
@@ -105,15 +110,28 @@ class RecordSchema:
                 continue
             present += 1
             if value is None:
+                if not nullable:
+                    problems.add(prefix + name, "must not be null: the model cannot predict without it", "wrong_type")
+                    ok = False
                 values.append(None)
-            elif numeric:
+            elif kind == "numeric":
                 ok = _check_number(value, prefix + name, problems, minimum, maximum, integer) and ok
                 values.append(value)
+            elif kind == "boolean":
+                if type(value) is bool:
+                    values.append(value)
+                else:
+                    problems.add(prefix + name, f"must be true or false, got {_type_name(value)}", "wrong_type")
+                    ok = False
             elif type(value) is not str:
                 problems.add(prefix + name, f"must be a string, got {_type_name(value)}", "wrong_type")
                 ok = False
             elif len(value) > MAX_CATEGORY_LENGTH:
                 problems.add(prefix + name, f"must be at most {MAX_CATEGORY_LENGTH} characters", "out_of_bounds")
+                ok = False
+            elif closed is not None and value not in closed:
+                problems.add(prefix + name, "must be one of the model's categories (see /openapi.json)",
+                             "out_of_bounds")
                 ok = False
             else:
                 values.append(value)
@@ -154,29 +172,42 @@ class RecordSchema:
                        [{"field": "", "problem": f"top-level {_type_name(doc)} is not accepted"}])
 
 
-def feedback_bounds(target: dict, factor: float) -> tuple:
-    """(low, high): what /feedback accepts for `prediction` and `actual`, from the card's target range.
-
-    A target that was positive throughout training (a price, a count, a duration) is a scale:
-    [train_min / factor, train_max * factor]. Any other range is widened about its middle, to
-    `factor` times its width. Bounded values keep one request from pushing the error counters
-    (the squared error above all) to magnitudes where honest errors fall below a float's
-    last digit: with the Ames card and factor 2, one full batch at the bounds adds at most
-    2.3e15 dollars squared, still below 2**53, where float addition is exact to the dollar squared.
-    """
-    low, high = float(target["train_min"]), float(target["train_max"])
+def _widened(low: float, high: float, factor: float) -> tuple:
     if low > 0:
         return low / factor, high * factor
     middle, half = (low + high) / 2, (high - low) / 2
     return middle - factor * half, middle + factor * half
 
 
-def parse_feedback(doc, max_batch: int, max_details: int, bounds: tuple) -> list:
+def feedback_bounds(target: dict, factor: float) -> tuple:
+    """(low, high): what /feedback accepts for `actual`, from the card's target range.
+
+    A target that was positive throughout training (a price, a count, a duration) is a scale:
+    [train_min / factor, train_max * factor]. Any other range is widened about its middle, to
+    `factor` times its width. Bounded values keep one request from pushing the error counters
+    (the squared error above all) to magnitudes where honest errors fall below a float's
+    last digit: one full batch at the bounds adds at most MAX_BATCH_SIZE * (high - low)**2 to
+    the squared-error counter (the README works this out for the example model).
+    """
+    return _widened(float(target["train_min"]), float(target["train_max"]), factor)
+
+
+def prediction_bounds(target: dict, factor: float) -> tuple:
+    """(low, high): what /feedback accepts for `prediction`: the union of the target's range and the
+    range of the model's own predictions on its reference and holdout rows (a linear model may answer
+    below a positive target's range), widened as feedback_bounds widens."""
+    low = min(float(target["train_min"]), float(target.get("predicted_min", target["train_min"])))
+    high = max(float(target["train_max"]), float(target.get("predicted_max", target["train_max"])))
+    return _widened(low, high, factor)
+
+
+def parse_feedback(doc, max_batch: int, max_details: int, bounds: tuple, predicted=None) -> list:
     """Return [(prediction, actual), ...] from one object or a list of them; raise ApiError otherwise.
 
-    Both values must lie within `bounds` (feedback_bounds).
+    `actual` must lie within `bounds` (feedback_bounds), `prediction` within `predicted`
+    (prediction_bounds; `bounds` when not given).
     """
-    low, high = bounds
+    limits = {"actual": bounds, "prediction": predicted or bounds}
     if type(doc) is dict:
         items, prefix = [doc], lambda i: ""
     elif type(doc) is list:
@@ -204,7 +235,7 @@ def parse_feedback(doc, max_batch: int, max_details: int, bounds: tuple) -> list
                 problems.add(p + name, "is required", "missing_field")
                 ok = False
             else:
-                ok = _check_number(item[name], p + name, problems, low, high, False) and ok
+                ok = _check_number(item[name], p + name, problems, *limits[name], False) and ok
         rid = item.get("request_id")
         if rid is not None and (type(rid) is not str or len(rid) > MAX_REQUEST_ID_LENGTH):
             problems.add(p + "request_id", f"must be a string of at most {MAX_REQUEST_ID_LENGTH} characters",

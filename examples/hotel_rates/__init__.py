@@ -1,0 +1,1 @@
+"""Hotel room rates: a Ridge regression on a Portuguese resort hotel's bookings, for `python -m model.onboard`."""

@@ -1,0 +1,516 @@
+"""Bring your own model: a fitted scikit-learn regressor and a reference CSV become a served model.
+
+    python -m model.onboard --pipeline FILE --reference CSV --target COLUMN --out DIR \\
+        [--holdout CSV] [--name NAME] [--version VERSION] [--features SPEC.json] [--unit UNIT]
+
+Writes DIR/model.pkl and DIR/model_card.json, and nothing else. The estimator must predict from a
+pandas DataFrame: its `feature_names_in_` become the API's fields. What the card says of each
+feature is inferred from the reference data (kind, integer-ness, categories, training range) and
+may be overridden by SPEC.json:
+
+    {"features": {"lead_time": {"unit": "day", "minimum": 0, "maximum": 3650, "integer": true,
+                                "description": "Days between booking and arrival"}},
+     "target": {"unit": "EUR", "description": "Average price per room and night"}}
+
+Every refusal is one line on stderr and exit status 1. `model.train` (the Ames example) builds
+its card with the same functions.
+"""
+import argparse
+import json
+import math
+import os
+import pickle
+import platform
+import re
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.base import is_classifier
+from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
+from sklearn.metrics import mean_absolute_error, mean_absolute_percentage_error, mean_squared_error, r2_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+from . import bins
+from .card import BOOLEAN_CATEGORIES, CARD_FILE, PICKLE_FILE, check_card, sha256_of, write_card
+from .frame import frame_to_rows, rows_to_frame
+
+FEATURE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")  # a JSON field and a Prometheus label value
+MAX_CATEGORIES = 200  # each category is a labelled series per bin: a feature with more is an identifier
+MAX_CATEGORY_LENGTH = 64
+MIN_REFERENCE_ROWS = 20  # fewer cannot give ten decile bins
+# inferred hard bounds: this many training spans beyond the training range on either side (narrowed
+# to what the pipeline can predict); values beyond them are refused as impossible
+BOUND_SPANS = 10
+RESERVED_NAMES = {"instances"}  # {"instances": [...]} is a batch: a feature of that name would make every record one
+PREDICTION_EDGE_DIGITS = 3  # prediction deciles at 3 significant digits: histogram bounds that read well
+OVERRIDE_KEYS = {"unit", "description", "minimum", "maximum", "integer", "kind"}
+TARGET_OVERRIDE_KEYS = {"unit", "description"}
+
+
+class OnboardingError(ValueError):
+    """The estimator or the data cannot become a served model; the message is the one line to show."""
+
+
+def load_estimator(path) -> object:
+    """The fitted estimator in `path`, written with pickle or joblib."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise OnboardingError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return pickle.loads(data)
+    except Exception as pickle_error:  # noqa: BLE001 - a foreign file can raise anything
+        try:
+            import joblib
+            return joblib.load(path)
+        except Exception:  # noqa: BLE001
+            raise OnboardingError(f"{path} does not unpickle (pickle: {type(pickle_error).__name__}: "
+                                  f"{str(pickle_error)[:100]})") from None
+
+
+def read_table(path, what: str, text_columns=()) -> pd.DataFrame:
+    """A CSV as onboarding and the example pipelines read it: text columns as object, empty cells NaN.
+
+    `text_columns` are read as text whatever they look like: a zip code "02134" stays "02134".
+    """
+    try:
+        frame = pd.read_csv(path, dtype={c: str for c in text_columns} or None)
+    except FileNotFoundError:
+        raise OnboardingError(f"{what} CSV {path} not found") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise OnboardingError(f"{what} CSV {path} is unreadable: {str(exc).splitlines()[0]}") from None
+    for column in frame.columns:
+        if not (pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column])):
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), np.nan)
+    return frame
+
+
+def check_estimator(estimator) -> list:
+    """The estimator's input columns, or OnboardingError saying why it cannot be onboarded."""
+    if not callable(getattr(estimator, "predict", None)):
+        raise OnboardingError(f"the file holds a {type(estimator).__name__}, not a fitted estimator with predict()")
+    if is_classifier(estimator):
+        raise OnboardingError(f"{type(estimator).__name__} is a classifier; only regressors can be onboarded so far")
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None:
+        raise OnboardingError(f"{type(estimator).__name__} has no feature_names_in_: fit it on a pandas DataFrame "
+                              "so that its columns have names (the API's fields)")
+    names = [str(n) for n in names]
+    reserved = [n for n in names if n in RESERVED_NAMES]
+    if reserved:
+        raise OnboardingError(f"column name {reserved[0]!r} is reserved: the API reads a body with it as a batch; "
+                              "rename it before fitting")
+    bad = [n for n in names if not FEATURE_NAME.match(n)]
+    if bad:
+        raise OnboardingError(f"column name {bad[0]!r} cannot be an API field: use letters, digits, _ . - "
+                              f"(at most 64, not starting with a digit); rename it before fitting")
+    return names
+
+
+def _check_columns(frame: pd.DataFrame, names: list, target: str, what: str) -> None:
+    if target not in frame.columns:
+        raise OnboardingError(f"the target column {target!r} is not in the {what} CSV")
+    if target in names:
+        raise OnboardingError(f"the target column {target!r} is also one of the estimator's features")
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise OnboardingError(f"feature {missing[0]!r} is not in the {what} CSV"
+                              + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    values = pd.to_numeric(frame[target], errors="coerce").to_numpy(dtype=float)
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise OnboardingError(f"the target column {target!r} of the {what} CSV has {bad} empty, non-numeric or "
+                              "non-finite values")
+
+
+def read_overrides(path) -> dict:
+    """The --features SPEC.json file: {"features": {name: {...}}, "target": {...}}."""
+    try:
+        spec = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise OnboardingError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise OnboardingError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(spec, dict) or set(spec) - {"features", "target"}:
+        raise OnboardingError(f'{path} must be an object with "features" and/or "target"')
+    return spec
+
+
+def _is_boolean(column: pd.Series) -> bool:
+    present = column.dropna()
+    return pd.api.types.is_bool_dtype(column) or (
+        len(present) > 0 and present.map(lambda v: isinstance(v, (bool, np.bool_))).all())
+
+
+def _numeric_entry(name: str, column: pd.Series, override: dict) -> dict:
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+    present = values[~np.isnan(values)]
+    if len(present) == 0:
+        raise OnboardingError(f"feature {name!r} has no value in the reference CSV")
+    if not np.isfinite(present).all():
+        raise OnboardingError(f"feature {name!r} has infinite values in the reference CSV")
+    low, high = float(present.min()), float(present.max())
+    span = max(high - low, abs(high), abs(low), 1.0)
+    whole = bool(np.all(present == np.round(present)))
+    entry = {
+        "name": name, "kind": "numeric",
+        # an integer column, or one read as floats only because it has gaps (read_csv's way)
+        "integer": whole and (pd.api.types.is_integer_dtype(column) or len(present) < len(values)),
+        # hard bounds nobody gave: wide, so that no plausible value is refused (values outside the
+        # training range are accepted and counted); probe_tolerance narrows them to what the pipeline
+        # can predict
+        "minimum": low - BOUND_SPANS * span,
+        "maximum": high + BOUND_SPANS * span,
+    }
+    entry.update({k: v for k, v in override.items() if k != "kind"})
+    entry.update({"nullable": True, "train_min": low, "train_max": high})
+    if not entry["minimum"] <= low <= high <= entry["maximum"]:
+        raise OnboardingError(f"feature {name!r}: the reference holds {low:g} to {high:g}, outside the hard bounds "
+                              f"{entry['minimum']:g} to {entry['maximum']:g} given for it")
+    if entry["integer"] and not whole:
+        raise OnboardingError(f"feature {name!r} is declared integer but the reference holds fractions")
+    return entry
+
+
+def _categorical_entry(name: str, column: pd.Series, override: dict) -> dict:
+    present = column.dropna()
+    categories = sorted({str(v) for v in present})
+    if not categories:
+        raise OnboardingError(f"feature {name!r} has no value in the reference CSV")
+    if len(categories) > MAX_CATEGORIES:
+        raise OnboardingError(f"feature {name!r} has {len(categories)} categories; at most {MAX_CATEGORIES} can be "
+                              "monitored (each is a series per bin): group rare ones, or drop an identifier")
+    long = [c for c in categories if len(c) > MAX_CATEGORY_LENGTH]
+    if long:
+        raise OnboardingError(f"feature {name!r} has a category of {len(long[0])} characters; at most "
+                              f"{MAX_CATEGORY_LENGTH}")
+    if any(not isinstance(v, str) for v in present):
+        raise OnboardingError(f"feature {name!r} mixes text and other values; the API sends it as text")
+    entry = {"name": name, "kind": "categorical"}
+    entry.update({k: v for k, v in override.items() if k not in ("kind", "minimum", "maximum", "integer")})
+    entry.update({"nullable": True, "categories": categories})
+    return entry
+
+
+def infer_features(frame: pd.DataFrame, names: list, overrides: dict) -> list:
+    """The card's feature list: kinds, bounds and categories from the reference data, then the overrides."""
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise OnboardingError(f"--features names {unknown[0]!r}, which is not a feature of the estimator")
+    features = []
+    for name in names:
+        override = overrides.get(name, {})
+        if not isinstance(override, dict) or set(override) - OVERRIDE_KEYS:
+            raise OnboardingError(f"--features entry for {name!r} must be an object with keys among "
+                                  f"{sorted(OVERRIDE_KEYS)}")
+        column = frame[name]
+        kind = override.get("kind") or (
+            "boolean" if _is_boolean(column) else
+            "numeric" if pd.api.types.is_numeric_dtype(column) else "categorical")
+        if kind == "numeric":
+            entry = _numeric_entry(name, column, override)
+        elif kind == "categorical":
+            entry = _categorical_entry(name, column, override)
+        elif kind == "boolean":
+            entry = {"name": name, "kind": "boolean"}
+            entry.update({k: v for k, v in override.items() if k in ("unit", "description")})
+            entry["nullable"] = True
+        else:
+            raise OnboardingError(f"--features gives {name!r} the kind {kind!r}; numeric, categorical or boolean")
+        features.append(entry)
+    return features
+
+
+UNSEEN_CATEGORY = "__onboarding_probe__"
+
+
+def fitted_encoders(step, columns=None):
+    """(input column names, fitted encoder) for every OneHotEncoder and OrdinalEncoder of the
+    ColumnTransformers in `step`, however deeply nested in Pipelines."""
+    if isinstance(step, Pipeline):
+        for _, inner in step.steps:
+            yield from fitted_encoders(inner, columns)
+    elif isinstance(step, TransformedTargetRegressor):
+        yield from fitted_encoders(step.regressor_, columns)
+    elif isinstance(step, ColumnTransformer):
+        for _, inner, selected in getattr(step, "transformers_", []):
+            names = list(getattr(step, "feature_names_in_", []))
+            if isinstance(selected, (list, tuple)) and all(isinstance(c, str) for c in selected):
+                picked = list(selected)
+            else:
+                try:
+                    picked = list(np.asarray(names, dtype=object)[selected]) if names else None
+                except (IndexError, TypeError, ValueError):
+                    picked = None
+            yield from fitted_encoders(inner, picked)
+    elif isinstance(step, (OneHotEncoder, OrdinalEncoder)) and columns is not None:
+        yield columns, step
+
+
+def text_categories(estimator) -> dict:
+    """{column: categories} of the pipeline's encoders fitted on text: columns to read as text."""
+    found = {}
+    for columns, encoder in fitted_encoders(estimator):
+        for column, categories in zip(columns, getattr(encoder, "categories_", [])):
+            known = [c for c in categories if isinstance(c, str)]
+            if known:
+                found.setdefault(column, set()).update(known)
+    return found
+
+
+def _predicts(estimator, row: tuple, features: list) -> bool:
+    """Whether the pipeline gives a finite prediction for `row`; its warnings (a log of 0) are the probe's."""
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            return bool(np.isfinite(np.asarray(estimator.predict(rows_to_frame([row], features)), dtype=float)).all())
+    except Exception:  # noqa: BLE001 - any failure means the API must not pass such a value on
+        return False
+
+
+def probe_tolerance(estimator, frame: pd.DataFrame, features: list, overrides: dict) -> None:
+    """Fit the card's promises to what the pipeline can predict, so the API refuses with a 400, not a 500.
+
+    One reference row is predicted with each feature changed in turn:
+    - missing (`nullable`);
+    - for a categorical feature, a category it never saw (`closed`: only the card's categories,
+      with those the pipeline's encoder knows, are accepted);
+    - for a numeric feature, at each inferred hard bound: a bound the pipeline cannot predict at
+      moves in to 0 (for a feature never negative), then to the training range; a bound given in
+      --features that it cannot predict at is refused.
+    """
+    row = frame_to_rows(frame.iloc[:1], features)[0]
+    encoded = text_categories(estimator)
+
+    def with_value(i, value):
+        return row[:i] + (value,) + row[i + 1:]
+
+    for i, f in enumerate(features):
+        f["nullable"] = _predicts(estimator, with_value(i, None), features)
+        if f["kind"] == "categorical" and not _predicts(estimator, with_value(i, UNSEEN_CATEGORY), features):
+            f["closed"] = True
+            f["categories"] = sorted(set(f["categories"]) | encoded.get(f["name"], set()))
+        if f["kind"] != "numeric":
+            continue
+        given = overrides.get(f["name"], {})
+        for key, fallbacks in (("minimum", [0.0] if f["train_min"] >= 0 else []), ("maximum", [])):
+            candidates = [f[key]] if key in given else [f[key], *fallbacks, f[f"train_{key[:3]}"]]
+            chosen = next((v for v in candidates if _predicts(estimator, with_value(i, v), features)), None)
+            if chosen is None:
+                raise OnboardingError(f"--features gives {f['name']!r} the {key} {f[key]:g}, which the pipeline "
+                                      "cannot predict at")
+            f[key] = chosen
+
+
+def _api_frame(frame: pd.DataFrame, features: list) -> pd.DataFrame:
+    """The reference rows as the API will hand them to the pipeline: through JSON-like tuples."""
+    return rows_to_frame(frame_to_rows(frame, features), features)
+
+
+def check_predictions(estimator, frame: pd.DataFrame, features: list, what: str) -> np.ndarray:
+    """Predictions for `frame` as the API will make them; OnboardingError if the pipeline cannot."""
+    names = [f["name"] for f in features]
+    try:
+        direct = np.asarray(estimator.predict(frame[names]), dtype=float).ravel()
+        served = np.asarray(estimator.predict(_api_frame(frame, features)), dtype=float).ravel()
+    except Exception as exc:  # noqa: BLE001 - whatever the pipeline raises is the reason
+        raise OnboardingError(f"the {what} data holds values the pipeline cannot predict: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]) from None
+    if len(served) != len(frame):
+        raise OnboardingError(f"the estimator returned {len(served)} predictions for {len(frame)} {what} rows")
+    if not np.isfinite(served).all():
+        raise OnboardingError(f"the estimator predicts non-finite values for {int((~np.isfinite(served)).sum())} "
+                              f"{what} rows")
+    if not np.allclose(served, direct, rtol=1e-9, atol=0):
+        worst = int(np.argmax(np.abs(served - direct)))
+        raise OnboardingError(f"the estimator predicts {served[worst]:g} for {what} row {worst} as the API sends it, "
+                              f"{direct[worst]:g} as the CSV reads: it depends on column types the API does not keep")
+    return served
+
+
+def regression_metrics(actual, predicted) -> dict:
+    actual, predicted = np.asarray(actual, dtype=float), np.asarray(predicted, dtype=float)
+    metrics = {
+        "mean_absolute_error": float(mean_absolute_error(actual, predicted)),
+        "root_mean_squared_error": float(np.sqrt(mean_squared_error(actual, predicted))),
+    }
+    if np.all(actual != 0):  # a percentage of 0 is undefined
+        metrics["mean_absolute_percentage_error"] = float(mean_absolute_percentage_error(actual, predicted))
+    metrics["r2"] = float(r2_score(actual, predicted)) if len(actual) > 1 else 0.0
+    metrics["rows"] = int(len(actual))
+    return metrics
+
+
+def numeric_reference(values, digits=None) -> dict:
+    """Decile bins of `values`; with `digits`, edges rounded to that many significant digits."""
+    edges = bins.decile_edges(values)
+    if digits is not None:
+        edges = sorted({_significant(e, digits) for e in edges})
+    labels = bins.numeric_labels(edges)
+    idx = [bins.numeric_index(edges, v) for v in values]
+    return {"kind": "numeric", "edges": edges, "bins": labels, "fractions": bins.fractions(idx, len(labels))}
+
+
+def _significant(value: float, digits: int) -> float:
+    if value == 0:
+        return 0.0
+    return round(float(value), digits - 1 - int(math.floor(math.log10(abs(value)))))
+
+
+def categorical_reference(values, categories) -> dict:
+    labels = bins.categorical_labels(categories)
+    positions = {c: i for i, c in enumerate(categories)}
+    idx = [bins.categorical_index(positions, v) for v in values]
+    return {"kind": "categorical", "bins": labels, "fractions": bins.fractions(idx, len(labels))}
+
+
+def reference_bins(frame: pd.DataFrame, features: list, predictions) -> dict:
+    refs = {}
+    for f in features:
+        if f["kind"] == "numeric":
+            refs[f["name"]] = numeric_reference(pd.to_numeric(frame[f["name"]], errors="coerce").astype(float).tolist())
+        elif f["kind"] == "categorical":
+            values = [None if (isinstance(v, float) and math.isnan(v)) else str(v) for v in frame[f["name"]]]
+            refs[f["name"]] = categorical_reference(values, f["categories"])
+        else:
+            values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(bool(v)).lower()
+                      for v in frame[f["name"]]]
+            refs[f["name"]] = categorical_reference(values, BOOLEAN_CATEGORIES)
+    return {"features": refs,
+            "prediction": numeric_reference(list(predictions), digits=PREDICTION_EDGE_DIGITS)}
+
+
+def build_card(estimator, reference: pd.DataFrame, target: str, *, name: str, version: str, holdout=None,
+               overrides=None, target_overrides=None, description=None, algorithm=None, data=None) -> dict:
+    """The model card of `estimator`, without its artifact section (onboard() adds it)."""
+    names = check_estimator(estimator)
+    _check_columns(reference, names, target, "reference")
+    if len(reference) < MIN_REFERENCE_ROWS:
+        raise OnboardingError(f"the reference CSV has {len(reference)} rows; at least {MIN_REFERENCE_ROWS} are "
+                              "needed for its decile bins")
+    if holdout is not None:
+        _check_columns(holdout, names, target, "holdout")
+    features = infer_features(reference, names, overrides or {})
+    reference_pred = check_predictions(estimator, reference, features, "reference")
+    probe_tolerance(estimator, reference, features, overrides or {})
+    reference_actual = reference[target].astype(float).to_numpy()
+    metrics = {"train": regression_metrics(reference_actual, reference_pred)}
+    holdout_pred = None
+    if holdout is not None:
+        holdout_pred = check_predictions(estimator, holdout, features, "holdout")
+        metrics["holdout"] = regression_metrics(holdout[target].astype(float).to_numpy(), holdout_pred)
+    else:  # in-sample: optimistic, so the quality alert is stricter than it would be on held-out data
+        metrics["holdout"] = dict(metrics["train"], source="reference (no holdout given)")
+    target_overrides = target_overrides or {}
+    if set(target_overrides) - TARGET_OVERRIDE_KEYS:
+        raise OnboardingError(f'--features "target" keys must be among {sorted(TARGET_OVERRIDE_KEYS)}')
+    target_entry = {"name": target, "unit": target_overrides.get("unit", "")}
+    if target_overrides.get("description"):
+        target_entry["description"] = target_overrides["description"]
+    target_entry.update({"train_min": float(reference_actual.min()), "train_max": float(reference_actual.max())})
+    # what the model itself answers, for /feedback's bounds: a linear model may predict beyond the target's range
+    predicted = reference_pred if holdout is None else np.concatenate([reference_pred, holdout_pred])
+    target_entry.update({"predicted_min": float(predicted.min()), "predicted_max": float(predicted.max())})
+    if target_entry["train_min"] == target_entry["train_max"]:
+        raise OnboardingError(f"the target column {target!r} is constant ({target_entry['train_min']:g}) in the "
+                              "reference CSV")
+    card = {"name": name, "version": version,
+            "description": description or f"{type(_final_step(estimator)).__name__} predicting {target}",
+            "algorithm": algorithm or _describe(estimator),
+            "task": "regression",
+            "data": data or {"reference": {"rows": len(reference)},
+                             **({"holdout": {"rows": len(holdout)}} if holdout is not None else {})},
+            "target": target_entry,
+            "features": features,
+            "reference": reference_bins(reference, features, reference_pred),
+            "metrics": {"holdout": metrics["holdout"], "train": metrics["train"]}}
+    return card
+
+
+def _final_step(estimator):
+    steps = getattr(estimator, "steps", None)
+    return steps[-1][1] if steps else estimator
+
+
+def _describe(estimator) -> str:
+    steps = getattr(estimator, "steps", None)
+    if not steps:
+        return type(estimator).__name__
+    return "Pipeline: " + " -> ".join(type(step).__name__ for _, step in steps)
+
+
+def write_model(out_dir, estimator, card: dict) -> dict:
+    """Pickle `estimator` into out_dir/model.pkl and write its card with the pickle's sha256; returns the card.
+
+    The pickle is written atomically, so that a crash never leaves a half file beside a valid card,
+    and the card is checked before it is written, so that no card the API would refuse is written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".pkl.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(estimator, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a non-root server user must read it
+        card = dict(card, artifact={"file": PICKLE_FILE, "sha256": sha256_of(Path(tmp)),
+                                    "scikit_learn": sklearn.__version__, "python": platform.python_version()})
+        ordered = {k: card[k] for k in ("name", "version", "description", "task", "artifact") if k in card}
+        ordered.update({k: v for k, v in card.items() if k not in ordered})
+        check_card(ordered, out_dir / CARD_FILE)
+        os.replace(tmp, out_dir / PICKLE_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    write_card(out_dir, ordered)
+    return ordered
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline", required=True, help="a fitted estimator or Pipeline (pickle or joblib)")
+    parser.add_argument("--reference", required=True, help="CSV of the training distribution, with the target")
+    parser.add_argument("--target", required=True, help="the target column of the CSVs")
+    parser.add_argument("--out", required=True, help="the model folder to write (MODEL_DIR)")
+    parser.add_argument("--holdout", help="CSV of held-out rows, for the card's metrics")
+    parser.add_argument("--name", help="the model's name (default: the folder's name)")
+    parser.add_argument("--version", default="1.0.0")
+    parser.add_argument("--features", help="SPEC.json: per-feature unit, description, bounds, integer")
+    parser.add_argument("--unit", help="the target's unit (overrides the spec's)")
+    args = parser.parse_args(argv)
+    try:
+        spec = read_overrides(args.features) if args.features else {}
+        target_spec = dict(spec.get("target", {}))
+        if args.unit is not None:
+            target_spec["unit"] = args.unit
+        estimator = load_estimator(args.pipeline)
+        check_estimator(estimator)
+        # columns the pipeline encodes from text, or that the spec calls categorical, are read as text
+        text = set(text_categories(estimator)) | {n for n, o in spec.get("features", {}).items()
+                                                  if isinstance(o, dict) and o.get("kind") == "categorical"}
+        reference = read_table(args.reference, "reference", sorted(text))
+        holdout = read_table(args.holdout, "holdout", sorted(text)) if args.holdout else None
+        name = args.name or Path(args.out).resolve().name
+        card = build_card(estimator, reference, args.target, name=name, version=args.version, holdout=holdout,
+                          overrides=spec.get("features", {}), target_overrides=target_spec)
+        card = write_model(args.out, estimator, card)
+    except OnboardingError as exc:
+        print(f"model.onboard: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the card check and anything unforeseen: still one line
+        print(f"model.onboard: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+        return 1
+    m = card["metrics"]["holdout"]
+    print(f"onboarded {card['name']} {card['version']} into {args.out}: {len(card['features'])} features, "
+          f"holdout MAE {m['mean_absolute_error']:.6g} {card['target']['unit']}, R2 {m['r2']:.3f} on {m['rows']} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

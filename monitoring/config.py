@@ -1,0 +1,110 @@
+"""Every threshold, window and `for:` duration of the alerts, recording rules and dashboards, once.
+
+Nothing here depends on the model being served: limits on model error are factors of the
+holdout values the live model's card exports (model_holdout_* gauges), so a new model brings
+its own baseline. Build with another Config (dataclasses.replace(CONFIG, ...)) to tune a deployment:
+the rules, the alert texts and the dashboards' threshold lines all follow.
+"""
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DashboardUids:
+    # the alerts' `dashboard` links point at these: a uid renamed here moves both ends at once
+    api: str = "api-golden-signals"
+    model: str = "model-quality-drift"
+    exporter: str = "replay-exporter"
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- windows ---------------------------------------------------------------------------------
+    # Prometheus scrapes and evaluates every 15 s (prometheus.yml): the promtool tests evaluate at the
+    # same interval, since a subquery without a step steps at it, and Grafana's alert annotation too
+    evaluation_interval: str = "15s"
+    # 5 minutes is 20 scrapes: enough samples for rate() and PSI to settle, short enough that an
+    # alert's `for:` rather than the window sets how fast it speaks
+    short_window: str = "5m"
+    # feedback (the actual values) arrives slower than predictions: error is judged over an hour
+    long_window: str = "1h"
+
+    # --- availability ----------------------------------------------------------------------------
+    # a minute of failed scrapes (4 at 15 s) rules out one slow scrape or a restart's gap
+    api_down_for: str = "1m"
+    # a replica killed outright leaves DNS discovery within ~20 s, so up == 0 never lasts ApiDown's
+    # minute: fewer targets than at any time in this lookback is the signal; a deliberate
+    # scale-down fires it for as long, which is how long a silence has to last
+    replica_lookback: str = "15m"
+    replica_lost_for: str = "1m"
+
+    # --- golden signals --------------------------------------------------------------------------
+    # the bench answers no 5xx at full load: 1% is far outside normal
+    error_ratio_limit: float = 0.01
+    error_ratio_for: str = "5m"
+    # the dashboard turns orange at a tenth of the limit: errors have started, nothing pages yet
+    error_ratio_warn: float = 0.001
+    # the project's latency target: p99 of /predict under 20 ms; the bench measures well under it at
+    # full load on 2 cores (bench/README.md). 20 ms is an edge of the latency histogram's buckets, so
+    # histogram_quantile() crosses it exactly rather than somewhere inside a bucket
+    latency_route: str = "/predict"
+    latency_quantile: float = 0.99
+    latency_target_seconds: float = 0.020
+    latency_for: str = "10m"
+    # half the target: the dashboard's early warning
+    latency_warn_seconds: float = 0.010
+    # CPU per sync worker, in cores: the bench's full load keeps workers near 1.0, so 0.9 for ten
+    # minutes means requests are queueing
+    saturation_limit: float = 0.9
+    saturation_for: str = "10m"
+    saturation_warn: float = 0.7
+    # any refused metric write matters (counts lag, and die with the worker): a minute rules out a
+    # single transient ENOSPC that the next write repairs
+    metrics_write_for: str = "1m"
+    # zero predictions for ten minutes: longer than any pause of a healthy client
+    no_traffic_for: str = "10m"
+
+    # --- drift -----------------------------------------------------------------------------------
+    # PSI > 0.2 is the usual "significant shift"; 0.1 to 0.2 is "moderate" (the dashboards' orange)
+    psi_limit: float = 0.2
+    psi_moderate: float = 0.1
+    # an empty bin has ln(0) in PSI: both shares are floored here. The floor also caps what one
+    # emptied bin adds: a bin that held 10% and is now empty adds (0.1 - 1e-4) ln(0.1 / 1e-4) = 0.69
+    psi_floor: float = 1e-4
+    # below this many rows in the window, sampling noise alone lifts PSI (about (bins - 1) / rows
+    # on average, with a long tail): replaying the reference model's holdout, windows of 500 rows
+    # stayed under 0.128 on every feature while windows of 200 reached 0.315
+    drift_min_rows: int = 500
+    drift_for: str = "10m"
+
+    # --- quality from feedback -------------------------------------------------------------------
+    # live MAE (or MAPE) over the long window above this factor times the card's holdout value:
+    # measured on the Ames example: replayed windows of >= 200 rows stay under 1.09x both, a real
+    # shift of the target (the target-shock scenario) gives 3.4x MAE and 2.3x MAPE
+    quality_factor: float = 1.5
+    # the MAE of n pairs has a standard error of about MAE / sqrt(n) (absolute errors spread about as
+    # wide as their mean): 7% at 200 pairs, so 1.5x is several standard errors away from noise
+    quality_min_feedback: int = 200
+    quality_for: str = "15m"
+
+    # --- data quality ----------------------------------------------------------------------------
+    # the replay sends no invalid request, the bad-requests scenario 20%: 5% is a client sending a
+    # wrong schema, not the odd typo
+    invalid_ratio_limit: float = 0.05
+    invalid_ratio_for: str = "10m"
+
+    # --- the replay exporter ---------------------------------------------------------------------
+    # as long as the rate window: a stall is a window without a row, confirmed once
+    exporter_stalled_for: str = "5m"
+
+    # --- links -----------------------------------------------------------------------------------
+    dashboards: DashboardUids = field(default_factory=DashboardUids)
+    # Grafana's base URL is Prometheus's external label grafana_url (one setting, GRAFANA_ROOT_URL);
+    # empty when there is no Grafana, and then the link is empty rather than a dangling path
+    grafana_link: str = "{{ with $externalLabels.grafana_url }}{{ . }}/d/<uid>{{ end }}"
+
+    def link(self, uid: str) -> str:
+        """The `dashboard` annotation of an alert explained by dashboard `uid`."""
+        return self.grafana_link.replace("<uid>", uid)
+
+
+CONFIG = Config()
