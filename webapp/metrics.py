@@ -261,9 +261,9 @@ class ModelMetrics:
         observe_many(self.prediction, predictions)
         counts = np.zeros(self._n_bins, dtype=np.int64)
 
+        columns = list(zip(*rows))  # one transpose in C; each column is then counted whole
         if self._num_positions:
-            positions = self._num_positions
-            values = np.array([[row[i] for i in positions] for row in rows], dtype=float)  # None -> NaN
+            values = np.array([columns[i] for i in self._num_positions], dtype=float).T  # None -> NaN
             index = np.empty(values.shape, dtype=np.intp)
             for j, edges in enumerate(self._num_edge_arrays):
                 index[:, j] = bins.numeric_indices(edges, values[:, j])
@@ -278,7 +278,7 @@ class ModelMetrics:
 
         for src, positions, first, n_categories, missing, unknown in self._categorical_specs:
             n_missing = n_other = 0
-            for value, count in Tally(row[src] for row in rows).items():
+            for value, count in Tally(columns[src]).items():
                 index = bins.categorical_index(positions, value)
                 counts[first + index] += count
                 if value is None:
