@@ -37,7 +37,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
 from . import bins
-from .card import BOOLEAN_CATEGORIES, CARD_FILE, PICKLE_FILE, check_card, sha256_of, write_card
+from .card import BOOLEAN_CATEGORIES, CARD_FILE, PICKLE_FILE, ModelIntegrityError, check_card, sha256_of, write_card
 from .frame import frame_to_rows, rows_to_frame
 
 FEATURE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")  # a JSON field and a Prometheus label value
@@ -161,8 +161,8 @@ def _numeric_entry(name: str, column: pd.Series, override: dict) -> dict:
     whole = bool(np.all(present == np.round(present)))
     entry = {
         "name": name, "kind": "numeric",
-        # an integer column, or one read as floats only because it has gaps (read_csv's way)
-        "integer": whole and (pd.api.types.is_integer_dtype(column) or len(present) < len(values)),
+        # an integer column only: a float column of whole values may still take fractions (whole euros)
+        "integer": pd.api.types.is_integer_dtype(column),
         # hard bounds nobody gave: wide, so that no plausible value is refused (values outside the
         # training range are accepted and counted); probe_tolerance narrows them to what the pipeline
         # can predict
@@ -179,18 +179,23 @@ def _numeric_entry(name: str, column: pd.Series, override: dict) -> dict:
     return entry
 
 
+def _check_categories(name: str, categories: list, whose: str) -> None:
+    if len(categories) > MAX_CATEGORIES:
+        raise OnboardingError(f"feature {name!r} has {len(categories)} categories ({whose}); at most "
+                              f"{MAX_CATEGORIES} can be monitored (each is a series per bin): group rare ones, or "
+                              "drop an identifier")
+    long = [c for c in categories if len(c) > MAX_CATEGORY_LENGTH]
+    if long:
+        raise OnboardingError(f"feature {name!r} has a category of {len(long[0])} characters ({whose}); at most "
+                              f"{MAX_CATEGORY_LENGTH}")
+
+
 def _categorical_entry(name: str, column: pd.Series, override: dict) -> dict:
     present = column.dropna()
     categories = sorted({str(v) for v in present})
     if not categories:
         raise OnboardingError(f"feature {name!r} has no value in the reference CSV")
-    if len(categories) > MAX_CATEGORIES:
-        raise OnboardingError(f"feature {name!r} has {len(categories)} categories; at most {MAX_CATEGORIES} can be "
-                              "monitored (each is a series per bin): group rare ones, or drop an identifier")
-    long = [c for c in categories if len(c) > MAX_CATEGORY_LENGTH]
-    if long:
-        raise OnboardingError(f"feature {name!r} has a category of {len(long[0])} characters; at most "
-                              f"{MAX_CATEGORY_LENGTH}")
+    _check_categories(name, categories, "the reference's")
     if any(not isinstance(v, str) for v in present):
         raise OnboardingError(f"feature {name!r} mixes text and other values; the API sends it as text")
     entry = {"name": name, "kind": "categorical"}
@@ -265,17 +270,22 @@ def text_categories(estimator) -> dict:
     return found
 
 
-def _predicts(estimator, row: tuple, features: list) -> bool:
-    """Whether the pipeline gives a finite prediction for `row`; its warnings (a log of 0) are the probe's."""
+def _prediction(estimator, row: tuple, features: list):
+    """The pipeline's finite prediction for `row`, or None; its warnings (a log of 0) are the probe's."""
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            return bool(np.isfinite(np.asarray(estimator.predict(rows_to_frame([row], features)), dtype=float)).all())
+            value = np.asarray(estimator.predict(rows_to_frame([row], features)), dtype=float).ravel()
     except Exception:  # noqa: BLE001 - any failure means the API must not pass such a value on
-        return False
+        return None
+    return float(value[0]) if len(value) == 1 and np.isfinite(value[0]) else None
 
 
-def probe_tolerance(estimator, frame: pd.DataFrame, features: list, overrides: dict) -> None:
+def _predicts(estimator, row: tuple, features: list) -> bool:
+    return _prediction(estimator, row, features) is not None
+
+
+def probe_tolerance(estimator, frame: pd.DataFrame, features: list, overrides: dict) -> list:
     """Fit the card's promises to what the pipeline can predict, so the API refuses with a 400, not a 500.
 
     One reference row is predicted with each feature changed in turn:
@@ -285,9 +295,12 @@ def probe_tolerance(estimator, frame: pd.DataFrame, features: list, overrides: d
     - for a numeric feature, at each inferred hard bound: a bound the pipeline cannot predict at
       moves in to 0 (for a feature never negative), then to the training range; a bound given in
       --features that it cannot predict at is refused.
+    Returns the predictions at the bounds kept: the model answers them too, and /feedback must take
+    them back.
     """
     row = frame_to_rows(frame.iloc[:1], features)[0]
     encoded = text_categories(estimator)
+    at_bounds = []
 
     def with_value(i, value):
         return row[:i] + (value,) + row[i + 1:]
@@ -297,16 +310,20 @@ def probe_tolerance(estimator, frame: pd.DataFrame, features: list, overrides: d
         if f["kind"] == "categorical" and not _predicts(estimator, with_value(i, UNSEEN_CATEGORY), features):
             f["closed"] = True
             f["categories"] = sorted(set(f["categories"]) | encoded.get(f["name"], set()))
+            _check_categories(f["name"], f["categories"], "its encoder's and the reference's")
         if f["kind"] != "numeric":
             continue
         given = overrides.get(f["name"], {})
         for key, fallbacks in (("minimum", [0.0] if f["train_min"] >= 0 else []), ("maximum", [])):
             candidates = [f[key]] if key in given else [f[key], *fallbacks, f[f"train_{key[:3]}"]]
-            chosen = next((v for v in candidates if _predicts(estimator, with_value(i, v), features)), None)
+            answers = ((v, _prediction(estimator, with_value(i, v), features)) for v in candidates)
+            chosen = next(((v, p) for v, p in answers if p is not None), None)
             if chosen is None:
                 raise OnboardingError(f"--features gives {f['name']!r} the {key} {f[key]:g}, which the pipeline "
                                       "cannot predict at")
-            f[key] = chosen
+            f[key] = chosen[0]
+            at_bounds.append(chosen[1])
+    return at_bounds
 
 
 def _api_frame(frame: pd.DataFrame, features: list) -> pd.DataFrame:
@@ -399,7 +416,7 @@ def build_card(estimator, reference: pd.DataFrame, target: str, *, name: str, ve
         _check_columns(holdout, names, target, "holdout")
     features = infer_features(reference, names, overrides or {})
     reference_pred = check_predictions(estimator, reference, features, "reference")
-    probe_tolerance(estimator, reference, features, overrides or {})
+    at_bounds = probe_tolerance(estimator, reference, features, overrides or {})
     reference_actual = reference[target].astype(float).to_numpy()
     metrics = {"train": regression_metrics(reference_actual, reference_pred)}
     holdout_pred = None
@@ -415,8 +432,9 @@ def build_card(estimator, reference: pd.DataFrame, target: str, *, name: str, ve
     if target_overrides.get("description"):
         target_entry["description"] = target_overrides["description"]
     target_entry.update({"train_min": float(reference_actual.min()), "train_max": float(reference_actual.max())})
-    # what the model itself answers, for /feedback's bounds: a linear model may predict beyond the target's range
-    predicted = reference_pred if holdout is None else np.concatenate([reference_pred, holdout_pred])
+    # what the model itself answers, for /feedback's bounds: a linear model may predict beyond the target's
+    # range, on the reference and holdout rows and with a feature at one of its hard bounds
+    predicted = np.concatenate([reference_pred, holdout_pred if holdout is not None else [], at_bounds])
     target_entry.update({"predicted_min": float(predicted.min()), "predicted_max": float(predicted.max())})
     if target_entry["train_min"] == target_entry["train_max"]:
         raise OnboardingError(f"the target column {target!r} is constant ({target_entry['train_min']:g}) in the "
@@ -432,6 +450,16 @@ def build_card(estimator, reference: pd.DataFrame, target: str, *, name: str, ve
             "reference": reference_bins(reference, features, reference_pred),
             "metrics": {"holdout": metrics["holdout"], "train": metrics["train"]}}
     return card
+
+
+def check_servable(estimator, card: dict) -> None:
+    """OnboardingError unless the API's own start-up checks accept the card with this estimator, so that
+    no card is written that the server would refuse."""
+    from webapp.predictor import build_predictor  # the server's checks, once: imported late (it imports this)
+    try:
+        build_predictor(estimator, card)
+    except ModelIntegrityError as exc:
+        raise OnboardingError(f"the API would refuse this model: {exc}") from None
 
 
 def _final_step(estimator):
@@ -452,6 +480,7 @@ def write_model(out_dir, estimator, card: dict) -> dict:
     The pickle is written atomically, so that a crash never leaves a half file beside a valid card,
     and the card is checked before it is written, so that no card the API would refuse is written.
     """
+    check_servable(estimator, card)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".pkl.tmp")

@@ -95,6 +95,12 @@ def main(argv=None) -> int:
     model_dir = Path(args.model_dir)
     if args.is_example:
         return 0 if _card_on_disk(model_dir)[0] == MODEL_NAME else 1
+    if (args.if_missing and (model_dir / PICKLE_FILE).exists() and not (model_dir / CARD_FILE).exists()
+            and model_dir.resolve() != DEFAULT_MODEL_DIR):
+        # a pickle of the user's, not onboarded yet: never replaced by the example
+        print(f"model.train: {model_dir} holds a {PICKLE_FILE} but no {CARD_FILE}; onboard it with "
+              "python -m model.onboard", file=sys.stderr)
+        return 1
     if args.if_missing and (model_dir / PICKLE_FILE).exists() and (model_dir / CARD_FILE).exists():
         name, problems = _card_on_disk(model_dir)
         if not problems:

@@ -142,7 +142,7 @@ def _holdout_text() -> str:
     unit = ('{{ with query "max by (unit) (model_info == 1)" }}'
             '{{ with . | first | label "unit" }} {{ . }}{{ end }}{{ end }}')
     mae = f'{{{{ with query "max({HOLDOUT_MAE})" }}}}MAE {{{{ . | first | value | printf "%.5g" }}}}{unit}{{{{ end }}}}'
-    mape = (f'{{{{ with query "max({HOLDOUT_MAPE})" }}}}, MAPE {{{{ . | first | value | humanizePercentage }}}}'
+    mape = (f'{{{{ with query "max({HOLDOUT_MAPE}) > 0" }}}}, MAPE {{{{ . | first | value | humanizePercentage }}}}'
             "{{ end }}")
     return mae + mape
 
@@ -220,13 +220,13 @@ def alert_groups(config: Config = CONFIG) -> list:
               f'{{{{ $value | printf "%.3f" }}}} over {text.duration(s)} (threshold {psi}).', uid.model),
         alert("ModelQualityDegraded",
               f"(\n    {n.mae_long} > {factor} * scalar(max({HOLDOUT_MAE}))\n  or\n"
-              f"    {n.mape_long} > {factor} * scalar(max({HOLDOUT_MAPE}))\n)\n"
+              f"    {n.mape_long}\n      > {factor} * scalar(max({HOLDOUT_MAPE}) > 0)\n)\n"
               f"  and on() ({n.feedback_increase} >= {c.quality_min_feedback})",
               c.quality_for, "warning", f"Model error is {factor}x its holdout value",
               f"Over {text.the_last(h)} of feedback, {{{{ $value | printf \"%.5g\" }}}} is over {factor}x the "
               f"holdout value ({_holdout_text()}). Concept drift: consider retraining.", uid.model,
               why=["the live model's holdout MAE and MAPE are gauges from its card: the limit follows the model.",
-                   "A model without a MAPE gauge: scalar() of nothing is NaN, and a comparison with NaN is false."]),
+                   "No holdout MAPE (a gauge at 0, or none): scalar() of nothing is NaN; no comparison fires."]),
         alert("HighInvalidInputRatio", f"{n.invalid_ratio} > {text.number(c.invalid_ratio_limit)}",
               c.invalid_ratio_for, "warning",
               f"More than {text.percent(c.invalid_ratio_limit)} of {c.latency_route} requests are invalid",

@@ -164,6 +164,14 @@ def test_if_missing_never_overwrites_another_model(model_dir, tmp_path, capsys):
     assert err.count("\n") == 1 and "holds my-model, whose card the API refuses: $.task" in err
 
 
+def test_if_missing_never_overwrites_a_pickle_without_a_card(model_dir, tmp_path, capsys):
+    (tmp_path / "model.pkl").write_bytes(b"a pipeline of the user's")
+    assert train_main(["--model-dir", str(tmp_path), "--if-missing"]) == 1
+    assert (tmp_path / "model.pkl").read_bytes() == b"a pipeline of the user's"
+    assert not (tmp_path / "model_card.json").exists()
+    assert "holds a model.pkl but no model_card.json; onboard it" in capsys.readouterr().err
+
+
 def _set(path, value):
     """An edit of a card: set the value at `path` (keys and list indexes)."""
     def edit(card):

@@ -122,6 +122,10 @@ def test_a_ridge_pipeline_becomes_a_card_the_api_serves(files, tmp_path, capsys)
     assert served["serving"]["path"] in ("numpy", "pipeline")
     bad = client.post("/predict", json=dict(records[0], garden="yes"))
     assert bad.status_code == 400 and bad.get_json()["details"][0]["field"] == "garden"
+    # a prediction at a hard bound, far beyond the target's range, is taken back as feedback
+    extreme = client.post("/predict", json=dict(records[0], size=by_name["size"]["maximum"])).get_json()["prediction"]
+    assert extreme > 5 * card["target"]["train_max"]
+    assert client.post("/feedback", json={"prediction": extreme, "actual": 300.0}).status_code == 202
 
 
 def test_overrides_and_joblib(files, tmp_path, capsys):
@@ -268,3 +272,43 @@ def test_text_that_looks_like_numbers_stays_text_and_closed_categories_are_the_e
     assert client.post("/predict", json={"zip": "90210"}).status_code == 200
     refused = client.post("/predict", json={"zip": "99999"}).get_json()
     assert refused["reason"] == "out_of_bounds" and refused["details"][0]["field"] == "zip"
+
+
+@pytest.mark.parametrize("codes, served", [(list(range(1, 13)), True), ([10, 20, 40], False)])
+def test_numbers_one_hot_encoded_strictly_onboard_only_if_the_server_would_start(files, tmp_path, capsys, codes,
+                                                                                 served):
+    """Integer codes one-hot encoded with handle_unknown="error": the API's start-up probes (the training
+    range and its middle, rounded for an integer feature) must be codes the encoder knows, or onboarding
+    refuses what the server would refuse, instead of writing it."""
+    folder, _ = files
+    frame = pd.DataFrame({"code": [codes[i % len(codes)] for i in range(60)]})
+    frame["value"] = frame["code"] * 2.0
+    frame.to_csv(tmp_path / "codes.csv", index=False)
+    model = Pipeline([("prep", ColumnTransformer([("c", OneHotEncoder(handle_unknown="error"), ["code"])])),
+                      ("lr", LinearRegression())]).fit(frame[["code"]], frame["value"])
+    (folder / "codes.pkl").write_bytes(pickle.dumps(model))
+    status, out = onboard(files, tmp_path, pipeline_file="codes.pkl", reference=str(tmp_path / "codes.csv"))
+    err = capsys.readouterr().err
+    if served:
+        assert status == 0, err
+        client = create_app({"MODEL_DIR": str(out), "TESTING": True}).test_client()
+        assert client.post("/predict", json={"code": 7}).get_json()["prediction"] == pytest.approx(14.0)
+    else:
+        assert status == 1 and err.count("\n") == 1
+        assert "the API would refuse this model: the pipeline cannot predict rows its card accepts" in err
+        assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_closed_list_too_long_to_monitor_is_refused(files, tmp_path, capsys):
+    """An encoder of 250 codes that refuses others: the card would list them all, each a series per bin."""
+    folder, _ = files
+    fitted_on = pd.DataFrame({"shop": [f"s{i:03d}" for i in range(250)]})
+    fitted_on["value"] = np.arange(250.0)
+    model = Pipeline([("prep", ColumnTransformer([("s", OneHotEncoder(handle_unknown="error"), ["shop"])])),
+                      ("lr", LinearRegression())]).fit(fitted_on[["shop"]], fitted_on["value"])
+    (folder / "shops.pkl").write_bytes(pickle.dumps(model))
+    fitted_on.head(40).to_csv(tmp_path / "shops.csv", index=False)
+    status, _ = onboard(files, tmp_path, pipeline_file="shops.pkl", reference=str(tmp_path / "shops.csv"))
+    assert status == 1
+    assert ("feature 'shop' has 250 categories (its encoder's and the reference's); at most 200"
+            in capsys.readouterr().err)

@@ -139,11 +139,12 @@ def test_the_shipped_thresholds_are_the_configs():
 def test_quality_alert_compares_with_the_holdout_gauges_and_no_literal():
     expr = alerts()["ModelQualityDegraded"]["expr"]
     assert ":model_absolute_error:mean1h > 1.5 * scalar(max(model_holdout_mean_absolute_error))" in expr
-    assert (":model_absolute_percentage_error:mean1h > 1.5 * "
-            "scalar(max(model_holdout_mean_absolute_percentage_error))") in expr
+    # a card without MAPE exports 0: "> 0" makes that an empty scalar, NaN, which never fires
+    assert (":model_absolute_percentage_error:mean1h\n      > 1.5 * "
+            "scalar(max(model_holdout_mean_absolute_percentage_error) > 0)") in expr
     assert "and on() (:model_feedback:increase1h >= 200)" in expr
-    # the only numbers: the factor and the feedback floor (window digits inside names do not count)
-    assert re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", expr) == ["1.5", "1.5", "200"]
+    # the only numbers: the factor, "no MAPE" and the feedback floor (window digits inside names do not count)
+    assert re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", expr) == ["1.5", "1.5", "0", "200"]
 
 
 def test_no_model_number_or_word_in_rules_or_rule_tests():

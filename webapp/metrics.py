@@ -114,10 +114,12 @@ class ModelMetrics:
             ("model_holdout_mean_absolute_percentage_error", "Holdout MAPE of the live model (model card), a ratio",
              "mean_absolute_percentage_error"),
         ):
-            # a card without MAPE (a holdout target with a 0) publishes NaN: after a reload from a model
-            # with one, the old value must not linger, and a comparison with NaN never fires an alert
+            # a card without MAPE (a holdout target with a 0) publishes 0, which the rules read as
+            # "none" (max(...) > 0): after a reload from a model with one, the old value must not
+            # linger; NaN cannot say it, as workers' files hold 0 and a max() over NaN and 0 depends
+            # on the order the files are read in
             self._published.append((Gauge(name, doc, multiprocess_mode="max", registry=registry),
-                                    holdout.get(key, math.nan)))
+                                    holdout.get(key, 0.0)))
         invalid = Counter("model_input_invalid", "Refused /predict requests, by the first problem's reason",
                           ["reason"], registry=registry)
         self.invalid = {reason: invalid.labels(reason) for reason in INVALID_REASONS}

@@ -646,7 +646,8 @@ def probe_rows(features: list, extra=None, nulls=True) -> list:
         kind, more = f["kind"], extra.get(f["name"], [])
         if kind == "numeric":
             low, high = float(f.get("train_min", 0.0)), float(f.get("train_max", 1.0))
-            values = [low, high, (low + high) / 2]
+            middle = (low + high) / 2
+            values = [low, high, float(round(middle)) if f.get("integer") else middle]  # what the validator passes
             values += sorted({float(v) for v in more if isinstance(v, (int, float)) and not isinstance(v, bool)
                               and np.isfinite(v)} - set(values))
         elif kind == "categorical":
