@@ -23,12 +23,13 @@ RUN groupadd --system --gid 10001 app \
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
-# training needs only model/ and data/: a change to webapp/ or exporter/ keeps this layer cached
+# training needs model/, data/ and webapp/ (the card is checked with the server's own start-up
+# checks before it is written): a change to exporter/ keeps this layer cached
 COPY data/ames.csv data/ames.csv
 COPY model/ model/
+COPY webapp/ webapp/
 RUN python -m model.train
 
-COPY webapp/ webapp/
 COPY exporter/ exporter/
 # code and model stay root-owned: the app user can read them, never change them
 RUN python -m compileall -q webapp exporter model
