@@ -62,6 +62,13 @@ def categorical_index(positions: dict, value: Optional[str]) -> int:
     return positions.get(value, len(positions))
 
 
+def significant(value: float, digits: int = 3) -> float:
+    """value rounded to `digits` significant digits: bin edges and histogram bounds that read well as labels."""
+    if value == 0 or not math.isfinite(value):
+        return float(value)
+    return round(float(value), digits - 1 - int(math.floor(math.log10(abs(value)))))
+
+
 def fractions(indices: Sequence[int], n_bins: int) -> list:
     counts = np.bincount(np.asarray(indices, dtype=int), minlength=n_bins)
     return [float(c) for c in counts / counts.sum()]

@@ -369,16 +369,10 @@ def numeric_reference(values, digits=None) -> dict:
     """Decile bins of `values`; with `digits`, edges rounded to that many significant digits."""
     edges = bins.decile_edges(values)
     if digits is not None:
-        edges = sorted({_significant(e, digits) for e in edges})
+        edges = sorted({bins.significant(e, digits) for e in edges})
     labels = bins.numeric_labels(edges)
     idx = [bins.numeric_index(edges, v) for v in values]
     return {"kind": "numeric", "edges": edges, "bins": labels, "fractions": bins.fractions(idx, len(labels))}
-
-
-def _significant(value: float, digits: int) -> float:
-    if value == 0:
-        return 0.0
-    return round(float(value), digits - 1 - int(math.floor(math.log10(abs(value)))))
 
 
 def categorical_reference(values, categories) -> dict:

@@ -20,7 +20,6 @@ time (model.bins.numeric_indices, one count per category) and increment each dis
 series once, whatever the batch size.
 Both paths count with model.bins, the rule training used; tests check they agree.
 """
-import math
 import time
 from collections import Counter as Tally
 
@@ -28,7 +27,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 from model import bins
-from model.bins import OTHER
+from model.bins import OTHER, significant
 
 # 1 ms to 2.5 s, with an edge at 20 ms: the p99 target of a one-row /predict (bench/README.md)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -46,13 +45,6 @@ INVALID_REASONS = (
     "not_an_object", "missing_field", "wrong_type", "out_of_bounds", "not_integer", "unknown_field",
     "empty_batch", "batch_too_large", "body_too_large", "unpredictable",
 )
-
-
-def significant(value: float, digits: int = 3) -> float:
-    """value rounded to `digits` significant digits: histogram bounds that read well as `le` labels."""
-    if value == 0 or not math.isfinite(value):
-        return value
-    return round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))
 
 
 def error_buckets(holdout_mae: float) -> tuple:
