@@ -2,7 +2,8 @@
 
 The card comes from the API's `GET /model` at start (the card of the model being served), or from
 a file (--card). Only what the replay needs is checked: a list of features, each with a unique
-name and a kind; the rest of the card is the API's business.
+name and a kind; the task (a card without one is a regressor's); a classifier's classes
+(exporter.classifier); the rest of the card is the API's business.
 
 Fetching the card: no answer, a timeout, a 429 or a 502-504 is retried with the replay's backoff until
 the API answers, --max-retries runs out or the exporter is stopped; any other answer is used or
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from .api_client import ApiClient, BrokenAnswer, NoAnswer, TimedOut, Watchdog
+from .classifier import TASKS, classifier_of
 
 log = logging.getLogger("exporter")
 KINDS = ("numeric", "categorical", "boolean")
@@ -53,6 +55,12 @@ def check_card(card, where: str) -> dict:
     target = card.get("target")
     if target is not None and not (isinstance(target, dict) and isinstance(target.get("name", ""), str)):
         raise CardError(f"{where}: its target is not an object with a name")
+    if card.get("task") is not None and card["task"] not in TASKS:
+        raise CardError(f"{where}: the task {card['task']!r} is not one the replay follows ({', '.join(TASKS)})")
+    try:
+        classifier_of(card)
+    except ValueError as exc:
+        raise CardError(f"{where}: {exc}") from None
     return card
 
 

@@ -11,11 +11,12 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from . import scenarios
 from .card import CardError, fetch_card, read_card, target_name
+from .classifier import classifier_of
 from .collector import ReplayCollector
 from .progress import Progress, summary
 from .replay import ReplayConfig, Replayer
 from .scenarios import ScenarioError
-from .source import SourceError, example_rows, project_rows, read_table, table_rows
+from .source import SourceError, class_rows, example_rows, project_rows, read_table, table_rows
 from .state import ReplayState
 
 log = logging.getLogger("exporter")
@@ -122,13 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", default=_flag("LOOP"), help="start over at the end of the CSV")
     p.add_argument("--batch-size", type=_positive_int, default=_env("BATCH_SIZE", "1"),
                    help="rows per /predict request (1: single records)")
-    p.add_argument("--scenario", choices=sorted(scenarios.SCENARIOS + tuple(scenarios.ALIASES)),
-                   default=_env("SCENARIO", "baseline"), help="fault to inject from the fault point on")
+    p.add_argument("--scenario", choices=sorted(scenarios.ALL_SCENARIOS + tuple(scenarios.ALIASES)),
+                   default=_env("SCENARIO", "baseline"),
+                   help="fault to inject from the fault point on; target-shock is a regressor's, label-shift and "
+                        "concept-drift a classifier's, the others change features of any model")
     p.add_argument("--scenario-features", type=_names, default=_env("SCENARIO_FEATURES"), metavar="NAME[,NAME]",
                    help="the features the scenario changes (default: chosen from the card)")
     p.add_argument("--unit-factor", type=_positive_number,
                    default=_env("UNIT_FACTOR", repr(scenarios.UNIT_CHANGE_FACTOR)),
                    help="what unit-change divides values by")
+    p.add_argument("--scenario-class", default=_env("SCENARIO_CLASS"), metavar="CLASS",
+                   help="the class label-shift replays more often, as the CSV writes it (default: the positive class "
+                        "of a binary model, else the class rarest in the card's reference)")
+    p.add_argument("--factor", type=_positive_number, default=_env("FACTOR"),
+                   help=f"label-shift: how many times as often the class's rows are replayed (default "
+                        f"{scenarios.LABEL_SHIFT_FACTOR:g}); concept-drift: the share of rows whose actual class is "
+                        f"flipped (default {scenarios.CONCEPT_DRIFT_SHARE:g})")
     fault = p.add_mutually_exclusive_group()
     fault.add_argument("--fault-from", type=_non_negative_int,
                        default=_env("FAULT_FROM"),
@@ -169,24 +179,45 @@ class Source:
             self.name = args.csv
             self.table, self.example = read_table(args.csv, args.target, args.order_by or ()), None
 
-    def rows(self, card: dict):
-        """([(record, actual)], skipped) with the card's features."""
+    def rows(self, card: dict, classifier=None):
+        """([(record, actual)], {reason: rows skipped}) with the card's features; a classifier's actuals are
+        its classes."""
         if self.table is None:
-            return project_rows(self.example, card["features"], self.name)
+            if classifier is not None:
+                raise SourceError("the model is a classifier; the example's replay set holds house prices, not its "
+                                  "classes: give its rows with --csv")
+            rows, skipped = project_rows(self.example, card["features"], self.name)
+            return rows, {"no_actual": skipped, "unknown_class": 0}
         target = self.args.target or target_name(card)
         if target is None:
             raise SourceError("the card names no target: give the CSV column of actual values with --target")
-        return table_rows(self.table, card["features"], target)
+        if classifier is None:
+            rows, skipped = table_rows(self.table, card["features"], target)
+            return rows, {"no_actual": skipped, "unknown_class": 0}
+        rows, no_actual, unknown = class_rows(self.table, card["features"], target, classifier)
+        return rows, {"no_actual": no_actual, "unknown_class": unknown}
 
 
 def prepare(args, source: Source, card: dict):
-    """(rows, skipped, scenario) for this card; SourceError or ScenarioError if it cannot be replayed."""
-    scenario = scenarios.build(args.scenario, card["features"], args.scenario_features, args.unit_factor)
-    rows, skipped = source.rows(card)
+    """(rows, skipped, scenario, classifier) for this card; SourceError or ScenarioError if it cannot be
+    replayed (ScenarioTaskError: the scenario is for the other task)."""
+    classifier = classifier_of(card)  # check_card has refused classes it cannot read
+    scenario = scenarios.build(args.scenario, card["features"], args.scenario_features, args.unit_factor,
+                               classifier=classifier, scenario_class=args.scenario_class,
+                               scenario_factor=args.factor)
+    rows, skipped = source.rows(card, classifier)
     if not rows:
-        raise SourceError(f"{source.name} has no rows to replay" + (
-            f" ({skipped} without a finite actual value)" if skipped else ""))
-    return rows, skipped, scenario
+        raise SourceError(f"{source.name} has no rows to replay" + _skipped_note(skipped, classifier))
+    return rows, skipped, scenario, classifier
+
+
+def _skipped_note(skipped: dict, classifier) -> str:
+    if classifier is None:
+        return f" ({skipped['no_actual']} without a finite actual value)" if skipped["no_actual"] else ""
+    parts = ([f"{skipped['no_actual']} without an actual class"] if skipped["no_actual"] else []) + (
+        [f"{skipped['unknown_class']} whose actual value is no class of the model (its classes: "
+         f"{classifier.described()})"] if skipped["unknown_class"] else [])
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def main(argv=None) -> int:
@@ -238,18 +269,26 @@ def main(argv=None) -> int:
         print(f"exporter: stopped by {stopped_by[0]} before the replay started; {summary(state)}",
               file=sys.stderr, flush=True)
         return 0
-    rows, skipped, scenario = plan
+    rows, skipped, scenario, classifier = plan
     planned = args.limit if args.limit is not None else (None if args.loop else len(rows))
     if planned is not None and not args.loop:
         planned = min(planned, len(rows))
-    state.set(rows_per_pass=len(rows), planned_rows=planned, skipped_rows=skipped)
-    if skipped:
+    state.set(rows_per_pass=len(rows), planned_rows=planned, skipped_rows=skipped["no_actual"],
+              unknown_class_rows=skipped["unknown_class"])
+    total_skipped = skipped["no_actual"] + skipped["unknown_class"]
+    target = args.target or target_name(card) or "the target"
+    if total_skipped and classifier is None:
         log.warning("skipped %d of %d rows of %s: their actual value (%s) is empty or not a finite number",
-                    skipped, len(rows) + skipped, source.name, args.target or target_name(card) or "the target")
+                    total_skipped, len(rows) + total_skipped, source.name, target)
+    elif total_skipped:
+        log.warning("skipped %d of %d rows of %s: their actual value (%s) is empty (%d) or no class of the model "
+                    "(%d; its classes: %s)", total_skipped, len(rows) + total_skipped, source.name, target,
+                    skipped["no_actual"], skipped["unknown_class"], classifier.described())
 
     config = ReplayConfig(api_url=api_url, rate=args.rate, limit=args.limit, loop=args.loop,
                           batch_size=args.batch_size, scenario=args.scenario, features=tuple(card["features"]),
                           scenario_features=args.scenario_features, unit_factor=args.unit_factor,
+                          classifier=classifier, scenario_class=args.scenario_class, scenario_factor=args.factor,
                           fault_from=args.fault_from, fault_after=args.fault_after, timeout=args.timeout,
                           max_retries=args.max_retries, feedback_queue_size=args.feedback_queue)
     replayer = Replayer(config, rows, state)

@@ -8,7 +8,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
                                     InfoMetricFamily)
 from prometheus_client.registry import Collector
 
-from .state import LATENCY_BUCKETS
+from .state import LATENCY_BUCKETS, SKIP_REASONS
 
 
 class ReplayCollector(Collector):
@@ -39,16 +39,25 @@ class ReplayCollector(Collector):
             feedback.add_metric([outcome], n)
         yield feedback
         # no unit in the names: the model card's target says what they measure (model_info's unit label)
-        yield GaugeMetricFamily("replay_last_prediction", "The last prediction the API returned",
+        # a classifier's classes are no numbers: its gauges hold the class's position in the card's
+        # target.classes, so that equal values still mean a right prediction on a shared panel
+        yield GaugeMetricFamily("replay_last_prediction", "The last prediction the API returned; for a classifier, "
+                                "the position (from 0) of the predicted class in the model card's target.classes",
                                 value=s["last_prediction"])
-        yield GaugeMetricFamily("replay_last_actual", "The actual value (the target) of that last predicted row",
+        yield GaugeMetricFamily("replay_last_actual", "The actual value (the target) of that last predicted row; "
+                                "for a classifier, the position of its class in target.classes",
                                 value=s["last_actual"])
         yield GaugeMetricFamily("replay_progress_ratio", "Share of the planned rows done (of the pass, with --loop)",
                                 value=_progress(s))
-        yield GaugeMetricFamily("replay_rows_planned", "Rows this run will replay (0: loops until stopped)",
-                                value=s["planned_rows"] or 0)
-        yield GaugeMetricFamily("replay_rows_skipped", "Rows of the CSV not replayed because their target (the "
-                                "actual value) is empty or not a finite number", value=s["skipped_rows"])
+        yield GaugeMetricFamily("replay_rows_planned", "Rows this run will replay (0: loops until stopped); "
+                                "label-shift's copies are added when the scenario starts", value=s["planned_rows"] or 0)
+        skipped = GaugeMetricFamily(
+            "replay_rows_skipped", "Rows of the CSV not replayed, by reason: no_actual, their target (the actual "
+            "value) is empty or, for a regressor, not a finite number; unknown_class, a classifier's target names no "
+            "class of the model", labels=["reason"])
+        for reason, n in zip(SKIP_REASONS, (s["skipped_rows"], s["unknown_class_rows"])):
+            skipped.add_metric([reason], n)
+        yield skipped
         yield GaugeMetricFamily(
             "replay_queue_depth", "Rows read from the CSV and waiting for the sender. The reader keeps this queue "
             "full (at replay_queue_capacity) by design, so full is normal and not saturation: see "

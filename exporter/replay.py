@@ -3,13 +3,16 @@
 Three threads, so that pacing, the network and the feedback never block each other:
 - the reader walks the rows (once, N rows, or in a loop) and fills a bounded queue
   (memory stays flat, even with --loop);
-- the sender takes rows off the queue, applies the scenario from the fault point on,
-  paces them at --rate, posts them one by one or in batches, and records one final
-  outcome per row;
+- the sender takes rows off the queue, numbers them (the row index --fault-from and
+  --limit count), applies the scenario from the fault point on (label-shift sends some
+  rows more than once: each copy is a row of its own), paces them at --rate, posts them
+  one by one or in batches, and records one final outcome per row;
 - the feedback thread posts the actual value of every predicted row to /feedback,
   gathering whatever has queued up into one list, so feedback keeps up at any rate.
   Its queue is bounded too: while /feedback is slow or down, pairs beyond the bound are
   dropped and counted, so memory stays flat however long /feedback fails.
+  A classifier's pair is its predicted and actual labels, with the positive class's
+  probability as the score for a binary model that has one (exporter.classifier).
 
 While the API is down, connection attempts are retried with exponential backoff and
 full jitter, so the row is sent once the API is back: no row is skipped, and none is
@@ -31,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from .answer import BadAnswer, answer_cap, predictions
+from .answer import BadAnswer, answer_cap, classifications, predictions
 from .api_client import ApiClient, BrokenAnswer, NoAnswer, TimedOut, Watchdog
 from . import scenarios
 from .throttle import EveryFewSeconds
@@ -52,6 +55,9 @@ class ReplayConfig:
     features: tuple = ()  # the card's features (dicts): what the scenario can change
     scenario_features: Optional[tuple] = None  # the names it changes (None: its default for the card)
     unit_factor: float = scenarios.UNIT_CHANGE_FACTOR
+    classifier: object = None  # exporter.classifier.Classifier of a classifier's card; None: a regressor
+    scenario_class: Optional[str] = None  # --scenario-class
+    scenario_factor: Optional[float] = None  # --factor
     fault_from: Optional[int] = None  # row index from which the scenario applies
     fault_after: Optional[float] = None  # or seconds after the start
     timeout: float = 5.0
@@ -71,8 +77,11 @@ class Replayer:
         self.config = config
         self.rows = rows
         self.state = state
+        self.classifier = config.classifier
         self.scenario = scenarios.build(config.scenario, config.features, config.scenario_features,
-                                        config.unit_factor)  # ScenarioError if it cannot run on these features
+                                        config.unit_factor, classifier=config.classifier,
+                                        scenario_class=config.scenario_class,
+                                        scenario_factor=config.scenario_factor)  # ScenarioError if it cannot run
         cap = config.max_answer_bytes or answer_cap(config.batch_size)
         watchdog = Watchdog()
         self.predict_client = ApiClient(config.api_url, cap, watchdog)  # one per thread: the sender's ...
@@ -91,8 +100,10 @@ class Replayer:
                          threading.Thread(target=self._feedback, name="replay-feedback", daemon=True)]
         self._sender_done = threading.Event()
         self._started = None
-        self._end_seen = False  # sender: the reader's end marker was taken off the queue
+        self._end_seen = False  # sender: the reader's end marker was taken off the queue, or --limit reached
         self._held = None  # sender: a malformed row that must go out alone, after the group before it
+        self._index = 0  # sender: the index of the next row it sends
+        self._copies = []  # sender: further copies of the row just taken, (position, record, actual) each
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "Replayer":
@@ -130,24 +141,27 @@ class Replayer:
         return True
 
     def _read(self) -> None:
-        index = 0
+        count = 0  # rows put: every row is sent at least once, so --limit of them are enough
         try:
             while not self.stop_event.is_set():
-                for record, actual in self.rows:
-                    if self.config.limit is not None and index >= self.config.limit:
+                for position, (record, actual) in enumerate(self.rows):
+                    if self.config.limit is not None and count >= self.config.limit:
                         return
-                    if not self._put((index, record, actual)):
+                    if not self._put((position, record, actual)):
                         return
-                    index += 1
+                    count += 1
                 if not self.config.loop:
                     return
         finally:
             self._put(_END, force=True)
 
     def _put(self, item, force=False) -> bool:
-        """Put on the rows queue, waiting for room; False if stopping (the end marker always goes)."""
+        """Put on the rows queue, waiting for room; False if stopping or the sender is done (then nobody
+        takes rows any more); the end marker always goes while the sender runs."""
         q = self.rows_queue
         while True:
+            if self._sender_done.is_set():
+                return False
             try:
                 q.put(item, timeout=0.1)
                 self.state.set(queue_depth=self.rows_queue.qsize())
@@ -173,12 +187,41 @@ class Replayer:
         payload, actual = self.scenario(index, record, actual)
         return index, payload, actual
 
+    def _take(self, wait: float):
+        """The next row to send, as (index, payload, actual): a copy still due, or a row off the queue;
+        _END at the end of the rows or at --limit; queue.Empty if none came within `wait`."""
+        if self.config.limit is not None and self._index >= self.config.limit:
+            return _END
+        if self._copies:
+            position, record, actual = self._copies.pop()
+        else:
+            item = self.rows_queue.get(timeout=wait)
+            if item is _END:
+                return _END
+            position, record, actual = item
+            if self.scenario.repeat is not None and self._fault_active(self._index):
+                if not self.state.fault_active:
+                    self._plan_from(position, self._index)
+                self._copies = [item] * (self.scenario.copies(self._index, actual) - 1)
+        index, self._index = self._index, self._index + 1
+        return self._apply_scenario(index, record, actual)
+
+    def _plan_from(self, position: int, index: int) -> None:
+        """The rows a pass sends once label-shift's copies start at row `position` of the source, sent as row
+        `index`: known only then, with --fault-after."""
+        if self.config.loop:
+            return
+        total = index
+        for _, actual in self.rows[position:]:
+            total += self.scenario.copies(total, actual)
+        self.state.set(planned_rows=total if self.config.limit is None else min(total, self.config.limit))
+
     def _next_group(self):
         """Up to batch_size JSON rows; a malformed (bytes) payload always travels alone."""
         group = []
         while len(group) < self.config.batch_size:
             try:
-                item = self.rows_queue.get(timeout=0.1 if not group else 0)
+                item = self._take(0.1 if not group else 0)
             except queue.Empty:
                 if group or self.stop_event.is_set():
                     break
@@ -186,7 +229,6 @@ class Replayer:
             if item is _END:
                 self._end_seen = True
                 break
-            item = self._apply_scenario(*item)
             if isinstance(item[1], bytes):
                 if group:
                     self._held = item
@@ -232,15 +274,25 @@ class Replayer:
         answer, outcome = self._post_with_retry(self.predict_client, "/predict", body, latency=True)
         if outcome == "ok":
             try:
-                values = predictions(answer.body, len(group), batch)
+                if self.classifier is None:
+                    values = predictions(answer.body, len(group), batch)
+                else:
+                    values = classifications(answer.body, len(group), batch, self.classifier)
             except BadAnswer as exc:
                 outcome = "bad_answer"
                 self._log_bad_answer("/predict", f"status {answer.status}, {exc}")
         if outcome == "ok":
-            for (_, _, actual), prediction in zip(group, values):
-                self._queue_feedback(prediction, actual)
+            if self.classifier is None:
+                for (_, _, actual), prediction in zip(group, values):
+                    self._queue_feedback(prediction, actual)
+                self.state.exchanged(values[-1], group[-1][2])
+            else:
+                classes = self.classifier.classes
+                for (_, _, actual), (position, score) in zip(group, values):
+                    self._queue_feedback(classes[position], actual, score)
+                # a class has no number: the gauges hold class positions, as their help says
+                self.state.exchanged(values[-1][0], self.classifier.position(group[-1][2]))
             self.state.set(feedback_queue_depth=self.feedback_queue.qsize())
-            self.state.exchanged(values[-1], group[-1][2])
         self.state.rows_finished(outcome, len(group))
         self.in_flight = 0
 
@@ -289,9 +341,9 @@ class Replayer:
                 return None, "connection_error"
 
     # -- feedback --------------------------------------------------------------------------
-    def _queue_feedback(self, prediction, actual) -> None:
+    def _queue_feedback(self, prediction, actual, score=None) -> None:
         try:
-            self.feedback_queue.put_nowait((prediction, actual))
+            self.feedback_queue.put_nowait((prediction, actual) if score is None else (prediction, actual, score))
         except queue.Full:
             self._drop_feedback(1, f"the queue of {self.config.feedback_queue_size} pairs is full")
 
@@ -321,6 +373,12 @@ class Replayer:
             if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
                 self._drop_feedback(len(items), "the exporter is stopping")
                 continue
-            body = json.dumps([{"prediction": p, "actual": a} for p, a in items]).encode()
+            body = json.dumps([_pair(*item) for item in items]).encode()
             _, outcome = self._post_with_retry(self.feedback_client, "/feedback", body)
             self.state.feedback_finished("ok" if outcome == "ok" else "failed", len(items))
+
+
+def _pair(prediction, actual, score=None) -> dict:
+    """One feedback pair as /feedback takes it; a score only for a binary classifier with probabilities."""
+    return {"prediction": prediction, "actual": actual} if score is None else \
+        {"prediction": prediction, "actual": actual, "score": score}

@@ -7,14 +7,36 @@ default picked from the card; a feature the card lacks, or of a kind the scenari
 ScenarioError at start. Nothing here touches the network, a clock or global state, so every
 transform is deterministic and unit-tested. The replay applies a scenario only from the fault point
 on (--fault-from ROW or --fault-after SECONDS); before it, rows go out as they are.
+
+The feature scenarios work on any model, since a classifier's card describes its features as a
+regressor's does. What changes the actual values depends on the task, and a scenario of the other
+task is refused in one line (ScenarioTaskError): target-shock is a regressor's (its actuals are
+numbers); a classifier's (its actuals are classes, exporter.classifier) are
+- label-shift: the rows whose actual class is --scenario-class (default: the positive class of a
+  binary model, else the class rarest in the card's reference.actual) are replayed --factor times
+  as often (a Scenario's `repeat`); a fractional factor adds one more copy to that share of them;
+- concept-drift: the actual class of a share --factor of the rows is flipped, to the other class of
+  a binary model, to the next one (the last to the first) of a multi-class one.
+Which rows get one more copy or a flipped class is fixed by a hash of the row index (share_point),
+so that a replay is the same every time and its counts can be computed in advance.
 """
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from model.classes import label_text
+
+# the scenarios of a regressor (the feature scenarios and target-shock) and those of a classifier
 SCENARIOS = ("baseline", "unit-change", "missing", "new-category", "target-shock", "bad-requests")
+CLASSIFIER_SCENARIOS = ("label-shift", "concept-drift")
+REGRESSION_ONLY = ("target-shock",)
+ALL_SCENARIOS = SCENARIOS + CLASSIFIER_SCENARIOS
 ALIASES = {"price-shock": "target-shock"}  # so that existing commands and .env files keep working
+LABEL_SHIFT_FACTOR = 3.0  # label-shift's default --factor: the class's rows replayed 3 times as often
+LABEL_SHIFT_MAX = 100.0  # every copy is a request: a larger factor would replay little but the class
+CONCEPT_DRIFT_SHARE = 0.3  # concept-drift's default --factor: the share of the rows whose class is flipped
 UNIT_CHANGE_FACTOR = 10.7639  # the default divisor: a quantity in square feet sent in square metres
 UNIT_CHANGE_DIGITS = 6  # a changed value keeps this many significant digits, as an upstream system would send
 MISSING_AT_MOST = 4  # the default `missing` nulls the first nullable features: half of them, at most this many
@@ -30,7 +52,11 @@ class ScenarioError(ValueError):
     """The scenario cannot run on this model as asked; the message is the one line to show."""
 
 
-def _unchanged(index: int, record: dict, actual: float):
+class ScenarioTaskError(ScenarioError):
+    """The scenario is for the other task (a regressor's on a classifier, or the reverse)."""
+
+
+def _unchanged(index: int, record: dict, actual):
     return record, actual
 
 
@@ -40,22 +66,61 @@ class Scenario:
     features: tuple = ()  # the names of the features it changes
     transform: Callable = field(default=_unchanged, repr=False, compare=False)
     description: str = "no fault"
+    # (index, actual) -> how many times the row goes out (label-shift); None: once
+    repeat: Optional[Callable] = field(default=None, repr=False, compare=False)
 
-    def __call__(self, index: int, record: dict, actual: float):
+    def __call__(self, index: int, record: dict, actual):
         return self.transform(index, record, actual)
+
+    def copies(self, index: int, actual) -> int:
+        """How many times the row at replay position `index` is sent, once the scenario is active."""
+        return 1 if self.repeat is None else self.repeat(index, actual)
 
 
 def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def build(name: str, features=(), chosen: Optional[tuple] = None, factor: float = UNIT_CHANGE_FACTOR) -> Scenario:
-    """The scenario `name` for a model with these card `features` (dicts with name and kind)."""
+def share_point(index: int, salt: bytes) -> float:
+    """A point in [0, 1) fixed for row `index` and uniform over rows: the row is in a share p if it is below p."""
+    digest = hashlib.blake2b(b"%d" % index, digest_size=8, person=salt).digest()
+    return (int.from_bytes(digest, "big") >> 11) / float(1 << 53)
+
+
+def scenarios_for(classifier) -> tuple:
+    """The scenarios a model can run: a regressor's, or a classifier's (None: a regressor)."""
+    if classifier is None:
+        return SCENARIOS
+    return tuple(n for n in SCENARIOS if n not in REGRESSION_ONLY) + CLASSIFIER_SCENARIOS
+
+
+def build(name: str, features=(), chosen: Optional[tuple] = None, factor: float = UNIT_CHANGE_FACTOR, *,
+          classifier=None, scenario_class: Optional[str] = None, scenario_factor: Optional[float] = None
+          ) -> Scenario:
+    """The scenario `name` for a model with these card `features` (dicts with name and kind); `classifier`
+    (exporter.classifier.Classifier) for a classifier's card, None for a regressor's. `scenario_class`
+    (--scenario-class) and `scenario_factor` (--factor) are for label-shift and concept-drift."""
     key = canonical(name)
     if key not in _BUILDERS:
-        raise ScenarioError(f"no scenario {name!r}; one of {', '.join(SCENARIOS)}")
+        raise ScenarioError(f"no scenario {name!r}; one of {', '.join(ALL_SCENARIOS)}")
+    if key not in scenarios_for(classifier):
+        if classifier is None:
+            raise ScenarioTaskError(f"{name} is a scenario for classifiers; this model is a regressor (its scenarios: "
+                                    f"{', '.join(scenarios_for(None))})")
+        raise ScenarioTaskError(f"{name} changes a regressor's actual values; this model is a classifier (its "
+                                f"scenarios: {', '.join(scenarios_for(classifier))})")
+    if scenario_class is not None and key != "label-shift":
+        raise ScenarioError(f"--scenario-class: {name} chooses no class (label-shift does)")
+    if scenario_factor is not None and key not in CLASSIFIER_SCENARIOS:
+        divisor = "; unit-change divides by --unit-factor" if key == "unit-change" else ""
+        raise ScenarioError(f"--factor: {name} takes none (label-shift and concept-drift do){divisor}")
     features = list(features)
     chosen = tuple(dict.fromkeys(chosen)) if chosen else None  # once each, in the order given
+    if key in CLASSIFIER_SCENARIOS:
+        if chosen:
+            raise ScenarioError(f"--scenario-features: {name} changes no feature"
+                                + (" (--scenario-class chooses its class)" if key == "label-shift" else ""))
+        return _BUILDERS[key](name, classifier, scenario_class, scenario_factor)
     return _BUILDERS[key](name, features, chosen, factor)
 
 
@@ -258,6 +323,64 @@ def _bad_requests(name, features, chosen, factor):
                     f"out of bounds or left out, or an unknown field {unknown!r})")
 
 
+def _scenario_class(name, classifier, chosen):
+    """The class label-shift replays more often: --scenario-class, else the positive class of a binary model,
+    else the class rarest among the reference rows' actuals (the first of equals)."""
+    if chosen is not None:
+        label = classifier.parse(chosen)
+        if label is None:
+            raise ScenarioError(f"--scenario-class: {chosen!r} is not a class of the model (its classes: "
+                                f"{classifier.described()})")
+        return label
+    if classifier.positive is not None and len(classifier.classes) == 2:
+        return classifier.positive
+    if classifier.reference is None:
+        raise ScenarioError(f"{name} needs a class: the card has no reference shares of the classes to find the "
+                            "rarest; give --scenario-class")
+    rarest = min(range(len(classifier.classes)), key=lambda i: (classifier.reference[i], i))
+    return classifier.classes[rarest]
+
+
+def _label_shift(name, classifier, chosen, factor):
+    """The classes' shares move: one class's rows are replayed `factor` times as often. The inputs drift with
+    them (each class's rows keep their features), the model does not change."""
+    factor = LABEL_SHIFT_FACTOR if factor is None else factor
+    if not 1 < factor <= LABEL_SHIFT_MAX:
+        raise ScenarioError(f"--factor: label-shift replays a class's rows --factor times as often: more than 1 "
+                            f"and at most {LABEL_SHIFT_MAX:g}, got {factor:g}")
+    label = _scenario_class(name, classifier, chosen)
+    position = classifier.position(label)
+    whole = int(factor)
+    part = factor - whole
+
+    def repeat(index: int, actual) -> int:
+        if classifier.position(actual) != position:
+            return 1
+        return whole + (1 if part and share_point(index, b"label-shift") < part else 0)
+
+    return Scenario(name, (), _unchanged, f"rows of class {label_text(label)} replayed {factor:g} times as often",
+                    repeat=repeat)
+
+
+def _concept_drift(name, classifier, chosen, factor):
+    """The world moves: the same inputs now belong to another class, for a share `factor` of the rows.
+    Inputs and predictions look normal; only the feedback shows it."""
+    share = CONCEPT_DRIFT_SHARE if factor is None else factor
+    if not 0 < share <= 1:
+        raise ScenarioError(f"--factor: concept-drift flips the actual class of a share of the rows: more than 0 "
+                            f"and at most 1, got {share:g}")
+    classes, k = classifier.classes, len(classifier.classes)
+
+    def concept_drift(index: int, record: dict, actual):
+        position = classifier.position(actual)
+        if position is None or share_point(index, b"concept-drift") >= share:
+            return record, actual
+        return record, classes[(position + 1) % k]
+
+    to = "the other class" if k == 2 else "the next class (the last to the first)"
+    return Scenario(name, (), concept_drift, f"the actual class of a share {share:g} of the rows flipped to {to}")
+
+
 _BUILDERS = {
     "baseline": _baseline,
     "unit-change": _unit_change,
@@ -265,4 +388,6 @@ _BUILDERS = {
     "new-category": _new_category,
     "target-shock": _target_shock,
     "bad-requests": _bad_requests,
+    "label-shift": _label_shift,
+    "concept-drift": _concept_drift,
 }

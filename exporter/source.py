@@ -11,7 +11,13 @@ and row: the replay sends the data as it is or not at all.
 
 The actual value of a row is its target column's number. A row whose target is empty or not a
 finite number has nothing to compare a prediction with: it is skipped, and the skipped rows are
-counted (the start log line, and the replay_rows_skipped gauge).
+counted (the start log line, and the replay_rows_skipped{reason="no_actual"} gauge).
+
+For a classifier, the actual value is the class the target cell names, as the card's JSON type
+(exporter.classifier): "1" is 1 for integer classes, true/false/1/0 a boolean, a string class the
+cell as written (read without pandas' missing-value words, so that a class called "NA" or "None"
+stays a class). An empty cell is no actual value, as above; a cell that names no class of the
+model is skipped too, and counted apart (reason="unknown_class").
 
 Without --csv, the rows are the example's own replay set (model.dataset), which has its own
 adapter from its raw CSV; those records are cut down to the card's features the same way.
@@ -19,6 +25,7 @@ adapter from its raw CSV; those records are cut down to the card's features the 
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -37,10 +44,22 @@ class Table:
     """A CSV read as text (every column a string column, missing cells NaN), in replay order."""
     path: str
     frame: pd.DataFrame
+    order: Optional[pd.Index] = None  # the file's row positions in replay order, when --order-by sorted them
 
     @property
     def columns(self) -> list:
         return list(self.frame.columns)
+
+    def raw_column(self, name: str) -> list:
+        """The column's cells as written, in replay order: no cell read as missing but an empty one ("")."""
+        try:
+            column = pd.read_csv(self.path, dtype=str, usecols=[name], keep_default_na=False)[name]
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            raise SourceError(f"CSV {self.path} is unreadable: {str(exc).splitlines()[0] if str(exc) else ''}"
+                              ) from None
+        if len(column) != len(self.frame):
+            raise SourceError(f"CSV {self.path} changed while it was read")
+        return (column if self.order is None else column.iloc[self.order]).tolist()
 
 
 def read_table(path, target=None, order_by=()) -> Table:
@@ -64,6 +83,7 @@ def read_table(path, target=None, order_by=()) -> Table:
         keys = pd.DataFrame({f"key{i}": _sort_key(frame[c]) for i, c in enumerate(order_by)})
         order = keys.sort_values(list(keys.columns), kind="stable", na_position="last").index
         table.frame = frame.loc[order].reset_index(drop=True)
+        table.order = order
     return table
 
 
@@ -81,8 +101,7 @@ def _sort_key(column: pd.Series) -> pd.Series:
     return column
 
 
-def table_rows(table: Table, features: list, target: str):
-    """([(record, actual)], skipped): the rows whose target is a finite number, and how many were not."""
+def _check_columns(table: Table, features: list, target: str) -> None:
     frame = table.frame
     absent = [f["name"] for f in features if f["name"] not in frame.columns]
     if absent:
@@ -92,13 +111,42 @@ def table_rows(table: Table, features: list, target: str):
     if target not in frame.columns:
         raise SourceError(f"{table.path} has no column {target!r}, the model's target: name the column of "
                           f"actual values with --target{_columns_hint(frame)}")
-    actual = pd.to_numeric(frame[target], errors="coerce").to_numpy(dtype=float)
-    keep = np.isfinite(actual)
+
+
+def _records(table: Table, features: list) -> list:
     names = [f["name"] for f in features]
-    columns = [_convert(table.path, f, frame[f["name"]]) for f in features]
-    rows = [(dict(zip(names, values)), float(a))
-            for values, a, k in zip(zip(*columns), actual.tolist(), keep.tolist()) if k]
+    columns = [_convert(table.path, f, table.frame[f["name"]]) for f in features]
+    return [dict(zip(names, values)) for values in zip(*columns)]
+
+
+def table_rows(table: Table, features: list, target: str):
+    """([(record, actual)], skipped): the rows whose target is a finite number, and how many were not."""
+    _check_columns(table, features, target)
+    actual = pd.to_numeric(table.frame[target], errors="coerce").to_numpy(dtype=float)
+    keep = np.isfinite(actual)
+    rows = [(record, float(a)) for record, a, k in zip(_records(table, features), actual.tolist(), keep.tolist())
+            if k]
     return rows, int((~keep).sum())
+
+
+def class_rows(table: Table, features: list, target: str, classifier):
+    """([(record, class)], no_actual, unknown_class) for a classifier: the rows whose target cell names one of
+    its classes, as the card's JSON value; how many had an empty target; how many named no class."""
+    _check_columns(table, features, target)
+    missing = table.frame[target].isna().tolist()
+    # a string class may be a word pandas reads as missing ("NA", "None"): read those cells as written
+    cells = table.raw_column(target) if classifier.kind == "string" else table.frame[target].tolist()
+    labels, no_actual, unknown = [], 0, 0
+    for cell, gone in zip(cells, missing):
+        label = classifier.parse(cell)
+        if label is None:
+            if gone or not cell.strip():
+                no_actual += 1
+            else:
+                unknown += 1
+        labels.append(label)
+    rows = [(record, label) for record, label in zip(_records(table, features), labels) if label is not None]
+    return rows, no_actual, unknown
 
 
 def _convert(path, feature, column: pd.Series) -> list:

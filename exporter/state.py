@@ -11,6 +11,9 @@ import time
 OUTCOMES = ("ok", "http_error", "invalid", "connection_error", "bad_answer")
 REQUEST_ERROR_KINDS = ("connection", "timeout", "unavailable")
 FEEDBACK_OUTCOMES = ("ok", "failed", "dropped")
+# why a row of the source is not replayed: its target is empty (or, for a regressor, not a finite number),
+# or, for a classifier, it names no class of the model
+SKIP_REASONS = ("no_actual", "unknown_class")
 # client-side latency of one /predict call, same edges as the API's own histogram
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0)
@@ -40,6 +43,7 @@ class ReplayState:
         self.feedback_queue_capacity = 0
         self.sender_busy_seconds = 0.0
         self.skipped_rows = 0  # rows of the source not replayed: their actual value is missing
+        self.unknown_class_rows = 0  # rows of a classifier's source not replayed: their target is no class
         self.done = False
 
     def rows_finished(self, outcome: str, n: int = 1) -> None:
@@ -57,6 +61,7 @@ class ReplayState:
             self.feedback[outcome] += n
 
     def exchanged(self, prediction: float, actual: float) -> None:
+        """The last row's prediction and actual value (a classifier's: the positions of their classes)."""
         with self._lock:
             self.last_prediction = prediction
             self.last_actual = actual
@@ -92,5 +97,5 @@ class ReplayState:
                 "queue_capacity": self.queue_capacity, "feedback_queue_depth": self.feedback_queue_depth,
                 "feedback_queue_capacity": self.feedback_queue_capacity,
                 "sender_busy_seconds": self.sender_busy_seconds, "done": self.done, "started": self.started,
-                "skipped_rows": self.skipped_rows,
+                "skipped_rows": self.skipped_rows, "unknown_class_rows": self.unknown_class_rows,
             }

@@ -1,17 +1,42 @@
-"""Model quality & drift: input and prediction drift (PSI), live error from feedback, data quality.
+"""Model quality & drift: input and prediction drift (PSI), live quality from feedback, data quality.
 
 Everything here is computed by the recording rules of monitoring/rules.py, so the dashboard, the
 alerts and the promtool tests read the same numbers, and draw the same limits (monitoring/config.py).
 Nothing names a model: the feature list, the target and its unit come from Prometheus (the
-$feature, $target and $target_unit variables), and live error is drawn against the live model's
+$feature, $target and $target_unit variables), and live quality is drawn against the live model's
 holdout gauges.
+
+One dashboard for regressors and classifiers, told apart by the task label of model_info. Grafana
+11 cannot hide a row or a panel because of the data: a row repeated over a variable that lists
+nothing is still drawn once, with the variable empty (grafana/grafana#3778, #10764), and a collapsed
+row is collapsed for every model, the ones it is meant for too. So the panels of one task sit in a
+row of their own, and every query of theirs goes through `only(task, ...)`, which returns nothing
+unless model_info{task} of the model being served (the series at 1) is that task. The test runs every
+query against a real Prometheus and holds the guarded ones to exactly that; that Grafana then draws
+those panels empty, as any panel without data, is Grafana's ordinary behaviour, not tested here.
+
+- With a regressor: the rows Model, Drift, "Quality from feedback: regressors (empty for a
+  classifier)" (MAE, RMSE, MAPE) and Data quality show what they showed before; below them, the row
+  "Quality from feedback: classifiers (empty for a regressor)" has eleven panels without data.
+- With a classifier: Model (the version stat names the task); Drift, where PSI per feature and the
+  $feature bins work as for a regressor, the prediction PSI is the drift of the predicted classes'
+  shares (their bins are the classes), and "Prediction distribution ($target_unit)" has no data; the
+  regressors' row, whose three panels have no data; Data quality; then the classifiers' row: accuracy,
+  macro F1 and ROC AUC over the last hour of feedback against the holdout values (dashed) and the
+  alert limit, holdout - classification_margin (red), the AUC with the band its binned scores leave
+  the raw scores' AUC in; the confusion matrix; precision, recall and F1 per class beside their holdout
+  values; the predicted and actual classes' shares against the reference; the mean confidence against
+  its holdout value and ConfidenceDrop's limit, and the confidence histogram as a heatmap.
+
+Panels that mean the same for both tasks (drift, data quality, feedback pairs) carry no guard.
 """
 from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models.common import BigValueTextMode
+from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
 
 from grafana.panels import (
-    DATASOURCE, bars, bucket_heatmap, dashed, graph, instant, label_variable, model_variables, new_dashboard, query,
-    single,
+    DATASOURCE, bars, bucket_heatmap, dashed, graph, instant, label_variable, matrix_table, merged_table,
+    model_variables, new_dashboard, only, query, single,
 )
 from monitoring import text
 from monitoring.config import CONFIG as C
@@ -25,6 +50,12 @@ FACTOR = text.number(C.quality_factor)
 LIMIT_LEGEND = f"alert: {FACTOR}x holdout"
 SHORT, LONG = text.duration(C.short_window), text.duration(C.long_window)
 PSI_WINDOW = text.adjective(C.short_window)  # "5-minute"
+MARGIN = text.number(C.classification_margin)
+MARGIN_LEGEND = f"alert: holdout - {MARGIN}"
+CONFIDENCE_MARGIN = text.number(C.confidence_margin)
+CONFIDENCE_LEGEND = f"alert: holdout - {CONFIDENCE_MARGIN}"
+REGRESSORS_ROW = "Quality from feedback: regressors (empty for a classifier)"
+CLASSIFIERS_ROW = "Quality from feedback: classifiers (empty for a regressor)"
 # the alerts whose dashboard this is, drawn as annotations
 MODEL_ALERTS = "|".join(rule["alert"] for group in alert_groups(C) for rule in group["rules"]
                         if rule["annotations"]["dashboard"] == C.link(UID))
@@ -38,20 +69,42 @@ def alert_annotation() -> dashboard.AnnotationQuery:
 
 def error_panel(title: str, description: str, unit: str, short: str, long: str, holdout_metric: str,
                 alerted: bool):
-    """Live error over both windows against the holdout value (dashed), and the alert's limit when one fires on it."""
-    targets = [query(short, text.last(C.short_window)), query(long, text.last(C.long_window)),
-               query(f"max({holdout_metric})", "holdout")]
+    """Live error over both windows against the holdout value (dashed), and the alert's limit when one fires on it.
+
+    Regressors only: a classifier exports none of these series, and the guard keeps the panel empty for
+    one whatever a replaced regressor left behind."""
+    targets = [query(only("regression", short), text.last(C.short_window)),
+               query(only("regression", long), text.last(C.long_window)),
+               query(only("regression", f"max({holdout_metric})"), "holdout")]
     if alerted:
-        targets.append(query(f"{FACTOR} * max({holdout_metric})", LIMIT_LEGEND))
+        targets.append(query(only("regression", f"{FACTOR} * max({holdout_metric})"), LIMIT_LEGEND))
     panel = dashed(graph(title, description, unit, targets, width=8), "holdout")
     return dashed(panel, LIMIT_LEGEND, "red") if alerted else panel
+
+
+def classifier(expr: str) -> str:
+    return only("classification", expr)
+
+
+def score_panel(title: str, description: str, live: str, holdout: str, *, holdout_if_positive: bool = False,
+                extra: list = ()):
+    """A classification score over the long window against the holdout gauge (dashed) and the alert's limit,
+    holdout - classification_margin (red). With `holdout_if_positive` a gauge at 0 (the card has no value)
+    draws neither line: the alert ignores it too."""
+    held = f"max({holdout}) > 0" if holdout_if_positive else f"max({holdout})"
+    limit = f"({held}) - {MARGIN}" if holdout_if_positive else f"{held} - {MARGIN}"
+    targets = [query(classifier(live), text.last(C.long_window)), query(classifier(held), "holdout"),
+               query(classifier(limit), MARGIN_LEGEND), *extra]
+    panel = dashed(graph(title, description, "percentunit", targets, width=8), "holdout")
+    return dashed(panel, MARGIN_LEGEND, "red")
 
 
 def build() -> dashboard.Dashboard:
     board = (
         new_dashboard("Model quality & drift", UID, "Input and prediction drift against the model card's "
-                      "reference bins (PSI), live error once the actual values arrive on /feedback, and "
-                      "data-quality counters.", "model", since="now-1h")
+                      "reference bins (PSI), live quality once the actual values arrive on /feedback (error for a "
+                      "regressor; accuracy, F1, ROC AUC and confidence for a classifier), and data-quality "
+                      "counters.", "model", since="now-1h")
         .with_variable(label_variable(
             "feature", "Feature", N.feature_reference, multi=False,
             description="The feature whose live bins are compared with the reference"))
@@ -62,9 +115,11 @@ def build() -> dashboard.Dashboard:
 
     board.with_row(dashboard.Row("Model"))
     board.with_panel(single(
-        "Model version", "The model being served: name, version and the first 12 hex digits of its pickle's "
-        "sha256 (model_info).", "none",
-        instant("max by (name, version, sha256) (model_info == 1)", "{{name}} {{version}} ({{sha256}})"),
+        "Model version", "The model being served: name, version, task (regression or classification: the "
+        "quality rows for the other task stay empty) and the first 12 hex digits of its pickle's sha256 "
+        "(model_info).", "none",
+        instant("max by (name, version, task, sha256) (model_info == 1)",
+                "{{name}} {{version}}, {{task}} ({{sha256}})"),
         width=8, text_mode=BigValueTextMode.NAME))
     board.with_panel(single(
         "Serving path", "How the live model predicts (model_info's serving_path): numpy, the fast path that "
@@ -82,12 +137,13 @@ def build() -> dashboard.Dashboard:
         f"{C.drift_min_rows} rows, for {text.duration(C.drift_for)}, FeatureDrift fires.", "none",
         instant(f"max ({N.feature_psi})"), width=3, steps=PSI_STEPS, decimals=3))
     board.with_panel(single(
-        "Prediction PSI", f"{PSI_WINDOW} PSI of the predictions ($target) against the training-set predictions. "
-        f"PredictionDrift fires above {PSI}.", "none", instant(N.prediction_psi_short), width=3,
-        steps=PSI_STEPS, decimals=3))
+        "Prediction PSI", f"{PSI_WINDOW} PSI of the predictions ($target) against the training-set predictions "
+        f"(for a classifier: of the predicted classes' shares). PredictionDrift fires above {PSI}.", "none",
+        instant(N.prediction_psi_short), width=3, steps=PSI_STEPS, decimals=3))
     board.with_panel(single(
         f"Feedback pairs, {text.last(C.long_window)}", f"Actual values received on /feedback in "
-        f"{text.the_last(C.long_window)}. ModelQualityDegraded needs {C.quality_min_feedback}.", "short",
+        f"{text.the_last(C.long_window)}. ModelQualityDegraded (regressors) and ClassificationQualityDegraded "
+        f"(classifiers) need {C.quality_min_feedback}.", "short",
         instant(N.feedback_increase), width=3, steps=((None, "orange"), (C.quality_min_feedback, "green"))))
 
     board.with_row(dashboard.Row("Drift"))
@@ -98,7 +154,8 @@ def build() -> dashboard.Dashboard:
         [query(N.feature_psi, "{{feature}}")], threshold=C.psi_limit))
     board.with_panel(graph(
         "Prediction drift (PSI)", f"PSI of the predictions ($target) against the training-set predictions, over "
-        f"{SHORT} and over {LONG}. Dashed line: the {PSI} alert threshold.", "none",
+        f"{SHORT} and over {LONG}; for a classifier, of the predicted classes' shares. Dashed line: the {PSI} "
+        "alert threshold.", "none",
         [query(N.prediction_psi_short, SHORT), query(N.prediction_psi_long, LONG)], threshold=C.psi_limit))
     board.with_panel(bars(
         "$feature: reference vs live bins", "Share of rows in each reference bin of $feature: the training "
@@ -116,11 +173,12 @@ def build() -> dashboard.Dashboard:
     board.with_panel(bucket_heatmap(
         "Prediction distribution ($target_unit)", "Predictions of $target, in $target_unit, per histogram bucket "
         "over time (model_prediction; its buckets are the deciles of the training-set predictions): a darker "
-        "band is more predictions in that range.", "short",
-        query("sum by (le) (increase(model_prediction_bucket[$__rate_interval]))", "{{le}}"),
+        "band is more predictions in that range. Regressors only: a classifier's predicted classes are in the "
+        "classifiers' row.", "short",
+        query(only("regression", "sum by (le) (increase(model_prediction_bucket[$__rate_interval]))"), "{{le}}"),
         width=24))
 
-    board.with_row(dashboard.Row("Quality from feedback"))
+    board.with_row(dashboard.Row(REGRESSORS_ROW))
     board.with_panel(error_panel(
         "MAE ($target_unit)", f"Mean absolute error of the predictions whose actual value arrived, in $target_unit, "
         f"over {SHORT} and {LONG}, against the holdout MAE of the live model's card (dashed). "
@@ -155,4 +213,106 @@ def build() -> dashboard.Dashboard:
         "predicted as the model treats an unseen category, counted in the __other__ bin.", "cps",
         [query("sum by (feature) (rate(model_feature_unknown_category_total[$__rate_interval]))",
                "{{feature}}")], width=6))
+
+    classification_row(board)
     return board
+
+
+def classification_row(board: dashboard.Dashboard) -> None:
+    """The classifiers' row, last: every query guarded, so for a regressor no panel here has data."""
+    board.with_row(dashboard.Row(CLASSIFIERS_ROW))
+    long = text.last(C.long_window)
+    board.with_panel(score_panel(
+        f"Accuracy, {long}", f"Share of feedback pairs whose predicted class was the actual class, over {LONG}, "
+        "against the holdout accuracy of the live model's card (dashed). ClassificationQualityDegraded fires "
+        f"below holdout - {MARGIN} (red) with {C.quality_min_feedback} pairs, for {text.duration(C.quality_for)}.",
+        N.accuracy_long, "model_holdout_accuracy"))
+    board.with_panel(score_panel(
+        f"Macro F1, {long}", f"Unweighted mean of the per-class F1 scores from feedback over {LONG} (classes neither "
+        "predicted nor seen are left out, as scikit-learn does), against the holdout macro F1 (dashed): it drops "
+        "when a rare class is missed, where accuracy hardly moves. ClassificationQualityDegraded fires below "
+        f"holdout - {MARGIN} (red).", N.macro_f1_long, "model_holdout_macro_f1"))
+    board.with_panel(score_panel(
+        f"ROC AUC, {long}", f"Area under the ROC curve of the scores sent with the feedback (the positive class's "
+        f"probability) over {LONG}, against the holdout AUC (dashed). Scores are counted in the card's score "
+        "bins, ties within a bin counted half: the AUC of the raw scores lies between the two dotted lines. "
+        f"ClassificationQualityDegraded fires below holdout - {MARGIN} (red). Binary models with probabilities "
+        "only: empty for others.", N.roc_auc_long, "model_holdout_roc_auc", holdout_if_positive=True,
+        extra=[query(classifier(f"{N.roc_auc_long} - {N.roc_auc_bound_long}"), "raw scores: at least"),
+               query(classifier(f"{N.roc_auc_long} + {N.roc_auc_bound_long}"), "raw scores: at most")])
+        .override_by_name("raw scores: at least", DOTTED)
+        .override_by_name("raw scores: at most", [*DOTTED, DynamicConfigValue(id_val="custom.fillOpacity", value=10),
+                                                  DynamicConfigValue(id_val="custom.fillBelowTo",
+                                                                     value="raw scores: at least")]))
+
+    board.with_panel(matrix_table(
+        f"Confusion matrix, {long}", f"Feedback pairs over {LONG}: a row per actual class, a column per "
+        "predicted class; the diagonal is right. increase() extrapolates to the window's edges, so the counts "
+        "are estimates, rounded here.", "short",
+        instant(classifier(N.actual_predicted_increase_long), table=True), rows="actual", columns="predicted",
+        width=8, decimals=0))
+    board.with_panel(merged_table(
+        f"Per class, {long} vs holdout", f"Precision (right among the rows predicted as the class), recall "
+        f"(found among the rows that were the class) and F1 per class from feedback over {LONG}, beside the "
+        "holdout values of the live model's card. A class never predicted has no precision.", "percentunit",
+        [instant(classifier(N.precision_long), table=True),
+         instant(classifier("max by (class) (model_holdout_precision)"), table=True),
+         instant(classifier(N.recall_long), table=True),
+         instant(classifier("max by (class) (model_holdout_recall)"), table=True),
+         instant(classifier(N.f1_long), table=True),
+         instant(classifier("max by (class) (model_holdout_f1)"), table=True)],
+        x_field="class", width=8, decimals=1,
+        rename={"Value #A": "precision", "Value #B": "holdout precision", "Value #C": "recall",
+                "Value #D": "holdout recall", "Value #E": "F1", "Value #F": "holdout F1"}))
+    board.with_panel(graph(
+        f"F1 per class, {long}", f"F1 of each class from feedback over {LONG}, over time: the class whose F1 "
+        "falls is the one the model now gets wrong (the table beside it has its holdout F1).", "percentunit",
+        [query(classifier(N.f1_long), "{{class}}")], width=8))
+
+    board.with_panel(bars(
+        "Predicted classes: reference vs live", "Share of predictions per class: the reference rows of the "
+        f"model card against {text.the_last(C.short_window)} and {text.the_last(C.long_window)} of traffic. "
+        f"PredictionDrift fires when their {PSI_WINDOW} PSI is above {PSI}.", "percentunit",
+        [instant(classifier(N.prediction_reference), table=True),
+         instant(classifier(N.prediction_fraction_short), table=True),
+         instant(classifier(N.prediction_fraction_long), table=True)],
+        x_field="bin", width=8,
+        rename={"Value #A": "reference", "Value #B": f"live ({text.short(C.short_window)})",
+                "Value #C": f"live ({text.short(C.long_window)})"}))
+    board.with_panel(bars(
+        "Actual classes: reference vs feedback", "Share of each actual class: the reference rows of the model "
+        f"card against the feedback of {text.the_last(C.long_window)}. A class more frequent than in the "
+        "reference (label shift) changes accuracy even if the model is as good as it was.", "percentunit",
+        [instant(classifier(N.class_reference), table=True),
+         instant(classifier(N.actual_fraction_long), table=True)],
+        x_field="class", width=8,
+        rename={"Value #A": "reference", "Value #B": f"feedback ({text.short(C.long_window)})"}))
+    board.with_panel(graph(
+        "Class shares: live minus reference", f"How far each class's share is from the reference, over time: "
+        f"predicted classes over {SHORT}, actual classes (feedback) over {LONG}. Predicted shares moving alone "
+        "is drift of the inputs; actual shares moving too is label shift.", "percentunit",
+        [query(classifier(f"{N.prediction_fraction_short} - on (bin) {N.prediction_reference}"),
+               f"predicted {{{{bin}}}} ({text.short(C.short_window)})"),
+         query(classifier(f"{N.actual_fraction_long} - on (class) {N.class_reference}"),
+               f"actual {{{{class}}}} ({text.short(C.long_window)})")], width=8, min_val=None))
+
+    board.with_panel(dashed(dashed(graph(
+        f"Mean confidence, {text.last(C.short_window)}", f"Mean top probability of the predictions over {SHORT} "
+        "against the holdout mean of the live model's card (dashed). ConfidenceDrop fires below holdout - "
+        f"{CONFIDENCE_MARGIN} (red) with {C.drift_min_rows} rows predicted, for {text.duration(C.drift_for)}: "
+        "inputs unlike the training data pull it down. Models with probabilities only.", "percentunit",
+        [query(classifier(N.confidence_mean_short), text.last(C.short_window)),
+         query(classifier("max(model_holdout_mean_confidence) > 0"), "holdout"),
+         query(classifier(f"(max(model_holdout_mean_confidence) > 0) - {CONFIDENCE_MARGIN}"), CONFIDENCE_LEGEND)],
+        min_val=None), "holdout"), CONFIDENCE_LEGEND, "red"))
+    board.with_panel(bucket_heatmap(
+        "Confidence distribution", "Predictions per bucket of their top probability over time "
+        "(model_confidence; its buckets are the deciles of the reference rows' confidence): mass moving down "
+        "is the model less sure. Models with probabilities only.", "short",
+        query(classifier("sum by (le) (increase(model_confidence_bucket[$__rate_interval]))"), "{{le}}"),
+        y_unit="percentunit"))
+
+
+# the raw-score bounds around the ROC AUC: dotted lines, the band between them lightly filled
+DOTTED = [DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dot", "dash": [0, 10]}),
+          DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "blue"})]

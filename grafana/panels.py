@@ -3,7 +3,9 @@
 Every panel goes through these helpers, so every panel gets the provisioned datasource,
 a title, a description and a unit: the verification test holds them to that.
 """
-from grafana_foundation_sdk.builders import barchart, dashboard, heatmap, prometheus, stat, timeseries
+import re
+
+from grafana_foundation_sdk.builders import barchart, dashboard, heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import (
@@ -16,6 +18,22 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 DATASOURCE_UID = "prometheus"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
 TAG = "model-serving"  # every dashboard carries it; their links to each other follow it
+TASKS = ("regression", "classification")  # model_info's task label: what the model card says the model does
+# a metric or rule name, or one aggregation of one: what reads as one term before `and` without parentheses
+SIMPLE = re.compile(r"[\w:]+(\{[^{}]*\})?|\w+( by \([\w, ]*\))? ?\([\w:]+(\{[^{}]*\})?\)")
+
+
+def only(task: str, expr: str) -> str:
+    """`expr` while the model being served is a `task` model; nothing at all otherwise.
+
+    model_info is 1 for the model being served and 0 for one a reload replaced (webapp/metrics.py), so
+    the guard follows the live model at every step of a graph. `and on()` keeps the left side's labels:
+    legends and table columns are those of `expr`.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is not one of {TASKS}")
+    left = expr if SIMPLE.fullmatch(expr) else f"({expr})"
+    return f'{left} and on() (max(model_info{{task="{task}"}}) == 1)'
 
 
 def new_dashboard(title: str, uid: str, description: str, tag: str, since: str = "now-30m") -> dashboard.Dashboard:
@@ -92,6 +110,17 @@ def single(title: str, description: str, unit: str, target, *, width: int = 4, h
     return panel
 
 
+def _merged(panel, x_field: str, rename: dict, exclude: tuple):
+    """One row per `x_field` value from instant table queries: merged on their labels, renamed, sorted."""
+    panel.with_transformation(DataTransformerConfig(id_val="merge", options={}))
+    panel.with_transformation(DataTransformerConfig(id_val="organize", options={
+        "excludeByName": {name: True for name in ("Time", *exclude)},
+        "renameByName": rename,
+    }))
+    panel.with_transformation(DataTransformerConfig(id_val="sortBy", options={"sort": [{"field": x_field}]}))
+    return panel
+
+
 def bars(title: str, description: str, unit: str, targets, *, x_field: str, rename: dict, width: int = 12,
          height: int = 8):
     """A bar chart of instant table queries merged into one row per `x_field` value."""
@@ -99,20 +128,38 @@ def bars(title: str, description: str, unit: str, targets, *, x_field: str, rena
     panel.x_field(x_field).x_tick_label_rotation(-45).show_value(common.VisibilityMode.NEVER).min(0)
     panel.legend(common_builders.VizLegendOptions().display_mode(common.LegendDisplayMode.LIST)
                  .placement(common.LegendPlacement.BOTTOM).show_legend(True))
-    panel.with_transformation(DataTransformerConfig(id_val="merge", options={}))
-    panel.with_transformation(DataTransformerConfig(id_val="organize", options={
-        "excludeByName": {"Time": True, "feature": True},
-        "renameByName": rename,
-    }))
-    panel.with_transformation(DataTransformerConfig(id_val="sortBy", options={"sort": [{"field": x_field}]}))
+    return _merged(panel, x_field, rename, ("feature",))
+
+
+def merged_table(title: str, description: str, unit: str, targets, *, x_field: str, rename: dict,
+                 width: int = 12, height: int = 8, decimals: int | None = None):
+    """A table of instant table queries merged into one row per `x_field` value, a column per query."""
+    panel = _common(table.Panel(), title, description, unit, targets, width, height)
+    if decimals is not None:
+        panel.decimals(decimals)
+    return _merged(panel, x_field, rename, ())
+
+
+def matrix_table(title: str, description: str, unit: str, target, *, rows: str, columns: str, width: int = 12,
+                 height: int = 8, decimals: int | None = None):
+    """A table of one instant table query laid out as a matrix: a row per `rows` label value, a column per
+    `columns` label value (Grafana's "Grouping to matrix"; its first column is headed `rows\\columns`)."""
+    panel = _common(table.Panel(), title, description, unit, [target], width, height)
+    if decimals is not None:
+        panel.decimals(decimals)
+    # one query: Prometheus's table frame names its value column "Value" (with more, "Value #<ref>")
+    panel.with_transformation(DataTransformerConfig(id_val="groupingToMatrix", options={
+        "rowField": rows, "columnField": columns, "valueField": "Value"}))
     return panel
 
 
-def bucket_heatmap(title: str, description: str, unit: str, target, *, width: int = 12, height: int = 8):
-    """A heatmap of a Prometheus histogram's buckets (the query returns one series per `le`)."""
+def bucket_heatmap(title: str, description: str, unit: str, target, *, width: int = 12, height: int = 8,
+                   y_unit: str | None = None):
+    """A heatmap of a Prometheus histogram's buckets (the query returns one series per `le`); the y axis is
+    in `y_unit` (default: `unit`)."""
     panel = _common(heatmap.Panel(), title, description, unit, [target.format(PromQueryFormat.HEATMAP)],
                     width, height)
-    panel.calculate(False).y_axis(heatmap.YAxisConfig().unit(unit))
+    panel.calculate(False).y_axis(heatmap.YAxisConfig().unit(y_unit or unit))
     panel.rows_frame(heatmap.RowsHeatmapOptions().layout(common.HeatmapCellLayout.LE))
     return panel
 

@@ -2,7 +2,7 @@
 from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models.common import BigValueTextMode
 
-from grafana.panels import dashed, graph, instant, model_variables, new_dashboard, query, single
+from grafana.panels import dashed, graph, instant, model_variables, new_dashboard, only, query, single
 from monitoring import text
 from monitoring.config import CONFIG as C
 from monitoring.rules import Names
@@ -67,7 +67,8 @@ def build() -> dashboard.Dashboard:
     board.with_row(dashboard.Row("Ground truth"))
     board.with_panel(dashed(graph(
         "Last prediction vs actual ($target_unit)", "The last value of $target the API predicted, and that row's "
-        "actual value (dashed), in $target_unit. The gap is the error the feedback reports.", "short",
-        [query("max (replay_last_prediction)", "prediction"),
-         query("max (replay_last_actual)", "actual")], width=24, min_val=None), "actual"))
+        "actual value (dashed), in $target_unit. The gap is the error the feedback reports. Regressors only: "
+        "a classifier's classes are no numbers to draw (the model dashboard has its confusion matrix).", "short",
+        [query(only("regression", "max (replay_last_prediction)"), "prediction"),
+         query(only("regression", "max (replay_last_actual)"), "actual")], width=24, min_val=None), "actual"))
     return board

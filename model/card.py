@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from .bins import categorical_labels, numeric_labels
+from .classes import ClassIndex, ClassLabelError, check_classes, label_text
 
 CARD_FILE = "model_card.json"
 PICKLE_FILE = "model.pkl"
@@ -112,9 +113,7 @@ def card_problems(card) -> list:
     if error is not None:
         return [f"{error.json_path}: {error.message}"]
     problems = []
-    if card["task"] != "regression":
-        problems.append(f"$.task: {card['task']} models are not served yet; this API serves regression")
-    if card["target"]["train_min"] >= card["target"]["train_max"]:
+    if card["task"] == "regression" and card["target"]["train_min"] >= card["target"]["train_max"]:
         problems.append(f"$.target: train_min {card['target']['train_min']:g} is not below train_max "
                         f"{card['target']['train_max']:g}")
     names = [f["name"] for f in card["features"]]
@@ -146,11 +145,57 @@ def card_problems(card) -> list:
             else:
                 labels = categorical_labels(f["categories"])
             problems += _bins_problems(where, ref, labels)
-        prediction = card["reference"]["prediction"]
-        problems += _bins_problems("$.reference.prediction", prediction,
-                                   _numeric_labels("$.reference.prediction", prediction["edges"]))
+        if card["task"] == "classification":
+            problems += _classification_problems(card)
+        else:
+            prediction = card["reference"]["prediction"]
+            problems += _bins_problems("$.reference.prediction", prediction,
+                                       _numeric_labels("$.reference.prediction", prediction["edges"]))
     except ModelIntegrityError as exc:
         problems.append(str(exc))
+    return problems
+
+
+def _classification_problems(card: dict) -> list:
+    """What a schema cannot say of a classifier's card: its classes are labels the API can serve, the
+    prediction and actual shares are over exactly those classes, and the probability bins are there
+    when the model gives probabilities."""
+    target, refs = card["target"], card["reference"]
+    try:
+        classes = check_classes(target["classes"])
+    except ClassLabelError as exc:
+        return [f"$.target.classes: {exc}"]
+    problems = []
+    texts = [label_text(c) for c in classes]
+    binary, probabilities = len(classes) == 2, target["probabilities"]
+    if binary:
+        if "positive_class" not in target or ClassIndex(classes).find(target["positive_class"]) != 1:
+            problems.append(f"$.target.positive_class must be the second class, {classes[1]!r}, for a binary model")
+    elif "positive_class" in target:
+        problems.append("$.target.positive_class is for binary models only")
+    for key in ("prediction", "actual"):
+        ref = refs[key]
+        if ref["kind"] != "categorical":
+            problems.append(f"$.reference.{key}.kind must be categorical (the classes)")
+        else:
+            problems += _bins_problems(f"$.reference.{key}", ref, texts)
+    wanted = {"confidence": probabilities, "score": probabilities and binary}
+    for key, needed in wanted.items():
+        ref = refs.get(key)
+        if needed and ref is None:
+            problems.append(f"$.reference.{key} is missing: the model gives probabilities")
+        elif not needed and ref is not None:
+            problems.append(f"$.reference.{key} is only for " + ("binary models with probabilities" if key == "score"
+                                                                  else "models with probabilities"))
+        elif ref is not None:
+            if ref["kind"] != "numeric":
+                problems.append(f"$.reference.{key}.kind must be numeric")
+            else:
+                problems += _bins_problems(f"$.reference.{key}", ref, _numeric_labels(f"$.reference.{key}",
+                                                                                     ref["edges"]))
+    per_class = card["metrics"]["holdout"]["classes"]
+    if sorted(per_class) != sorted(texts):
+        problems.append(f"$.metrics.holdout.classes must have an entry per class ({', '.join(texts)})")
     return problems
 
 

@@ -1,7 +1,8 @@
-"""Bring your own model: a fitted scikit-learn regressor and a reference CSV become a served model.
+"""Bring your own model: a fitted scikit-learn regressor or classifier and a reference CSV become a served model.
 
     python -m model.onboard --pipeline FILE --reference CSV --target COLUMN --out DIR \\
-        [--holdout CSV] [--name NAME] [--version VERSION] [--features SPEC.json] [--unit UNIT]
+        [--holdout CSV] [--name NAME] [--version VERSION] [--features SPEC.json] [--unit UNIT] \\
+        [--task classification|regression]
 
 Writes DIR/model.pkl and DIR/model_card.json, and nothing else. The estimator must predict from a
 pandas DataFrame: its `feature_names_in_` become the API's fields. What the card says of each
@@ -12,12 +13,19 @@ may be overridden by SPEC.json:
                                 "description": "Days between booking and arrival"}},
      "target": {"unit": "EUR", "description": "Average price per room and night"}}
 
+A classifier (sklearn.base.is_classifier, or --task classification for an estimator with `classes_`)
+is served with its `classes_` as labels: strings, integers or booleans (model.classes). Its target
+cells are read as text and converted to the classes' type ("1" -> 1, "true"/"True" -> True); a
+cell that is not a class is refused. Rows in messages are the CSV's data rows, counted from 0.
+
 Every refusal is one line on stderr and exit status 1. `model.train` (the Ames example) builds
 its card with the same functions.
 """
 import argparse
+import copy
 import json
 import math
+import numbers
 import os
 import pickle
 import platform
@@ -32,12 +40,15 @@ import pandas as pd
 import sklearn
 from sklearn.base import is_classifier
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
-from sklearn.metrics import mean_absolute_error, mean_absolute_percentage_error, mean_squared_error, r2_score
+from sklearn.metrics import (accuracy_score, f1_score, log_loss, mean_absolute_error, mean_absolute_percentage_error,
+                             mean_squared_error, precision_recall_fscore_support, r2_score, roc_auc_score)
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
 from . import bins
 from .card import BOOLEAN_CATEGORIES, CARD_FILE, PICKLE_FILE, ModelIntegrityError, check_card, sha256_of, write_card
+from .classes import (ClassIndex, ClassLabelError, check_classes, label_text, label_type,
+                      native, parse_label)
 from .frame import frame_to_rows, rows_to_frame
 
 FEATURE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")  # a JSON field and a Prometheus label value
@@ -51,6 +62,12 @@ RESERVED_NAMES = {"instances"}  # {"instances": [...]} is a batch: a feature of 
 PREDICTION_EDGE_DIGITS = 3  # prediction deciles at 3 significant digits: histogram bounds that read well
 OVERRIDE_KEYS = {"unit", "description", "minimum", "maximum", "integer", "kind"}
 TARGET_OVERRIDE_KEYS = {"unit", "description"}
+REGRESSION, CLASSIFICATION = "regression", "classification"
+TASKS = (REGRESSION, CLASSIFICATION)
+CONFIDENCE_EDGE_DIGITS = 4  # probabilities differ in their 3rd or 4th digit near 1, where confident models are
+SCORE_QUANTILES = [i / 50 for i in range(1, 50)]  # 2% .. 98%: resolution for an AUC from binned scores
+PROBABILITY_TOLERANCE = 1e-9  # absolute: probabilities lie in [0, 1], and a relative one is meaningless near 0
+SHOWN_CLASSES = 6  # classes named in a message before "..."
 
 
 class OnboardingError(ValueError):
@@ -96,8 +113,6 @@ def check_estimator(estimator) -> list:
     """The estimator's input columns, or OnboardingError saying why it cannot be onboarded."""
     if not callable(getattr(estimator, "predict", None)):
         raise OnboardingError(f"the file holds a {type(estimator).__name__}, not a fitted estimator with predict()")
-    if is_classifier(estimator):
-        raise OnboardingError(f"{type(estimator).__name__} is a classifier; only regressors can be onboarded so far")
     names = getattr(estimator, "feature_names_in_", None)
     if names is None:
         raise OnboardingError(f"{type(estimator).__name__} has no feature_names_in_: fit it on a pandas DataFrame "
@@ -114,7 +129,84 @@ def check_estimator(estimator) -> list:
     return names
 
 
-def _check_columns(frame: pd.DataFrame, names: list, target: str, what: str) -> None:
+def detect_task(estimator, forced=None) -> str:
+    """"classification" for a scikit-learn classifier, else "regression"; `forced` (--task) overrides that
+    only where it can be served: classification needs `classes_`, and a classifier is no regressor."""
+    kind = type(_final_step(estimator)).__name__
+    if forced is None:
+        return CLASSIFICATION if is_classifier(estimator) else REGRESSION
+    if forced not in TASKS:
+        raise OnboardingError(f"--task must be {' or '.join(TASKS)}, not {forced!r}")
+    if forced == REGRESSION and is_classifier(estimator):
+        raise OnboardingError(f"--task regression: {kind} is a classifier; its labels are no numbers to serve "
+                              "as predictions (leave --task out, or give classification)")
+    if forced == CLASSIFICATION and _classes_of(estimator) is None:
+        raise OnboardingError(f"--task classification: {kind} has no classes_; it is not a fitted classifier")
+    return forced
+
+
+def _classes_of(estimator):
+    try:
+        return getattr(estimator, "classes_", None)
+    except Exception:  # noqa: BLE001 - a property of a foreign estimator can raise anything
+        return None
+
+
+def model_classes(estimator) -> list:
+    """The classifier's `classes_` as native JSON labels (model.classes.check_classes), or OnboardingError."""
+    kind = type(_final_step(estimator)).__name__
+    classes = _classes_of(estimator)
+    if classes is None:
+        raise OnboardingError(f"{kind} has no classes_: fit it before onboarding")
+    try:
+        values = np.asarray(classes).tolist()  # Python scalars, so that a refusal names 0.5, not np.float64(0.5)
+    except ValueError:  # ragged: one array of classes per output
+        values = None
+    if not isinstance(values, list) or any(isinstance(v, (list, np.ndarray)) for v in values):
+        raise OnboardingError(f"{kind} predicts several targets (its classes_ is not one list of labels); one "
+                              "target can be served")
+    try:
+        return check_classes(values)
+    except ClassLabelError as exc:
+        raise OnboardingError(str(exc).splitlines()[0] if str(exc) else "the model's classes cannot be served") \
+            from None
+
+
+def _class_list(classes: list) -> str:
+    texts = [label_text(c) for c in classes]
+    shown = ", ".join(texts[:SHOWN_CLASSES])
+    return shown + (f", ... ({len(texts)} in all)" if len(texts) > SHOWN_CLASSES else "")
+
+
+def _shown(cell) -> str:
+    if isinstance(cell, np.generic):
+        cell = cell.item()
+    return repr(cell)[:80]
+
+
+def class_positions(frame: pd.DataFrame, target: str, classes: list, what: str) -> np.ndarray:
+    """The target column as positions in `classes` (np.intp); OnboardingError naming the first cell (and its
+    row) that is not a class: an empty cell, a label of another type, a label the model does not know."""
+    index, kind = ClassIndex(classes), label_type(classes[0])
+    positions = np.empty(len(frame), dtype=np.intp)
+    bad = []
+    for row, cell in enumerate(frame[target].to_numpy(dtype=object).tolist()):
+        empty = cell is None or cell is pd.NA or (isinstance(cell, float) and math.isnan(cell))
+        label = None if empty else parse_label(cell, kind)
+        position = None if label is None else index.find(label)
+        if position is None:
+            bad.append((row, "an empty cell" if empty else _shown(cell)))
+        else:
+            positions[row] = position
+    if bad:
+        row, shown = bad[0]
+        more = f" (and {len(bad) - 1} more row{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+        raise OnboardingError(f"the target column {target!r} of the {what} CSV holds {shown} in row {row}{more}, "
+                              f"which is not a class of the model (classes: {_class_list(classes)})")
+    return positions
+
+
+def _check_columns(frame: pd.DataFrame, names: list, target: str, what: str, numeric_target: bool = True) -> None:
     if target not in frame.columns:
         raise OnboardingError(f"the target column {target!r} is not in the {what} CSV")
     if target in names:
@@ -123,6 +215,8 @@ def _check_columns(frame: pd.DataFrame, names: list, target: str, what: str) -> 
     if missing:
         raise OnboardingError(f"feature {missing[0]!r} is not in the {what} CSV"
                               + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if not numeric_target:
+        return
     values = pd.to_numeric(frame[target], errors="coerce").to_numpy(dtype=float)
     bad = int((~np.isfinite(values)).sum())
     if bad:
@@ -270,22 +364,47 @@ def text_categories(estimator) -> dict:
     return found
 
 
-def _prediction(estimator, row: tuple, features: list):
-    """The pipeline's finite prediction for `row`, or None; its warnings (a log of 0) are the probe's."""
+def has_probabilities(estimator) -> bool:
+    """Whether the estimator answers predict_proba (a Pipeline only when its final step does)."""
+    try:
+        return callable(getattr(estimator, "predict_proba", None))
+    except Exception:  # noqa: BLE001 - a property of a foreign estimator can raise anything
+        return False
+
+
+def _prediction(estimator, row: tuple, features: list, classes=None):
+    """The pipeline's answer for `row`, or None where the API could not pass one on; its warnings (a log
+    of 0) are the probe's. A regressor's answer is its finite prediction. With `classes` (a ClassIndex),
+    a classifier's is its label: predict gives one of the classes, and predict_proba, if it has one, one
+    finite row of a probability per class."""
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
+            if classes is not None:
+                return _class_prediction(estimator, rows_to_frame([row], features), classes)
             value = np.asarray(estimator.predict(rows_to_frame([row], features)), dtype=float).ravel()
     except Exception:  # noqa: BLE001 - any failure means the API must not pass such a value on
         return None
     return float(value[0]) if len(value) == 1 and np.isfinite(value[0]) else None
 
 
-def _predicts(estimator, row: tuple, features: list) -> bool:
-    return _prediction(estimator, row, features) is not None
+def _class_prediction(estimator, frame: pd.DataFrame, classes: ClassIndex):
+    labels = np.asarray(estimator.predict(frame)).ravel().tolist()
+    position = classes.find(native(labels[0])) if len(labels) == 1 else None
+    if position is None:
+        return None
+    if has_probabilities(estimator):
+        probabilities = np.asarray(estimator.predict_proba(frame), dtype=float)
+        if probabilities.shape != (1, len(classes)) or not np.isfinite(probabilities).all():
+            return None
+    return classes.classes[position]
 
 
-def probe_tolerance(estimator, frame: pd.DataFrame, features: list, overrides: dict) -> list:
+def _predicts(estimator, row: tuple, features: list, classes=None) -> bool:
+    return _prediction(estimator, row, features, classes) is not None
+
+
+def probe_tolerance(estimator, frame: pd.DataFrame, features: list, overrides: dict, classes=None) -> list:
     """Fit the card's promises to what the pipeline can predict, so the API refuses with a 400, not a 500.
 
     One reference row is predicted with each feature changed in turn:
@@ -296,8 +415,10 @@ def probe_tolerance(estimator, frame: pd.DataFrame, features: list, overrides: d
       moves in to 0 (for a feature never negative), then to the training range; a bound given in
       --features that it cannot predict at is refused.
     Returns the predictions at the bounds kept: the model answers them too, and /feedback must take
-    them back.
+    them back. With `classes` (the classifier's labels), a row is predicted when the classifier answers
+    one of its classes (and finite probabilities), and the predictions returned are labels.
     """
+    classes = None if classes is None else ClassIndex(classes)
     row = frame_to_rows(frame.iloc[:1], features)[0]
     encoded = text_categories(estimator)
     at_bounds = []
@@ -306,8 +427,8 @@ def probe_tolerance(estimator, frame: pd.DataFrame, features: list, overrides: d
         return row[:i] + (value,) + row[i + 1:]
 
     for i, f in enumerate(features):
-        f["nullable"] = _predicts(estimator, with_value(i, None), features)
-        if f["kind"] == "categorical" and not _predicts(estimator, with_value(i, UNSEEN_CATEGORY), features):
+        f["nullable"] = _predicts(estimator, with_value(i, None), features, classes)
+        if f["kind"] == "categorical" and not _predicts(estimator, with_value(i, UNSEEN_CATEGORY), features, classes):
             f["closed"] = True
             f["categories"] = sorted(set(f["categories"]) | encoded.get(f["name"], set()))
             _check_categories(f["name"], f["categories"], "its encoder's and the reference's")
@@ -316,7 +437,7 @@ def probe_tolerance(estimator, frame: pd.DataFrame, features: list, overrides: d
         given = overrides.get(f["name"], {})
         for key, fallbacks in (("minimum", [0.0] if f["train_min"] >= 0 else []), ("maximum", [])):
             candidates = [f[key]] if key in given else [f[key], *fallbacks, f[f"train_{key[:3]}"]]
-            answers = ((v, _prediction(estimator, with_value(i, v), features)) for v in candidates)
+            answers = ((v, _prediction(estimator, with_value(i, v), features, classes)) for v in candidates)
             chosen = next(((v, p) for v, p in answers if p is not None), None)
             if chosen is None:
                 raise OnboardingError(f"--features gives {f['name']!r} the {key} {f[key]:g}, which the pipeline "
@@ -338,8 +459,7 @@ def check_predictions(estimator, frame: pd.DataFrame, features: list, what: str)
         direct = np.asarray(estimator.predict(frame[names]), dtype=float).ravel()
         served = np.asarray(estimator.predict(_api_frame(frame, features)), dtype=float).ravel()
     except Exception as exc:  # noqa: BLE001 - whatever the pipeline raises is the reason
-        raise OnboardingError(f"the {what} data holds values the pipeline cannot predict: "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]) from None
+        raise _cannot_predict(exc, what) from None
     if len(served) != len(frame):
         raise OnboardingError(f"the estimator returned {len(served)} predictions for {len(frame)} {what} rows")
     if not np.isfinite(served).all():
@@ -350,6 +470,96 @@ def check_predictions(estimator, frame: pd.DataFrame, features: list, what: str)
         raise OnboardingError(f"the estimator predicts {served[worst]:g} for {what} row {worst} as the API sends it, "
                               f"{direct[worst]:g} as the CSV reads: it depends on column types the API does not keep")
     return served
+
+
+def _cannot_predict(exc: Exception, what: str) -> OnboardingError:
+    return OnboardingError(f"the {what} data holds values the pipeline cannot predict: "
+                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300])
+
+
+def _label_positions(labels, classes: ClassIndex, what: str, how: str) -> np.ndarray:
+    positions = np.empty(len(labels), dtype=np.intp)
+    for row, label in enumerate(labels):
+        try:
+            position = classes.find(native(label))
+        except ClassLabelError:
+            position = None
+        if position is None:
+            raise OnboardingError(f"the estimator predicts {_shown(label)} for {what} row {row} {how}, which is not "
+                                  f"one of its classes ({_class_list(classes.classes)})")
+        positions[row] = position
+    return positions
+
+
+def check_class_predictions(estimator, frame: pd.DataFrame, features: list, what: str, classes: list):
+    """A classifier's answers for `frame` as the API will make them: (positions of the predicted labels in
+    `classes`, np.intp; predict_proba, (rows, classes) float64, or None without one). OnboardingError if the
+    pipeline cannot predict the rows, answers a label that is not a class, or answers the rows differently
+    once they have been through JSON (labels exactly, probabilities to PROBABILITY_TOLERANCE)."""
+    names = [f["name"] for f in features]
+    index, proba = ClassIndex(classes), has_probabilities(estimator)
+    try:
+        api = _api_frame(frame, features)
+        direct = np.asarray(estimator.predict(frame[names])).ravel().tolist()
+        served = np.asarray(estimator.predict(api)).ravel().tolist()
+        direct_p = np.asarray(estimator.predict_proba(frame[names]), dtype=float) if proba else None
+        served_p = np.asarray(estimator.predict_proba(api), dtype=float) if proba else None
+    except Exception as exc:  # noqa: BLE001 - whatever the pipeline raises is the reason
+        raise _cannot_predict(exc, what) from None
+    if len(served) != len(frame) or len(direct) != len(frame):
+        raise OnboardingError(f"the estimator returned {len(served)} predictions for {len(frame)} {what} rows")
+    served_at = _label_positions(served, index, what, "as the API sends it")
+    direct_at = _label_positions(direct, index, what, "as the CSV reads")
+    if (served_at != direct_at).any():
+        row = int(np.flatnonzero(served_at != direct_at)[0])
+        raise OnboardingError(f"the estimator predicts {index.texts[served_at[row]]!r} for {what} row {row} as the API "
+                              f"sends it, {index.texts[direct_at[row]]!r} as the CSV reads: it depends on column types "
+                              "the API does not keep")
+    if not proba:
+        return served_at, None
+    for probabilities in (served_p, direct_p):
+        if probabilities.shape != (len(frame), len(classes)):
+            raise OnboardingError(f"the estimator's predict_proba gives shape {probabilities.shape} for {len(frame)} "
+                                  f"{what} rows of {len(classes)} classes")
+    if not np.isfinite(served_p).all():
+        raise OnboardingError(f"the estimator's predict_proba gives non-finite values for "
+                              f"{int((~np.isfinite(served_p).all(axis=1)).sum())} {what} rows")
+    difference = np.abs(served_p - direct_p)
+    if not (difference <= PROBABILITY_TOLERANCE).all():  # NaN fails too
+        row, column = (int(i) for i in np.unravel_index(np.argmax(np.nan_to_num(difference, nan=np.inf)),
+                                                         difference.shape))
+        raise OnboardingError(f"the estimator gives class {index.texts[column]!r} the probability "
+                              f"{served_p[row, column]:.12g} for {what} row {row} as the API sends it, "
+                              f"{direct_p[row, column]:.12g} as the CSV reads: it depends on column types the API "
+                              "does not keep")
+    return served_at, served_p
+
+
+def classification_metrics(actual, predicted, probabilities, classes: list) -> dict:
+    """The card's metrics of a classifier: `actual` and `predicted` are positions in `classes`,
+    `probabilities` predict_proba (columns in classes order) or None.
+
+    macro_f1 is scikit-learn's default (labels=None): the mean over the classes that are actual or
+    predicted in these rows, as the live rule averages the classes seen in its window; a class absent
+    from both would add an F1 of 0 that says nothing of the model. Per-class figures cover every class
+    (support 0 for one absent from the rows). roc_auc needs both classes among the actual ones.
+    """
+    actual, predicted = np.asarray(actual, dtype=np.intp), np.asarray(predicted, dtype=np.intp)
+    positions = list(range(len(classes)))
+    metrics = {"accuracy": float(accuracy_score(actual, predicted)),
+               "macro_f1": float(f1_score(actual, predicted, average="macro", zero_division=0))}
+    if probabilities is not None:
+        metrics["log_loss"] = float(log_loss(actual, probabilities, labels=positions))
+        if len(classes) == 2 and len(np.unique(actual)) == 2:
+            metrics["roc_auc"] = float(roc_auc_score(actual, probabilities[:, 1]))
+        metrics["mean_confidence"] = float(np.mean(probabilities.max(axis=1)))
+    precision, recall, f1, support = precision_recall_fscore_support(actual, predicted, labels=positions,
+                                                                     zero_division=0)
+    metrics["classes"] = {label_text(c): {"precision": float(precision[i]), "recall": float(recall[i]),
+                                          "f1": float(f1[i]), "support": int(support[i])}
+                          for i, c in enumerate(classes)}
+    metrics["rows"] = int(len(actual))
+    return metrics
 
 
 def regression_metrics(actual, predicted) -> dict:
@@ -365,9 +575,13 @@ def regression_metrics(actual, predicted) -> dict:
     return metrics
 
 
-def numeric_reference(values, digits=None) -> dict:
-    """Decile bins of `values`; with `digits`, edges rounded to that many significant digits."""
-    edges = bins.decile_edges(values)
+def numeric_reference(values, digits=None, quantiles=None) -> dict:
+    """Decile bins of `values` (or bins between the given `quantiles`); with `digits`, edges rounded to
+    that many significant digits."""
+    if quantiles is None:
+        edges = bins.decile_edges(values)
+    else:
+        edges = [float(e) for e in np.unique(np.quantile(np.asarray(values, dtype=float), quantiles))]
     if digits is not None:
         edges = sorted({bins.significant(e, digits) for e in edges})
     labels = bins.numeric_labels(edges)
@@ -382,7 +596,7 @@ def categorical_reference(values, categories) -> dict:
     return {"kind": "categorical", "bins": labels, "fractions": bins.fractions(idx, len(labels))}
 
 
-def reference_bins(frame: pd.DataFrame, features: list, predictions) -> dict:
+def feature_bins(frame: pd.DataFrame, features: list) -> dict:
     refs = {}
     for f in features:
         if f["kind"] == "numeric":
@@ -394,21 +608,83 @@ def reference_bins(frame: pd.DataFrame, features: list, predictions) -> dict:
             values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(bool(v)).lower()
                       for v in frame[f["name"]]]
             refs[f["name"]] = categorical_reference(values, BOOLEAN_CATEGORIES)
-    return {"features": refs,
+    return refs
+
+
+def reference_bins(frame: pd.DataFrame, features: list, predictions) -> dict:
+    return {"features": feature_bins(frame, features),
             "prediction": numeric_reference(list(predictions), digits=PREDICTION_EDGE_DIGITS)}
 
 
+def class_shares(positions, classes: list) -> dict:
+    """Categorical bins of one share per class: no __other__ or __missing__, a label is always a class."""
+    return {"kind": "categorical", "bins": [label_text(c) for c in classes],
+            "fractions": bins.fractions(positions, len(classes))}
+
+
+def classification_reference(frame: pd.DataFrame, features: list, classes: list, actual, predicted,
+                             probabilities) -> dict:
+    """A classifier's reference: the features' bins, the predicted and actual classes' shares, the deciles
+    of the top probability, and for a binary model the 2%..98% quantiles of the positive class's."""
+    reference = {"features": feature_bins(frame, features),
+                 "prediction": class_shares(predicted, classes),
+                 "actual": class_shares(actual, classes)}
+    if probabilities is not None:
+        reference["confidence"] = numeric_reference(probabilities.max(axis=1).tolist(), digits=CONFIDENCE_EDGE_DIGITS)
+        if len(classes) == 2:
+            reference["score"] = numeric_reference(probabilities[:, 1].tolist(), digits=CONFIDENCE_EDGE_DIGITS,
+                                                   quantiles=SCORE_QUANTILES)
+    return reference
+
+
 def build_card(estimator, reference: pd.DataFrame, target: str, *, name: str, version: str, holdout=None,
-               overrides=None, target_overrides=None, description=None, algorithm=None, data=None) -> dict:
-    """The model card of `estimator`, without its artifact section (onboard() adds it)."""
+               overrides=None, target_overrides=None, description=None, algorithm=None, data=None,
+               task=None) -> dict:
+    """The model card of `estimator`, without its artifact section (onboard() adds it).
+
+    `task` forces "regression" or "classification" (detect_task); by default a scikit-learn classifier
+    is onboarded as one."""
     names = check_estimator(estimator)
-    _check_columns(reference, names, target, "reference")
+    task = detect_task(estimator, task)
+    classes = model_classes(estimator) if task == CLASSIFICATION else None
+    _check_columns(reference, names, target, "reference", numeric_target=classes is None)
     if len(reference) < MIN_REFERENCE_ROWS:
         raise OnboardingError(f"the reference CSV has {len(reference)} rows; at least {MIN_REFERENCE_ROWS} are "
                               "needed for its decile bins")
     if holdout is not None:
-        _check_columns(holdout, names, target, "holdout")
-    features = infer_features(reference, names, overrides or {})
+        _check_columns(holdout, names, target, "holdout", numeric_target=classes is None)
+    if classes is None:
+        features = infer_features(reference, names, overrides or {})
+        target_entry, reference_entry, metrics = _regressor_parts(estimator, reference, target, holdout, features,
+                                                                  overrides, target_overrides)
+    else:
+        target_entry, reference_entry, metrics, features = _classifier_parts(
+            estimator, reference, target, holdout, names, classes, overrides, target_overrides)
+    card = {"name": name, "version": version,
+            "description": description or f"{type(_final_step(estimator)).__name__} predicting {target}",
+            "algorithm": algorithm or _describe(estimator),
+            "task": task,
+            "data": data or {"reference": {"rows": len(reference)},
+                             **({"holdout": {"rows": len(holdout)}} if holdout is not None else {})},
+            "target": target_entry,
+            "features": features,
+            "reference": reference_entry,
+            "metrics": {"holdout": metrics["holdout"], "train": metrics["train"]}}
+    return card
+
+
+def _target_entry(target: str, target_overrides) -> dict:
+    target_overrides = target_overrides or {}
+    if set(target_overrides) - TARGET_OVERRIDE_KEYS:
+        raise OnboardingError(f'--features "target" keys must be among {sorted(TARGET_OVERRIDE_KEYS)}')
+    entry = {"name": target, "unit": target_overrides.get("unit", "")}
+    if target_overrides.get("description"):
+        entry["description"] = target_overrides["description"]
+    return entry
+
+
+def _regressor_parts(estimator, reference, target, holdout, features, overrides, target_overrides):
+    """(target, reference, metrics) of a regressor's card."""
     reference_pred = check_predictions(estimator, reference, features, "reference")
     at_bounds = probe_tolerance(estimator, reference, features, overrides or {})
     reference_actual = reference[target].astype(float).to_numpy()
@@ -419,12 +695,7 @@ def build_card(estimator, reference: pd.DataFrame, target: str, *, name: str, ve
         metrics["holdout"] = regression_metrics(holdout[target].astype(float).to_numpy(), holdout_pred)
     else:  # in-sample: optimistic, so the quality alert is stricter than it would be on held-out data
         metrics["holdout"] = dict(metrics["train"], source="reference (no holdout given)")
-    target_overrides = target_overrides or {}
-    if set(target_overrides) - TARGET_OVERRIDE_KEYS:
-        raise OnboardingError(f'--features "target" keys must be among {sorted(TARGET_OVERRIDE_KEYS)}')
-    target_entry = {"name": target, "unit": target_overrides.get("unit", "")}
-    if target_overrides.get("description"):
-        target_entry["description"] = target_overrides["description"]
+    target_entry = _target_entry(target, target_overrides)
     target_entry.update({"train_min": float(reference_actual.min()), "train_max": float(reference_actual.max())})
     # what the model itself answers, for /feedback's bounds: a linear model may predict beyond the target's
     # range, on the reference and holdout rows and with a feature at one of its hard bounds
@@ -433,17 +704,31 @@ def build_card(estimator, reference: pd.DataFrame, target: str, *, name: str, ve
     if target_entry["train_min"] == target_entry["train_max"]:
         raise OnboardingError(f"the target column {target!r} is constant ({target_entry['train_min']:g}) in the "
                               "reference CSV")
-    card = {"name": name, "version": version,
-            "description": description or f"{type(_final_step(estimator)).__name__} predicting {target}",
-            "algorithm": algorithm or _describe(estimator),
-            "task": "regression",
-            "data": data or {"reference": {"rows": len(reference)},
-                             **({"holdout": {"rows": len(holdout)}} if holdout is not None else {})},
-            "target": target_entry,
-            "features": features,
-            "reference": reference_bins(reference, features, reference_pred),
-            "metrics": {"holdout": metrics["holdout"], "train": metrics["train"]}}
-    return card
+    return target_entry, reference_bins(reference, features, reference_pred), metrics
+
+
+def _classifier_parts(estimator, reference, target, holdout, names, classes, overrides, target_overrides):
+    """(target, reference, metrics, features) of a classifier's card. Its labels are its classes, so no
+    range is needed for /feedback; the target cells are checked before any prediction is made."""
+    target_entry = _target_entry(target, target_overrides)
+    reference_actual = class_positions(reference, target, classes, "reference")
+    holdout_actual = class_positions(holdout, target, classes, "holdout") if holdout is not None else None
+    features = infer_features(reference, names, overrides or {})
+    reference_pred, reference_proba = check_class_predictions(estimator, reference, features, "reference", classes)
+    probe_tolerance(estimator, reference, features, overrides or {}, classes)
+    metrics = {"train": classification_metrics(reference_actual, reference_pred, reference_proba, classes)}
+    if holdout is not None:
+        holdout_pred, holdout_proba = check_class_predictions(estimator, holdout, features, "holdout", classes)
+        metrics["holdout"] = classification_metrics(holdout_actual, holdout_pred, holdout_proba, classes)
+    else:  # in-sample: optimistic, so the quality alert is stricter than it would be on held-out data
+        metrics["holdout"] = dict(copy.deepcopy(metrics["train"]), source="reference (no holdout given)")
+    target_entry["classes"] = classes
+    if len(classes) == 2:
+        target_entry["positive_class"] = classes[1]  # scikit-learn's: predict_proba[:, 1], roc_auc_score's
+    target_entry["probabilities"] = reference_proba is not None
+    reference_entry = classification_reference(reference, features, classes, reference_actual, reference_pred,
+                                               reference_proba)
+    return target_entry, reference_entry, metrics, features
 
 
 def check_servable(estimator, card: dict) -> None:
@@ -506,6 +791,8 @@ def main(argv=None) -> int:
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--features", help="SPEC.json: per-feature unit, description, bounds, integer")
     parser.add_argument("--unit", help="the target's unit (overrides the spec's)")
+    parser.add_argument("--task", metavar="{classification,regression}",
+                        help="what the estimator predicts (default: classification for a scikit-learn classifier)")
     args = parser.parse_args(argv)
     try:
         spec = read_overrides(args.features) if args.features else {}
@@ -514,14 +801,18 @@ def main(argv=None) -> int:
             target_spec["unit"] = args.unit
         estimator = load_estimator(args.pipeline)
         check_estimator(estimator)
+        task = detect_task(estimator, args.task)
         # columns the pipeline encodes from text, or that the spec calls categorical, are read as text
         text = set(text_categories(estimator)) | {n for n, o in spec.get("features", {}).items()
                                                   if isinstance(o, dict) and o.get("kind") == "categorical"}
+        if task == CLASSIFICATION:
+            model_classes(estimator)  # refused before any CSV is read
+            text.add(args.target)  # cells converted from their text: "1" -> 1, "1.0" is no integer class
         reference = read_table(args.reference, "reference", sorted(text))
         holdout = read_table(args.holdout, "holdout", sorted(text)) if args.holdout else None
         name = args.name or Path(args.out).resolve().name
         card = build_card(estimator, reference, args.target, name=name, version=args.version, holdout=holdout,
-                          overrides=spec.get("features", {}), target_overrides=target_spec)
+                          overrides=spec.get("features", {}), target_overrides=target_spec, task=task)
         card = write_model(args.out, estimator, card)
     except OnboardingError as exc:
         print(f"model.onboard: {exc}", file=sys.stderr)
@@ -530,6 +821,11 @@ def main(argv=None) -> int:
         print(f"model.onboard: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
         return 1
     m = card["metrics"]["holdout"]
+    if card["task"] == CLASSIFICATION:
+        print(f"onboarded {card['name']} {card['version']} into {args.out}: {len(card['features'])} features, "
+              f"{len(card['target']['classes'])} classes, holdout accuracy {m['accuracy']:.3f}, "
+              f"macro F1 {m['macro_f1']:.3f} on {m['rows']} rows")
+        return 0
     print(f"onboarded {card['name']} {card['version']} into {args.out}: {len(card['features'])} features, "
           f"holdout MAE {m['mean_absolute_error']:.6g} {card['target']['unit']}, R2 {m['r2']:.3f} on {m['rows']} rows")
     return 0

@@ -85,6 +85,15 @@ class Config:
     # wide as their mean): 7% at 200 pairs, so 1.5x is several standard errors away from noise
     quality_min_feedback: int = 200
     quality_for: str = "15m"
+    # classifiers: accuracy, macro F1 or ROC AUC over the long window this far (absolute) below the card's
+    # holdout value. At the 200 pairs above, accuracy near 0.9 has a standard error of
+    # sqrt(0.9 * 0.1 / 200) = 0.021, so 0.1 is over four of them: noise alone does not reach it
+    classification_margin: float = 0.1
+    # mean top probability over the short window this far (absolute) below the card's holdout mean.
+    # A mean of probabilities in [0.5, 1] moves little: a spam model near 0.9 with a spread of about
+    # 0.15 has a standard error of 0.15 / sqrt(500) = 0.007 over drift_min_rows rows, so 0.05 is seven
+    # of them, while inputs the model has not seen pull the mean towards 1 / classes well past it
+    confidence_margin: float = 0.05
 
     # --- data quality ----------------------------------------------------------------------------
     # the replay sends no invalid request, the bad-requests scenario 20%: 5% is a client sending a

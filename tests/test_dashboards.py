@@ -4,9 +4,10 @@ Offline: the committed JSON equals a fresh build, every panel has a title, a uni
 description and the provisioned datasource, no model is written into them, their thresholds are
 monitoring/config.py's, the provisioning files match their schemas.
 Online: every panel query, with its variables set to values Prometheus lists, runs against a
-real Prometheus with the shipped rules and must return finite data: once scraping synthetic
-series of a model that is not the reference one (no webapp involved), once scraping a real
-replay (tests/stack.py).
+real Prometheus with the shipped rules and must return finite data, but for the queries guarded
+for the other task (regression or classification), which must return nothing: scraping synthetic
+series of a regressor and of a classifier that are not the reference model (no webapp involved),
+and scraping a real replay of the Ames regressor (tests/stack.py).
 """
 import dataclasses
 import json
@@ -23,9 +24,10 @@ import pytest
 import yaml
 
 from grafana import build
-from grafana.panels import DATASOURCE_UID
+from grafana.panels import DATASOURCE_UID, TASKS, only
 from monitoring import text
 from monitoring.config import CONFIG
+from monitoring.rules import alert_groups
 from scripts import grafana_local
 from tests import provisioning
 from tests.servers import ROOT, VENV_BIN, Prometheus
@@ -45,6 +47,27 @@ def boards() -> dict:
 
 def panels(board: dict) -> list:
     return [p for p in board["panels"] if p["type"] != "row"]
+
+
+def rows(board: dict) -> dict:
+    """{row title: its panels}, from the panels' order (no row is collapsed, so none holds its panels)."""
+    found, current = {}, None
+    for item in board["panels"]:
+        assert "panels" not in item or not item["panels"], item["title"]
+        if item["type"] == "row":
+            current = found.setdefault(item["title"], [])
+        else:
+            current.append(item)
+    return found
+
+
+GUARD = re.compile(r' and on\(\) \(max\(model_info\{task="(\w+)"\}\) == 1\)$')
+
+
+def task_of(expr: str) -> str | None:
+    """The task a query is guarded for (grafana.panels.only), or None: a query for every model."""
+    found = GUARD.search(expr)
+    return found.group(1) if found else None
 
 
 def test_committed_dashboards_equal_a_fresh_build():
@@ -93,7 +116,7 @@ def test_every_panel_has_title_unit_description_and_the_provisioned_datasource()
             assert variable["datasource"]["uid"] == DATASOURCE_UID
         for annotation in board.get("annotations", {}).get("list", []):
             assert annotation["datasource"]["uid"] == DATASOURCE_UID
-    assert count == 43  # 15 + 18 + 10: a panel lost by a refactor shows here
+    assert count == 54  # 15 + 29 + 10: a panel lost by a refactor shows here
 
 
 def panel(board: str, title: str, kind: str | None = None) -> dict:
@@ -117,10 +140,11 @@ def test_the_dashboards_have_these_panels():
     drift = boards()["model-quality-drift"]
     heatmap = panel("model-quality-drift", "Prediction distribution ($target_unit)")
     assert heatmap["type"] == "heatmap" and heatmap["targets"][0]["format"] == "heatmap"
-    assert exprs(heatmap) == ["sum by (le) (increase(model_prediction_bucket[$__rate_interval]))"]
+    assert exprs(heatmap) == ['(sum by (le) (increase(model_prediction_bucket[$__rate_interval]))) and on() '
+                              '(max(model_info{task="regression"}) == 1)']
     assert drift["annotations"]["list"][0]["expr"] == (
         'ALERTS{alertstate="firing", alertname=~"FeatureDrift|PredictionDrift|ModelQualityDegraded|'
-        'HighInvalidInputRatio"}')
+        'ClassificationQualityDegraded|ConfidenceDrop|HighInvalidInputRatio"}')
     assert drift["annotations"]["list"][0]["step"] == CONFIG.evaluation_interval
     assert {v["name"] for v in boards()["api-golden-signals"]["templating"]["list"]} == {"instance", "route"}
     assert [v["name"] for v in drift["templating"]["list"]] == ["feature", "target", "target_unit"]
@@ -128,6 +152,66 @@ def test_the_dashboards_have_these_panels():
     serving = panel("model-quality-drift", "Serving path")
     assert exprs(serving) == ["max by (serving_path) (model_info == 1)"]
     assert serving["targets"][0]["legendFormat"] == "{{serving_path}}"
+    version = panel("model-quality-drift", "Model version")
+    assert exprs(version) == ["max by (name, version, task, sha256) (model_info == 1)"]
+    assert version["targets"][0]["legendFormat"] == "{{name}} {{version}}, {{task}} ({{sha256}})"
+
+
+CLASSIFIER_PANELS = {
+    # title: (type, what its queries read)
+    "Accuracy, last hour": ("timeseries", ":model_confusion:accuracy1h"),
+    "Macro F1, last hour": ("timeseries", ":model_confusion:macro_f1_1h"),
+    "ROC AUC, last hour": ("timeseries", ":model_feedback_score:roc_auc1h"),
+    "Confusion matrix, last hour": ("table", "actual_predicted:model_confusion:increase1h"),
+    "Per class, last hour vs holdout": ("table", "class:model_confusion:precision1h"),
+    "F1 per class, last hour": ("timeseries", "class:model_confusion:f1_1h"),
+    "Predicted classes: reference vs live": ("barchart", "bin:model_prediction_bin:fraction5m"),
+    "Actual classes: reference vs feedback": ("barchart", "class:model_confusion_actual:fraction1h"),
+    "Class shares: live minus reference": ("timeseries", "class:model_class_reference_ratio:max"),
+    "Mean confidence, last 5 min": ("timeseries", ":model_confidence:mean5m"),
+    "Confidence distribution": ("heatmap", "model_confidence_bucket"),
+}
+REGRESSOR_PANELS = {("model-quality-drift", title) for title in (
+    "Prediction distribution ($target_unit)", "MAE ($target_unit)", "RMSE ($target_unit)", "MAPE")} | {
+    ("replay-exporter", "Last prediction vs actual ($target_unit)")}
+
+
+def test_task_panels_are_guarded_by_the_live_models_task():
+    """Rows for one task: every query of theirs returns nothing unless the live model has that task; no
+    other query is guarded, so drift and data quality show for every model."""
+    model_rows = rows(boards()["model-quality-drift"])
+    assert list(model_rows) == ["Model", "Drift", "Quality from feedback: regressors (empty for a classifier)",
+                                "Data quality", "Quality from feedback: classifiers (empty for a regressor)"]
+    classifiers = model_rows["Quality from feedback: classifiers (empty for a regressor)"]
+    assert {p["title"]: p["type"] for p in classifiers} == {t: kind for t, (kind, _) in CLASSIFIER_PANELS.items()}
+    for found in classifiers:
+        assert any(CLASSIFIER_PANELS[found["title"]][1] in e for e in exprs(found)), found["title"]
+    regressors = {("model-quality-drift", p["title"]) for p in model_rows[
+        "Quality from feedback: regressors (empty for a classifier)"]}
+    assert regressors == REGRESSOR_PANELS - {("model-quality-drift", "Prediction distribution ($target_unit)"),
+                                             ("replay-exporter", "Last prediction vs actual ($target_unit)")}
+    guarded = {}
+    for name, board in boards().items():
+        for found in panels(board):
+            tasks = {task_of(e) for e in exprs(found)}
+            assert len(tasks) == 1, (name, found["title"], tasks)  # all of a panel's queries, or none
+            guarded[(name, found["title"])] = tasks.pop()
+    assert {k for k, task in guarded.items() if task == "classification"} == {
+        ("model-quality-drift", title) for title in CLASSIFIER_PANELS}
+    assert {k for k, task in guarded.items() if task == "regression"} == REGRESSOR_PANELS
+    assert set(guarded.values()) == {None, *TASKS}
+    # the guard is grafana.panels.only's, with the parentheses PromQL's precedence needs
+    assert only("classification", "a - b") == '(a - b) and on() (max(model_info{task="classification"}) == 1)'
+    assert only("regression", "max by (class) (x)") == ('max by (class) (x) and on() '
+                                                         '(max(model_info{task="regression"}) == 1)')
+    assert task_of(only("regression", "x")) == "regression" and task_of("x and on() (y)") is None
+    with pytest.raises(ValueError):
+        only("clustering", "x")
+    # the confusion matrix: a row per actual class, a column per predicted class
+    matrix = panel("model-quality-drift", "Confusion matrix, last hour")
+    assert matrix["targets"][0]["format"] == "table" and matrix["targets"][0]["instant"]
+    assert matrix["transformations"] == [{"id": "groupingToMatrix", "options": {
+        "rowField": "actual", "columnField": "predicted", "valueField": "Value"}}]
 
 
 def steps(found: dict) -> list:
@@ -152,17 +236,68 @@ def test_panel_thresholds_are_the_alerts_from_monitoring_config():
     assert steps(panel("api-golden-signals", "5xx error ratio"))[-1] == (c.error_ratio_limit, "red")
     assert steps(panel("api-golden-signals", "CPU per worker", "stat"))[-1] == (c.saturation_limit, "red")
     # live error against the live model's holdout gauges, and the quality alert's limit, factor x holdout
-    assert exprs(panel("model-quality-drift", "MAE ($target_unit)")) == [
+    regression = ' and on() (max(model_info{task="regression"}) == 1)'
+    assert exprs(panel("model-quality-drift", "MAE ($target_unit)")) == [e + regression for e in (
         ":model_absolute_error:mean5m", ":model_absolute_error:mean1h", "max(model_holdout_mean_absolute_error)",
-        f"{text.number(c.quality_factor)} * max(model_holdout_mean_absolute_error)"]
+        f"({text.number(c.quality_factor)} * max(model_holdout_mean_absolute_error))")]
     assert exprs(panel("model-quality-drift", "MAPE"))[2:] == [
-        "max(model_holdout_mean_absolute_percentage_error)",
-        "1.5 * max(model_holdout_mean_absolute_percentage_error)"]
-    assert exprs(panel("model-quality-drift", "RMSE ($target_unit)")) == [
-        ":model_squared_error:rmse5m", ":model_squared_error:rmse1h", "max(model_holdout_root_mean_squared_error)"]
+        "max(model_holdout_mean_absolute_percentage_error)" + regression,
+        "(1.5 * max(model_holdout_mean_absolute_percentage_error))" + regression]
+    assert exprs(panel("model-quality-drift", "RMSE ($target_unit)")) == [e + regression for e in (
+        ":model_squared_error:rmse5m", ":model_squared_error:rmse1h", "max(model_holdout_root_mean_squared_error)")]
     described = [p["description"] for b in boards().values() for p in panels(b)]
     assert sum("fires above 1.5x holdout" in d for d in described) == 2
     assert sum("HighErrorRatio fires above 1% for 5 minutes" in d for d in described) == 1
+
+
+def alert_expr(name: str) -> str:
+    (rule,) = [r for g in alert_groups(CONFIG) for r in g["rules"] if r.get("alert") == name]
+    return rule["expr"]
+
+
+def test_classifier_limits_are_the_alerts_from_monitoring_config():
+    """The red lines are the limits the alerts compare with: holdout - classification_margin for accuracy,
+    macro F1 and ROC AUC (its gauge only when > 0), holdout - confidence_margin for the mean confidence."""
+    c = CONFIG
+    margin, confidence = text.number(c.classification_margin), text.number(c.confidence_margin)
+    assert (margin, confidence) == ("0.1", "0.05")
+    quality, drop = alert_expr("ClassificationQualityDegraded"), alert_expr("ConfidenceDrop")
+    classification = ' and on() (max(model_info{task="classification"}) == 1)'
+    for title, live, holdout, drawn in (
+            ("Accuracy, last hour", ":model_confusion:accuracy1h", "max(model_holdout_accuracy)",
+             ["max(model_holdout_accuracy)", f"(max(model_holdout_accuracy) - {margin})"]),
+            ("Macro F1, last hour", ":model_confusion:macro_f1_1h", "max(model_holdout_macro_f1)",
+             ["max(model_holdout_macro_f1)", f"(max(model_holdout_macro_f1) - {margin})"]),
+            ("ROC AUC, last hour", ":model_feedback_score:roc_auc1h", "max(model_holdout_roc_auc) > 0",
+             ["(max(model_holdout_roc_auc) > 0)", f"((max(model_holdout_roc_auc) > 0) - {margin})"])):
+        found = panel("model-quality-drift", title)
+        assert exprs(found)[:3] == [e + classification for e in (live, *drawn)], title
+        assert [t["legendFormat"] for t in found["targets"]][:3] == [
+            "last hour", "holdout", f"alert: holdout - {margin}"]
+        # the alert compares the same rule with the same gauge, less the same margin
+        assert live in quality and f"scalar({holdout}) - {margin}" in quality, title
+        assert f"ClassificationQualityDegraded fires below holdout - {margin} (red)" in found["description"], title
+    assert f"and on() (:model_confusion:increase1h >= {c.quality_min_feedback})" in quality
+    auc = panel("model-quality-drift", "ROC AUC, last hour")
+    assert exprs(auc)[3:] == [
+        f"(:model_feedback_score:roc_auc1h {sign} :model_feedback_score:roc_auc_bound1h){classification}"
+        for sign in "-+"]
+    mean = panel("model-quality-drift", "Mean confidence, last 5 min")
+    assert exprs(mean) == [":model_confidence:mean5m" + classification,
+                           "(max(model_holdout_mean_confidence) > 0)" + classification,
+                           f"((max(model_holdout_mean_confidence) > 0) - {confidence})" + classification]
+    assert f":model_confidence:mean5m\n  < scalar(max(model_holdout_mean_confidence) > 0) - {confidence}" in drop
+    assert f"(:model_predictions:increase5m >= {c.drift_min_rows})" in drop
+    assert (f"ConfidenceDrop fires below holdout - {confidence} (red) with {c.drift_min_rows} rows predicted, for "
+            f"{text.duration(c.drift_for)}") in mean["description"]
+    # limits red and dashed, holdout values dashed
+    for title in ("Accuracy, last hour", "Macro F1, last hour", "ROC AUC, last hour", "Mean confidence, last 5 min"):
+        found = panel("model-quality-drift", title)
+        styles = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+                  for o in found["fieldConfig"]["overrides"]}
+        limit = next(name for name in styles if name.startswith("alert: "))
+        assert styles[limit]["color"] == {"mode": "fixed", "fixedColor": "red"}, title
+        assert styles[limit]["custom.lineStyle"]["fill"] == styles["holdout"]["custom.lineStyle"]["fill"] == "dash"
 
 
 # a stat's graphMode "area" is Grafana's word, not a feature
@@ -201,7 +336,8 @@ def test_no_model_is_written_into_the_dashboards():
         found = panel(board, title)
         assert found["fieldConfig"]["defaults"]["unit"] == "short" and "$target_unit" in found["description"]
     assert exprs(panel("replay-exporter", "Last prediction vs actual ($target_unit)")) == [
-        "max (replay_last_prediction)", "max (replay_last_actual)"]
+        f'max (replay_last_{name}) and on() (max(model_info{{task="regression"}}) == 1)'
+        for name in ("prediction", "actual")]
     variables = {v["name"]: v["query"]["query"] for v in boards()["model-quality-drift"]["templating"]["list"]}
     assert variables == {"feature": "label_values(feature_bin:model_feature_reference_ratio:max, feature)",
                          "target": "label_values(model_info, target)",
@@ -256,9 +392,10 @@ def test_a_variable_left_unset_is_an_error_not_an_empty_url():
 # --- every query against a real Prometheus --------------------------------------------------------
 
 
-def variable_values(prometheus, board: dict) -> dict:
+def variable_values(prometheus, board: dict, unlisted: tuple = ()) -> dict:
     """Each variable's value as Grafana would pick it: the first value label_values() lists (no default
-    is set), run through Prometheus."""
+    is set), run through Prometheus. The variables in `unlisted` may list nothing (then ""): a
+    classifier's unit is "", which Prometheus stores as no label at all."""
     values = {}
     for variable in board.get("templating", {}).get("list", []):
         found = re.fullmatch(r"label_values\((.*), (\w+)\)", variable["query"]["query"])
@@ -266,9 +403,9 @@ def variable_values(prometheus, board: dict) -> dict:
         for name, chosen in values.items():  # a variable may use the ones before it
             metric = metric.replace(f"${name}", chosen)
         listed = prometheus.label_values(found.group(2), metric)
-        if not listed:
+        if not listed and variable["name"] not in unlisted:
             raise LookupError(f"variable {variable['name']}: {variable['query']['query']} lists nothing")
-        values[variable["name"]] = listed[0]
+        values[variable["name"]] = listed[0] if listed else ""
     return values
 
 
@@ -285,34 +422,55 @@ def finite(result: list) -> bool:
     return any(math.isfinite(float(value)) for _, value in points)
 
 
-def failing_queries(prometheus) -> list:
-    failures = []
-    now = time.time()
+def run(prometheus, target: dict, expr: str, now: float) -> list:
+    """A panel's query as Grafana sends it: instant, or a range over the last 10 s."""
+    if target.get("instant"):
+        return prometheus.query(expr, now)
+    return prometheus.query_range(expr, now - 10, now)
+
+
+def every_query(prometheus, unlisted: tuple = ()):
+    """(board, panel, target, expr with the variables set) of every panel query."""
     for name, board in boards().items():
-        try:
-            values = variable_values(prometheus, board)
-        except LookupError as e:
-            failures.append(f"{name}: {e}")
-            continue
+        values = variable_values(prometheus, board, unlisted)
         for found in panels(board):
             for target in found["targets"]:
-                expr = substitute(target["expr"], values)
-                if target.get("instant"):
-                    result = prometheus.query(expr, now)
-                else:
-                    result = prometheus.query_range(expr, now - 10, now)
-                if not finite(result):
-                    failures.append(f"{name} / {found['title']}: {expr}")
+                yield name, found, target, substitute(target["expr"], values)
+
+
+def failing_queries(prometheus, task: str, unlisted: tuple = ()) -> list:
+    """Queries for every model, and those guarded for `task`, without finite data; queries guarded for the
+    other task that return anything at all."""
+    failures = []
+    now = time.time()
+    try:
+        queries = list(every_query(prometheus, unlisted))
+    except LookupError as e:
+        return [str(e)]
+    for name, found, target, expr in queries:
+        result = run(prometheus, target, expr, now)
+        if task_of(expr) in (None, task):
+            if not finite(result):
+                failures.append(f"without data: {name} / {found['title']}: {expr}")
+        elif result:
+            failures.append(f"data for a {task} model: {name} / {found['title']}: {expr}")
     return failures
 
 
-def wait_for_every_query(prometheus, settle: float) -> None:
+def wait_for_every_query(prometheus, settle: float, task: str, unlisted: tuple = ()) -> None:
     deadline = time.monotonic() + settle
-    failures = failing_queries(prometheus)
+    failures = failing_queries(prometheus, task, unlisted)
     while failures and time.monotonic() < deadline:
         time.sleep(2)
-        failures = failing_queries(prometheus)
-    assert not failures, "queries without data:\n" + "\n".join(failures)
+        failures = failing_queries(prometheus, task, unlisted)
+    assert not failures, "\n".join(failures)
+
+
+def unguarded_data(prometheus, task: str, unlisted: tuple = ()) -> set:
+    """Titles of the panels guarded for `task` with a query that would show data without its guard."""
+    now = time.time()
+    return {found["title"] for _, found, target, expr in every_query(prometheus, unlisted)
+            if task_of(expr) == task and finite(run(prometheus, target, GUARD.sub("", expr), now))}
 
 
 # --- synthetic series: a model that is not the reference one, without the webapp ----------------------
@@ -418,16 +576,16 @@ def synthetic_shares(metric: str, feature: str) -> dict:
 
 
 class SyntheticTarget:
-    """A /metrics page of COUNTER_RATES and GAUGES: counters at rate x seconds since start."""
+    """A /metrics page of `counters` and `gauges`: counters at rate x seconds since start."""
 
-    def __init__(self):
+    def __init__(self, counters: dict, gauges: dict):
         start = time.monotonic()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 elapsed = time.monotonic() - start
-                lines = [f"{series} {rate * elapsed!r}" for series, rate in COUNTER_RATES.items()]
-                lines += [f"{series} {value!r}" for series, value in GAUGES.items()]
+                lines = [f"{series} {rate * elapsed!r}" for series, rate in counters.items()]
+                lines += [f"{series} {value!r}" for series, value in gauges.items()]
                 lines.append(f"replay_last_success_timestamp_seconds {time.time()!r}")
                 body = ("\n".join(lines) + "\n").encode()
                 self.send_response(200)
@@ -447,16 +605,15 @@ class SyntheticTarget:
         self.server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    """A real Prometheus with the shipped rules, scraping the synthetic target as the api job every second."""
-    target = SyntheticTarget()
+def scraping(counters: dict, gauges: dict, workdir):
+    """A real Prometheus with the shipped rules, scraping a synthetic target as the api job every second."""
+    target = SyntheticTarget(counters, gauges)
     rules = "".join(f"\n  - {path}" for path in sorted((ROOT / "prometheus" / "rules").glob("*.yml")))
     config = ("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
               f"rule_files:{rules}\n"
               f"scrape_configs:\n  - job_name: api\n    static_configs:\n      - targets: ['{target.address}']\n")
     try:
-        prometheus = Prometheus(tmp_path_factory.mktemp("synthetic"), config_text=config)
+        prometheus = Prometheus(workdir, config_text=config)
     except BaseException:
         target.close()
         raise
@@ -465,8 +622,17 @@ def synthetic(tmp_path_factory):
     target.close()
 
 
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    yield from scraping(COUNTER_RATES, GAUGES, tmp_path_factory.mktemp("synthetic"))
+
+
 def test_every_panel_query_returns_data_for_another_model(synthetic):
-    wait_for_every_query(synthetic, settle=60)
+    wait_for_every_query(synthetic, 60, "regression")
+    # the classifiers' panels are empty for a regressor because of their guard: without it, the class
+    # shares would show this regressor's prediction bins as classes
+    assert unguarded_data(synthetic, "classification") == {
+        "Predicted classes: reference vs live", "Class shares: live minus reference"}
     # Grafana's first listed values: this model's, nothing of the reference one's
     assert variable_values(synthetic, boards()["model-quality-drift"]) == {
         "feature": "colour", "target": "petal_width", "target_unit": "cm"}
@@ -490,6 +656,153 @@ def test_every_panel_query_returns_data_for_another_model(synthetic):
                            now) == []
 
 
+# --- synthetic series of a classifier --------------------------------------------------------------
+
+# a binary classifier of e-mails with the regressor's features (classes_ ham, spam: spam is the positive
+# class, classes_[1]): the contract's classifier series in, the regression ones out
+CLASSES = ("ham", "spam")
+POSITIVE = "spam"
+# feedback pairs per second, by (actual, predicted)
+CONFUSION = {("ham", "ham"): 3.0, ("ham", "spam"): 0.5, ("spam", "ham"): 1.0, ("spam", "spam"): 1.5}
+# the card's score edges as model_feedback_score's `le` texts; scores sent with feedback per second, per
+# bin (not cumulative), by actual class: as many as that class's feedback pairs
+SCORE_BOUNDS = ("0.1", "0.5", "0.9", "+Inf")
+SCORE_BINS = {"ham": (2.0, 1.0, 0.4, 0.1), "spam": (0.2, 0.8, 1.0, 0.5)}
+REGRESSION_SERIES = re.compile(r"model_(prediction_bucket|prediction_bin_total|prediction_reference_ratio|"
+                               r"absolute_error|squared_error|absolute_percentage_error|holdout_(root_)?mean_|info)|"
+                               r"replay_last_")
+
+
+def _cumulative(rates) -> list:
+    return [sum(rates[:i + 1]) for i in range(len(rates))]
+
+
+CLASSIFIER_COUNTER_RATES = {
+    **{series: rate for series, rate in COUNTER_RATES.items() if not REGRESSION_SERIES.match(series)},
+    'model_prediction_bin_total{bin="ham"}': 7.0,
+    'model_prediction_bin_total{bin="spam"}': 3.0,
+    'model_confidence_bucket{le="0.6"}': 2.0,
+    'model_confidence_bucket{le="0.8"}': 5.0,
+    'model_confidence_bucket{le="0.95"}': 8.0,
+    'model_confidence_bucket{le="+Inf"}': 10.0,
+    'model_confidence_sum': 8.1,
+    'model_confidence_count': 10.0,
+    **{f'model_score_bucket{{le="{le}"}}': rate for le, rate in zip(SCORE_BOUNDS, (4.0, 6.0, 8.5, 10.0))},
+    'model_score_sum': 3.2,
+    'model_score_count': 10.0,
+    **{f'model_confusion_total{{actual="{a}",predicted="{p}"}}': rate for (a, p), rate in CONFUSION.items()},
+    **{f'model_feedback_score_bin_total{{actual="{a}",bin="{b}"}}': rate
+       for a, rates in SCORE_BINS.items() for b, rate in zip(SCORE_BOUNDS, rates)},
+    **{f'model_feedback_score_bucket{{actual="{a}",le="{b}"}}': rate
+       for a, rates in SCORE_BINS.items() for b, rate in zip(SCORE_BOUNDS, _cumulative(rates))},
+    'model_feedback_score_sum{actual="ham"}': 0.7,
+    'model_feedback_score_sum{actual="spam"}': 1.5,
+    **{f'model_feedback_score_count{{actual="{a}"}}': sum(rates) for a, rates in SCORE_BINS.items()},
+    'model_feedback_total': sum(CONFUSION.values()),
+}
+HOLDOUT = {"accuracy": 0.8, "macro_f1": 0.78, "log_loss": 0.45, "roc_auc": 0.85, "mean_confidence": 0.83}
+HOLDOUT_CLASSES = {"precision": (0.82, 0.76), "recall": (0.87, 0.69), "f1": (0.845, 0.725)}
+CLASS_REFERENCE = {"ham": 0.62, "spam": 0.38}
+CLASSIFIER_GAUGES = {
+    **{series: value for series, value in GAUGES.items() if not REGRESSION_SERIES.match(series)},
+    'model_info{name="mail-filter",version="0.2.0",sha256="abcdef012345",task="classification",target="is_spam",'
+    'unit="",serving_path="numpy"}': 1.0,
+    **{f"model_holdout_{name}": value for name, value in HOLDOUT.items()},
+    **{f'model_holdout_{name}{{class="{c}"}}': value
+       for name, values in HOLDOUT_CLASSES.items() for c, value in zip(CLASSES, values)},
+    'model_prediction_reference_ratio{bin="ham"}': 0.6,
+    'model_prediction_reference_ratio{bin="spam"}': 0.4,
+    **{f'model_class_reference_ratio{{class="{c}"}}': share for c, share in CLASS_REFERENCE.items()},
+    f'model_positive_class{{class="{POSITIVE}"}}': 1.0,
+}
+
+
+@pytest.fixture(scope="module")
+def synthetic_classifier(tmp_path_factory):
+    yield from scraping(CLASSIFIER_COUNTER_RATES, CLASSIFIER_GAUGES, tmp_path_factory.mktemp("classifier"))
+
+
+def by(result: list, *labels) -> dict:
+    """{label values: value} of an instant query's series."""
+    return {tuple(s["metric"][label] for label in labels): float(s["value"][1]) for s in result}
+
+
+def test_every_panel_query_returns_data_for_a_classifier(synthetic_classifier):
+    prom = synthetic_classifier
+    wait_for_every_query(prom, 60, "classification", unlisted=("target_unit",))
+    # a classifier exports none of the regression series: its panels would be empty even without the guard
+    assert unguarded_data(prom, "regression", unlisted=("target_unit",)) == set()
+    assert variable_values(prom, boards()["model-quality-drift"], unlisted=("target_unit",)) == {
+        "feature": "colour", "target": "is_spam", "target_unit": ""}
+    version = prom.query(substitute(exprs(panel("model-quality-drift", "Model version"))[0], {}))
+    assert [s["metric"] for s in version] == [{"name": "mail-filter", "version": "0.2.0", "task": "classification",
+                                               "sha256": "abcdef012345"}]
+    # the numbers the panels show, computed a second time with scikit-learn from the synthetic rates
+    from sklearn import metrics
+    pairs = list(CONFUSION)
+    actual, predicted = [a for a, _ in pairs], [p for _, p in pairs]
+    weights = [CONFUSION[pair] for pair in pairs]
+    now = time.time()
+
+    def show(title: str, ref: str = "A") -> list:
+        found = panel("model-quality-drift", title)
+        (target,) = [t for t in found["targets"] if t["refId"] == ref]
+        return prom.query(substitute(target["expr"], {}), now)
+
+    matrix = by(show("Confusion matrix, last hour"), "actual", "predicted")
+    total = sum(matrix.values())
+    assert set(matrix) == set(CONFUSION) and total > 0
+    assert {k: v / total for k, v in matrix.items()} == pytest.approx(
+        {k: v / sum(weights) for k, v in CONFUSION.items()}, rel=1e-9)
+    assert by(show("Accuracy, last hour"))[()] == pytest.approx(
+        metrics.accuracy_score(actual, predicted, sample_weight=weights), rel=1e-9)
+    assert by(show("Macro F1, last hour"))[()] == pytest.approx(
+        metrics.f1_score(actual, predicted, average="macro", sample_weight=weights), rel=1e-9)
+    for ref, score in zip("ACE", (metrics.precision_score, metrics.recall_score, metrics.f1_score)):
+        live = by(show("Per class, last hour vs holdout", ref), "class")
+        assert live == pytest.approx(dict(zip([(c,) for c in CLASSES], score(
+            actual, predicted, labels=list(CLASSES), average=None, sample_weight=weights))), rel=1e-9), score
+    for ref, name in zip("BDF", HOLDOUT_CLASSES):
+        assert by(show("Per class, last hour vs holdout", ref), "class") == dict(
+            zip([(c,) for c in CLASSES], HOLDOUT_CLASSES[name]))
+    # the ROC AUC of the binned scores is scikit-learn's of scores tied within a bin (the bin's index)
+    scored = [(a, b, rate) for a, rates in SCORE_BINS.items() for b, rate in enumerate(rates)]
+    auc = metrics.roc_auc_score([a == POSITIVE for a, _, _ in scored], [b for _, b, _ in scored],
+                                sample_weight=[r for _, _, r in scored])
+    bound = 0.5 * sum(p * n for p, n in zip(SCORE_BINS[POSITIVE], SCORE_BINS["ham"])) / (
+        sum(SCORE_BINS[POSITIVE]) * sum(SCORE_BINS["ham"]))
+    roc = [by(show("ROC AUC, last hour", ref))[()] for ref in "ABCDE"]
+    assert roc == pytest.approx([auc, HOLDOUT["roc_auc"], HOLDOUT["roc_auc"] - CONFIG.classification_margin,
+                                 auc - bound, auc + bound], rel=1e-9)
+    assert by(show("Accuracy, last hour", "C"))[()] == pytest.approx(HOLDOUT["accuracy"]
+                                                                     - CONFIG.classification_margin)
+    # class shares: predicted from the bins, actual from the confusion matrix's rows
+    assert by(show("Predicted classes: reference vs live", "B"), "bin") == pytest.approx({("ham",): 0.7,
+                                                                                          ("spam",): 0.3}, rel=1e-9)
+    actual_shares = {(c,): sum(v for (a, _), v in CONFUSION.items() if a == c) / sum(weights) for c in CLASSES}
+    assert by(show("Actual classes: reference vs feedback", "B"), "class") == pytest.approx(actual_shares, rel=1e-9)
+    assert by(show("Actual classes: reference vs feedback", "A"), "class") == {
+        (c,): share for c, share in CLASS_REFERENCE.items()}
+    assert [by(show("Mean confidence, last 5 min", ref))[()] for ref in "ABC"] == pytest.approx(
+        [8.1 / 10, HOLDOUT["mean_confidence"], HOLDOUT["mean_confidence"] - CONFIG.confidence_margin], rel=1e-9)
+    # every live value is above its red line: neither alert's condition holds once both have enough rows
+    enough = (f":model_confusion:increase1h >= {CONFIG.quality_min_feedback} and on() "
+              f":model_predictions:increase5m >= {CONFIG.drift_min_rows}")
+    deadline = time.monotonic() + 90
+    while not prom.query(enough) and time.monotonic() < deadline:
+        time.sleep(2)
+    now = time.time()
+    assert prom.query(enough, now)
+    assert prom.query(alert_expr("ClassificationQualityDegraded"), now) == []
+    assert prom.query(alert_expr("ConfidenceDrop"), now) == []
+    # and the alerts' expressions do speak on these series: with the margins at 0 both conditions hold
+    tight = dataclasses.replace(CONFIG, classification_margin=0.0, confidence_margin=0.0)
+    fired = {r["alert"]: prom.query(r["expr"], now) for g in alert_groups(tight) for r in g["rules"]
+             if r["alert"] in ("ClassificationQualityDegraded", "ConfidenceDrop")}
+    assert {name: sorted(str(s["metric"].get("measure")) for s in result) for name, result in fired.items()} == {
+        "ClassificationQualityDegraded": ["accuracy", "macro_f1", "roc_auc"], "ConfidenceDrop": ["None"]}
+
+
 # --- a real replay ---------------------------------------------------------------------------------
 
 
@@ -502,7 +815,7 @@ def replaying(model_dir, tmp_path_factory):
 
 
 def test_every_panel_query_returns_data_from_a_real_replay(replaying, card):
-    wait_for_every_query(replaying.prometheus, SETTLE)
+    wait_for_every_query(replaying.prometheus, SETTLE, "regression")
     # and the data are the replay's: rows flowed, feedback arrived, bad requests were refused
     prom = replaying.prometheus
     assert prom.value(":replay_rows:rate5m") > 0

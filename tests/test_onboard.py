@@ -1,4 +1,5 @@
-"""python -m model.onboard: any fitted regressor and a reference CSV become a card the API serves."""
+"""python -m model.onboard: any fitted regressor and a reference CSV become a card the API serves
+(classifiers: tests/test_onboard_classifier.py)."""
 import json
 import pickle
 
@@ -179,7 +180,8 @@ def _garbage(folder):
 
 
 def _without_column(folder):
-    read_table(folder / "reference.csv", "reference").drop(columns=["rooms"]).to_csv(folder / "norooms.csv", index=False)
+    frame = read_table(folder / "reference.csv", "reference")
+    frame.drop(columns=["rooms"]).to_csv(folder / "norooms.csv", index=False)
     return "norooms.csv"
 
 
@@ -196,7 +198,8 @@ REFUSALS = {
     "the target column is missing": (dict(target="price"), "the target column 'price' is not in the reference CSV"),
     "a feature is not in the CSV": (dict(reference=_without_column), "feature 'rooms' is not in the reference CSV"),
     "fitted on numpy": (dict(pipeline_file=_numpy_fitted), "LinearRegression has no feature_names_in_"),
-    "a classifier": (dict(pipeline_file=_classifier), "RandomForestClassifier is a classifier"),
+    "a classifier forced to be a regressor": (dict(pipeline_file=_classifier, extra=("--task", "regression")),
+                                              "--task regression: RandomForestClassifier is a classifier"),
     "values the pipeline cannot predict": (dict(pipeline_file=_strict_encoder),
                                            "the reference data holds values the pipeline cannot predict: ValueError"),
     "a file that does not unpickle": (dict(pipeline_file=_garbage), "does not unpickle"),
@@ -210,7 +213,7 @@ def test_every_refusal_is_one_line_and_status_1(name, files, tmp_path, capsys):
     folder, _ = files
     args, expected = REFUSALS[name]
     args = {k: (v(folder) if callable(v) else v) for k, v in args.items()}
-    status, out = onboard(files, tmp_path, **args)
+    status, out = onboard(files, tmp_path, *args.pop("extra", ()), **args)
     err = capsys.readouterr().err
     assert status == 1
     assert err.count("\n") == 1 and err.startswith("model.onboard: "), err

@@ -22,8 +22,8 @@ PROM = ROOT / "prometheus"
 ALERTMANAGER = ROOT / "alertmanager" / "alertmanager.yml"
 README = ROOT / "README.md"
 ALERT_NAMES = {"ApiDown", "ApiReplicaLost", "HighErrorRatio", "HighLatencyP99", "Saturation", "MetricsWriteFailing",
-               "NoTraffic", "FeatureDrift", "PredictionDrift", "ModelQualityDegraded", "HighInvalidInputRatio",
-               "ExporterStalled"}
+               "NoTraffic", "FeatureDrift", "PredictionDrift", "ModelQualityDegraded", "ClassificationQualityDegraded",
+               "ConfidenceDrop", "HighInvalidInputRatio", "ExporterStalled"}
 # the reference model's card values (holdout MAE, RMSE, MAPE and 1.5x of them, as the old rules wrote them):
 # limits now come from the live model's gauges, and no card's number may creep back into rules or tests
 CARD_NUMBERS = re.compile(r"15[,.]?49[67]|23[,.]?245|22[,.]?956|0\.1478|0\.0985|9\.85")
@@ -77,7 +77,8 @@ def test_build_check_fails_on_a_hand_edit(tmp_path, monkeypatch):
 OTHER = dataclasses.replace(CONFIG, short_window="10m", long_window="2h", psi_limit=0.25, psi_floor=1e-3,
                             drift_min_rows=800, quality_factor=2.0, quality_min_feedback=300,
                             error_ratio_limit=0.02, latency_target_seconds=0.05, latency_quantile=0.95,
-                            saturation_limit=0.8, invalid_ratio_limit=0.1, drift_for="20m", quality_for="30m")
+                            saturation_limit=0.8, invalid_ratio_limit=0.1, drift_for="20m", quality_for="30m",
+                            classification_margin=0.15, confidence_margin=0.08)
 
 
 @pytest.mark.parametrize("config", [CONFIG, OTHER], ids=["shipped", "other"])
@@ -111,6 +112,19 @@ def test_another_config_moves_every_threshold_and_window():
     assert found["HighLatencyP99"]["annotations"]["summary"] == "p95 latency of /predict is over 50 ms"
     assert "(threshold 2%)" in found["HighErrorRatio"]["annotations"]["description"]
     assert "(threshold 0.25)" in found["FeatureDrift"]["annotations"]["description"]
+    classification = found["ClassificationQualityDegraded"]
+    for rule, gauge in ((":model_confusion:accuracy2h", "max(model_holdout_accuracy)"),
+                        (":model_confusion:macro_f1_2h", "max(model_holdout_macro_f1)"),
+                        (":model_feedback_score:roc_auc2h", "max(model_holdout_roc_auc) > 0")):
+        assert f"({rule}, " in classification["expr"] and f"< scalar({gauge}) - 0.15" in classification["expr"]
+    assert classification["expr"].endswith("and on() (:model_confusion:increase2h >= 300)")
+    assert classification["for"] == "30m"
+    assert classification["annotations"]["summary"] == \
+        "Classifier {{ $labels.measure }} is over 0.15 below its holdout value"
+    confidence = found["ConfidenceDrop"]
+    assert confidence["expr"] == (":model_confidence:mean10m\n  < scalar(max(model_holdout_mean_confidence) > 0) - 0.08"
+                                  "\n  and on() (:model_predictions:increase10m >= 800)")
+    assert confidence["for"] == "20m" and "more than 0.08 below" in confidence["annotations"]["description"]
     psi = next(r for g in rules.recording_groups(OTHER) for r in g["rules"] if r["record"].endswith("psi10m"))
     assert psi["expr"].count("0.001") == 4 and "0.0001" not in psi["expr"]
     assert "[5m]" not in json.dumps(rules.recording_groups(OTHER)) + json.dumps(rules.alert_groups(OTHER))
@@ -130,10 +144,12 @@ def test_the_shipped_thresholds_are_the_configs():
         "HighErrorRatio": CONFIG.error_ratio_for, "HighLatencyP99": CONFIG.latency_for,
         "Saturation": CONFIG.saturation_for, "MetricsWriteFailing": CONFIG.metrics_write_for,
         "NoTraffic": CONFIG.no_traffic_for, "FeatureDrift": CONFIG.drift_for, "PredictionDrift": CONFIG.drift_for,
-        "ModelQualityDegraded": CONFIG.quality_for, "HighInvalidInputRatio": CONFIG.invalid_ratio_for,
+        "ModelQualityDegraded": CONFIG.quality_for, "ClassificationQualityDegraded": CONFIG.quality_for,
+        "ConfidenceDrop": CONFIG.drift_for, "HighInvalidInputRatio": CONFIG.invalid_ratio_for,
         "ExporterStalled": CONFIG.exporter_stalled_for}
     assert (CONFIG.psi_limit, CONFIG.drift_min_rows, CONFIG.quality_factor, CONFIG.quality_min_feedback,
-            CONFIG.latency_target_seconds, CONFIG.psi_floor) == (0.2, 500, 1.5, 200, 0.02, 1e-4)
+            CONFIG.latency_target_seconds, CONFIG.psi_floor, CONFIG.classification_margin,
+            CONFIG.confidence_margin) == (0.2, 500, 1.5, 200, 0.02, 1e-4, 0.1, 0.05)
 
 
 def test_quality_alert_compares_with_the_holdout_gauges_and_no_literal():
@@ -145,6 +161,50 @@ def test_quality_alert_compares_with_the_holdout_gauges_and_no_literal():
     assert "and on() (:model_feedback:increase1h >= 200)" in expr
     # the only numbers: the factor, "no MAPE" and the feedback floor (window digits inside names do not count)
     assert re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", expr) == ["1.5", "1.5", "0", "200"]
+
+
+def test_classification_alerts_compare_with_the_holdout_gauges_and_no_literal():
+    found = alerts()
+    expr = found["ClassificationQualityDegraded"]["expr"]
+    assert ('label_replace(:model_confusion:accuracy1h, "measure", "accuracy", "", "")\n'
+            "      < scalar(max(model_holdout_accuracy)) - 0.1") in expr
+    assert ('label_replace(:model_confusion:macro_f1_1h, "measure", "macro_f1", "", "")\n'
+            "      < scalar(max(model_holdout_macro_f1)) - 0.1") in expr
+    # a card without ROC AUC exports 0: "> 0" makes that an empty scalar, NaN, which never fires
+    assert ('label_replace(:model_feedback_score:roc_auc1h, "measure", "roc_auc", "", "")\n'
+            "      < scalar(max(model_holdout_roc_auc) > 0) - 0.1") in expr
+    assert expr.endswith("and on() (:model_confusion:increase1h >= 200)")
+    # each `measure` names its gauge: the description reads the holdout value back by that name
+    assert all(f"model_holdout_{m}" in expr for m in re.findall(r'"measure", "(\w+)"', expr))
+    assert 'query (printf "max(model_holdout_%s)" $labels.measure)' in \
+        found["ClassificationQualityDegraded"]["annotations"]["description"]
+    assert re.findall(r"(?<![\w.$])\d+(?:\.\d+)?(?![\w.])", expr) == ["0.1", "0.1", "0", "0.1", "200"]
+    confidence = found["ConfidenceDrop"]["expr"]
+    assert confidence == (":model_confidence:mean5m\n  < scalar(max(model_holdout_mean_confidence) > 0) - 0.05\n"
+                          "  and on() (:model_predictions:increase5m >= 500)")
+
+
+def test_the_regression_rules_are_unchanged_by_the_classification_ones():
+    """A classifier's rules come as a group of their own: the other groups' rules are the regressors' as before."""
+    groups = {g["name"]: g["rules"] for g in rules.recording_groups()}
+    assert list(groups) == ["drift", "golden-signals", "model", "classification", "exporter"]
+    classification = [r["record"] for r in groups["classification"]]
+    names = rules.Names()
+    assert classification == [names.actual_predicted_increase_long, names.confusion_increase_long,
+                              names.accuracy_long, names.precision_long, names.recall_long, names.f1_long,
+                              names.macro_f1_long, names.roc_auc_long, names.roc_auc_bound_long,
+                              names.confidence_mean_short, names.actual_fraction_long, names.class_reference]
+    assert classification[:3] + classification[-3:] == [
+        "actual_predicted:model_confusion:increase1h", ":model_confusion:increase1h", ":model_confusion:accuracy1h",
+        ":model_confidence:mean5m", "class:model_confusion_actual:fraction1h", "class:model_class_reference_ratio:max"]
+    # what the classification rules read: the classifier's metrics and the group's own rules only
+    exprs = " ".join(r["expr"] for r in groups["classification"])
+    read = set(re.findall(r"(?<![\w:])(model_\w+|[a-z_]*:\w+:\w+)", exprs))
+    assert {name for name in read if ":" not in name} == {
+        "model_confusion_total", "model_feedback_score_bin_total", "model_feedback_score_bucket",
+        "model_feedback_score_count", "model_positive_class", "model_confidence_sum", "model_confidence_count",
+        "model_class_reference_ratio"}
+    assert {name for name in read if ":" in name} <= set(classification)
 
 
 def test_no_model_number_or_word_in_rules_or_rule_tests():
@@ -169,7 +229,7 @@ def test_every_recording_rule_is_read_by_an_alert_a_dashboard_or_the_readme_pict
                          (alert_exprs, panel_exprs, screenshots,
                           *(e for other, e in rule_exprs.items() if other != name)))]
     assert unread == []
-    assert len(rule_exprs) == 29
+    assert len(rule_exprs) == 41
 
 
 def test_every_recording_rule_has_a_hand_worked_unit_test():
@@ -188,8 +248,8 @@ def test_promtool_check_config(config):
 
 def test_promtool_check_rules():
     out = run("promtool", "check", "rules", *map(str, sorted((PROM / "rules").glob("*.yml"))))
-    assert "SUCCESS: 12 rules found" in out and "SUCCESS: 29 rules found" in out
-    assert (len(alerts()), len(recorded())) == (12, 29)
+    assert "SUCCESS: 14 rules found" in out and "SUCCESS: 41 rules found" in out
+    assert (len(alerts()), len(recorded())) == (14, 41)
 
 
 def test_promtool_rule_unit_tests():
@@ -210,6 +270,16 @@ NUDGES = {
     "invalid ratio down (4% now too many)": ("HighInvalidInputRatio", dict(invalid_ratio_limit=0.039)),
     "drift rows up (600 rows no longer enough)": ("FeatureDrift", dict(drift_min_rows=601)),
     "drift rows down (300 rows now enough)": ("FeatureDrift", dict(drift_min_rows=299)),
+    "classification margin up (accuracy 0.79 no longer 0.1 below 0.9)": ("ClassificationQualityDegraded",
+                                                                         dict(classification_margin=0.11)),
+    "classification margin down (accuracy 0.81 now below)": ("ClassificationQualityDegraded",
+                                                             dict(classification_margin=0.089)),
+    "labelled floor up (210 pairs no longer enough)": ("ClassificationQualityDegraded", dict(quality_min_feedback=211)),
+    "labelled floor down (190 pairs now enough)": ("ClassificationQualityDegraded", dict(quality_min_feedback=189)),
+    "confidence margin up (mean 0.849 no longer 0.05 below 0.9)": ("ConfidenceDrop", dict(confidence_margin=0.052)),
+    "confidence margin down (mean 0.851 now below)": ("ConfidenceDrop", dict(confidence_margin=0.048)),
+    "confidence rows up (600 rows no longer enough)": ("ConfidenceDrop", dict(drift_min_rows=601)),
+    "confidence rows down (450 rows now enough)": ("ConfidenceDrop", dict(drift_min_rows=449)),
 }
 
 
@@ -317,6 +387,11 @@ def fires_when(c) -> dict:
                             f"for {text.short(c.drift_for)}"],
         "ModelQualityDegraded": [f"over {h}", f"> {text.number(c.quality_factor)} × the holdout",
                                  f"≥ {c.quality_min_feedback} feedbacks", f"for {text.short(c.quality_for)}"],
+        "ClassificationQualityDegraded": [f"over {h}", f"more than {text.number(c.classification_margin)} below the "
+                                          "holdout", f"≥ {c.quality_min_feedback} feedbacks",
+                                          f"for {text.short(c.quality_for)}"],
+        "ConfidenceDrop": [f"over {s}", f"more than {text.number(c.confidence_margin)} below the holdout",
+                           f"≥ {c.drift_min_rows} rows", f"for {text.short(c.drift_for)}"],
         "HighInvalidInputRatio": [f"> {text.percent(c.invalid_ratio_limit)}", f"over {s}",
                                   f"for {text.short(c.invalid_ratio_for)}"],
         "ExporterStalled": [f"over {s}", f"for {text.short(c.exporter_stalled_for)}"],

@@ -15,6 +15,7 @@ from pathlib import Path
 from flask import Flask, g, request
 
 from model.card import CARD_FILE, ModelIntegrityError, load_verified_pipeline
+from model.classes import ClassIndex
 
 from . import config
 from .errors import register_error_handlers
@@ -23,7 +24,7 @@ from .jsonbody import discard_unread_body
 from .openapi import build_spec
 from .predictor import build_predictor
 from .routes import bp
-from .validation import RecordSchema, feedback_bounds, prediction_bounds
+from .validation import ClassFeedback, RecordSchema, feedback_bounds, prediction_bounds
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -36,8 +37,10 @@ class ModelService:
     schema: RecordSchema
     predictor: object  # webapp.predictor: .predict(rows), .path, .reason
     spec: dict
-    feedback_bounds: tuple  # what /feedback accepts for `actual`
+    feedback_bounds: tuple  # regressors: what /feedback accepts for `actual`
     prediction_bounds: tuple  # and for `prediction`
+    classes: ClassIndex = None  # classifiers: the card's classes
+    class_feedback: ClassFeedback = None  # and their /feedback schema
 
 
 def load_model_service(cfg) -> ModelService:
@@ -48,12 +51,22 @@ def load_model_service(cfg) -> ModelService:
     except ModelIntegrityError as exc:
         raise ModelIntegrityError(f"model card {Path(cfg['MODEL_DIR']) / CARD_FILE} does not match its pickle: "
                                   f"{exc}") from None
+    schema = RecordSchema(features, cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"])
+    if card["task"] == "classification":
+        target = card["target"]
+        classes = ClassIndex(target["classes"])
+        return ModelService(
+            card=card, version=card["version"], schema=schema, predictor=predictor,
+            spec=build_spec(card, cfg["MAX_BATCH_SIZE"], cfg["MAX_CONTENT_LENGTH"]),
+            feedback_bounds=None, prediction_bounds=None, classes=classes,
+            class_feedback=ClassFeedback(classes, target["probabilities"] and len(classes) == 2,
+                                         cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"]))
     bounds = feedback_bounds(card["target"], cfg["FEEDBACK_RANGE_FACTOR"])
     predicted = prediction_bounds(card["target"], cfg["FEEDBACK_RANGE_FACTOR"])
     return ModelService(
         card=card,
         version=card["version"],
-        schema=RecordSchema(features, cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"]),
+        schema=schema,
         predictor=predictor,
         spec=build_spec(card, cfg["MAX_BATCH_SIZE"], cfg["MAX_CONTENT_LENGTH"], bounds, predicted),
         feedback_bounds=bounds,

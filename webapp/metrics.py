@@ -19,15 +19,23 @@ calls cost more than they save on one row).  Larger batches find bins a column a
 time (model.bins.numeric_indices, one count per category) and increment each distinct
 series once, whatever the batch size.
 Both paths count with model.bins, the rule training used; tests check they agree.
+
+A classifier's predictions are classes: they are counted per class in the prediction bins (the
+card's reference shares of predicted classes make PSI the class-share drift), with the top
+probability and the positive class's probability in histograms; its feedback is counted in a
+confusion counter labelled by the actual and the predicted class, and feedback scores in
+histograms split by the actual class, from which PromQL computes ROC AUC.
 """
 import time
 from collections import Counter as Tally
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.utils import floatToGoString
 
 from model import bins
 from model.bins import OTHER, significant
+from model.classes import label_text
 
 # 1 ms to 2.5 s, with an edge at 20 ms: the p99 target of a one-row /predict (bench/README.md)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -80,6 +88,7 @@ class ModelMetrics:
     """Creates the model metrics in `registry` and records predictions, invalid input and feedback."""
 
     def __init__(self, card: dict, serving_path: str, registry):
+        self.task = card["task"]
         self.predictions = Counter("model_predictions", "Rows predicted (a batch of n counts n)", registry=registry)
         self.inference = Histogram("model_inference_duration_seconds",
                                    "Time in the model per /predict call: encoding and estimator, no HTTP or validation",
@@ -87,34 +96,115 @@ class ModelMetrics:
         self.batch = Histogram("model_batch_size", "Rows per successful /predict call",
                                buckets=BATCH_BUCKETS, registry=registry)
         target = card["target"]
-        self.prediction = Histogram("model_prediction", "Predicted values, in the target's unit (model_info's unit "
-                                    "label); bucket bounds are the card's deciles of the training predictions",
-                                    buckets=prediction_buckets(card), registry=registry)
         info = Gauge("model_info", "The model being served (value 1), its target and its serving path",
                      ["name", "version", "sha256", "task", "target", "unit", "serving_path"],
                      multiprocess_mode="max", registry=registry)
-        # (gauge child, value) this model publishes: model_info, the holdout errors and the reference shares
+        # (gauge child, value) this model publishes: model_info, the holdout values and the reference shares
         self._published = [(info.labels(card["name"], card["version"], card["artifact"]["sha256"][:12],
                                         card["task"], target["name"], target["unit"], serving_path), 1)]
+        invalid = Counter("model_input_invalid", "Refused /predict requests, by the first problem's reason",
+                          ["reason"], registry=registry)
+        self.invalid = {reason: invalid.labels(reason) for reason in INVALID_REASONS}
+        self.feedback = Counter("model_feedback", "Feedback pairs (prediction, actual) received", registry=registry)
+        self._init_features(card, registry)
+        prediction_bins = Counter("model_prediction_bin", "Predictions per reference bin (not cumulative); a "
+                                  "classifier's bins are its classes", ["bin"], registry=registry)
+        prediction_reference = Gauge("model_prediction_reference_ratio", "Share of training-set predictions in "
+                                     "each bin (model card)", ["bin"], multiprocess_mode="max", registry=registry)
+        pred_ref = card["reference"]["prediction"]
+        self._prediction_bins = [prediction_bins.labels(b) for b in pred_ref["bins"]]
+        for label, fraction in zip(pred_ref["bins"], pred_ref["fractions"]):
+            self._published.append((prediction_reference.labels(label), fraction))
+        if self.task == "classification":
+            self._init_classification(card, registry)
+        else:
+            self._init_regression(card, registry)
+        self.publish()
+
+    def _holdout_gauges(self, registry, holdout: dict, gauges) -> None:
+        # a card without a value publishes 0, which the rules read as "none" (max(...) > 0): after a
+        # reload from a model with one, the old value must not linger; NaN cannot say it, as workers'
+        # files hold 0 and a max() over NaN and 0 depends on the order the files are read in
+        for name, doc, key in gauges:
+            self._published.append((Gauge(name, doc, multiprocess_mode="max", registry=registry),
+                                    holdout.get(key, 0.0)))
+
+    def _init_regression(self, card: dict, registry) -> None:
+        target, holdout = card["target"], card["metrics"]["holdout"]
+        self.prediction = Histogram("model_prediction", "Predicted values, in the target's unit (model_info's unit "
+                                    "label); bucket bounds are the card's deciles of the training predictions",
+                                    buckets=prediction_buckets(card), registry=registry)
         # the card's holdout errors, so that rules and dashboards compare live error with them
-        holdout = card["metrics"]["holdout"]
-        for name, doc, key in (
+        self._holdout_gauges(registry, holdout, (
             ("model_holdout_mean_absolute_error", "Holdout MAE of the live model (model card), target unit",
              "mean_absolute_error"),
             ("model_holdout_root_mean_squared_error", "Holdout RMSE of the live model (model card), target unit",
              "root_mean_squared_error"),
             ("model_holdout_mean_absolute_percentage_error", "Holdout MAPE of the live model (model card), a ratio",
              "mean_absolute_percentage_error"),
-        ):
-            # a card without MAPE (a holdout target with a 0) publishes 0, which the rules read as
-            # "none" (max(...) > 0): after a reload from a model with one, the old value must not
-            # linger; NaN cannot say it, as workers' files hold 0 and a max() over NaN and 0 depends
-            # on the order the files are read in
-            self._published.append((Gauge(name, doc, multiprocess_mode="max", registry=registry),
-                                    holdout.get(key, 0.0)))
-        invalid = Counter("model_input_invalid", "Refused /predict requests, by the first problem's reason",
-                          ["reason"], registry=registry)
-        self.invalid = {reason: invalid.labels(reason) for reason in INVALID_REASONS}
+        ))
+        self.absolute_error = Histogram("model_absolute_error", "|actual - prediction|, in the target's unit; "
+                                        "bucket bounds are multiples of the card's holdout MAE",
+                                        buckets=error_buckets(holdout["mean_absolute_error"]), registry=registry)
+        self.squared_error = Counter("model_squared_error",
+                                     "Sum of (actual - prediction)^2, for RMSE in PromQL", registry=registry)
+        self.absolute_percentage_error = Histogram("model_absolute_percentage_error",
+                                                   "|actual - prediction| / actual, a ratio (0.1 = 10%)",
+                                                   buckets=APE_BUCKETS, registry=registry)
+        # a percentage error is kept for a target that was positive throughout training (a price, a count)
+        self._percentage_errors = target["train_min"] > 0
+        self._prediction_edges = np.array(card["reference"]["prediction"]["edges"], dtype=float)
+        self._prediction_edge_list = list(card["reference"]["prediction"]["edges"])
+
+    def _init_classification(self, card: dict, registry) -> None:
+        target, refs, holdout = card["target"], card["reference"], card["metrics"]["holdout"]
+        texts = [label_text(c) for c in target["classes"]]
+        self._n_classes = len(texts)
+        self._holdout_gauges(registry, holdout, (
+            ("model_holdout_accuracy", "Holdout accuracy of the live model (model card)", "accuracy"),
+            ("model_holdout_macro_f1", "Holdout macro F1 of the live model (model card)", "macro_f1"),
+            ("model_holdout_log_loss", "Holdout log loss of the live model (model card); 0: none", "log_loss"),
+            ("model_holdout_roc_auc", "Holdout ROC AUC of the live model (model card); 0: not a binary model "
+             "with probabilities", "roc_auc"),
+            ("model_holdout_mean_confidence", "Holdout mean top probability of the live model (model card); "
+             "0: no probabilities", "mean_confidence"),
+        ))
+        for name, what in (("precision", "precision"), ("recall", "recall"), ("f1", "F1")):
+            gauge = Gauge(f"model_holdout_{name}", f"Holdout {what} of each class (model card)", ["class"],
+                          multiprocess_mode="max", registry=registry)
+            self._published += [(gauge.labels(t), holdout["classes"][t][name]) for t in texts]
+        shares = Gauge("model_class_reference_ratio", "Share of each actual class in the reference rows (model card)",
+                       ["class"], multiprocess_mode="max", registry=registry)
+        self._published += list(zip((shares.labels(t) for t in texts), refs["actual"]["fractions"]))
+        self._binary = len(texts) == 2
+        if self._binary:
+            positive = Gauge("model_positive_class", "1 for the class whose probability is the score (binary models)",
+                             ["class"], multiprocess_mode="max", registry=registry)
+            self._published.append((positive.labels(texts[1]), 1))
+        confusion = Counter("model_confusion", "Feedback pairs by actual and predicted class (a confusion matrix)",
+                            ["actual", "predicted"], registry=registry)
+        self._confusion = [[confusion.labels(a, p) for p in texts] for a in texts]
+        self.confidence = self.score = self.feedback_score = None
+        if target["probabilities"]:
+            self.confidence = Histogram("model_confidence", "Top class probability of each prediction; bucket bounds "
+                                        "are the card's deciles of it on the reference rows",
+                                        buckets=refs["confidence"]["edges"], registry=registry)
+        if target["probabilities"] and self._binary:
+            edges = refs["score"]["edges"]
+            self.score = Histogram("model_score", "Probability of the positive class (model_positive_class) of each "
+                                   "prediction; bucket bounds are the card's score bins", buckets=edges,
+                                   registry=registry)
+            histogram = Histogram("model_feedback_score", "Scores sent with feedback, by actual class; the same "
+                                  "bounds as model_score", ["actual"], buckets=edges, registry=registry)
+            self.feedback_score = [histogram.labels(t) for t in texts]
+            self._score_bounds = np.array(self.feedback_score[0]._upper_bounds)
+            bin_counter = Counter("model_feedback_score_bin", "Scores sent with feedback, by actual class and bucket, "
+                                  "not cumulative: `bin` is the `le` of model_feedback_score's bucket",
+                                  ["actual", "bin"], registry=registry)
+            bounds = [floatToGoString(b) for b in self._score_bounds]
+            self._feedback_score_bins = [[bin_counter.labels(t, b) for b in bounds] for t in texts]
+
+    def _init_features(self, card: dict, registry) -> None:
         missing = Counter("model_feature_missing", "Null feature values in predicted rows", ["feature"],
                           registry=registry)
         out_of_range = Counter("model_feature_out_of_range",
@@ -127,23 +217,6 @@ class ModelMetrics:
                               ["feature", "bin"], registry=registry)
         reference = Gauge("model_feature_reference_ratio", "Share of training rows in each bin (model card)",
                           ["feature", "bin"], multiprocess_mode="max", registry=registry)
-        prediction_bins = Counter("model_prediction_bin", "Predictions per reference bin (not cumulative)",
-                                  ["bin"], registry=registry)
-        prediction_reference = Gauge("model_prediction_reference_ratio",
-                                     "Share of training-set predictions in each bin (model card)", ["bin"],
-                                     multiprocess_mode="max", registry=registry)
-        self.feedback = Counter("model_feedback", "Feedback pairs (prediction, actual) received", registry=registry)
-        self.absolute_error = Histogram("model_absolute_error", "|actual - prediction|, in the target's unit; "
-                                        "bucket bounds are multiples of the card's holdout MAE",
-                                        buckets=error_buckets(holdout["mean_absolute_error"]), registry=registry)
-        self.squared_error = Counter("model_squared_error",
-                                     "Sum of (actual - prediction)^2, for RMSE in PromQL", registry=registry)
-        self.absolute_percentage_error = Histogram("model_absolute_percentage_error",
-                                                   "|actual - prediction| / actual, a ratio (0.1 = 10%)",
-                                                   buckets=APE_BUCKETS, registry=registry)
-        # a percentage error is kept for a target that was positive throughout training (a price, a count)
-        self._percentage_errors = target["train_min"] > 0
-
         refs = card["reference"]
         self._bin_children = []  # flat: every (feature, bin) child, numeric features first, then the others
         self._missing, self._out_of_range, self._unknown = {}, {}, {}
@@ -187,21 +260,13 @@ class ModelMetrics:
                                             self._unknown[f["name"]]))
         self._n_bins = len(self._bin_children)
 
-        pred_ref = refs["prediction"]
-        self._prediction_edges = np.array(pred_ref["edges"], dtype=float)
-        self._prediction_edge_list = list(pred_ref["edges"])
-        self._prediction_bins = [prediction_bins.labels(b) for b in pred_ref["bins"]]
-        for label, fraction in zip(pred_ref["bins"], pred_ref["fractions"]):
-            self._published.append((prediction_reference.labels(label), fraction))
-        self.publish()
-
     def _add_bins(self, counter, gauge, feature, ref) -> None:
         for label, fraction in zip(ref["bins"], ref["fractions"]):
             self._bin_children.append(counter.labels(feature, label))
             self._published.append((gauge.labels(feature, label), fraction))
 
     def publish(self) -> None:
-        """Set model_info to 1, and the holdout errors and reference shares to the card's."""
+        """Set model_info to 1, and the holdout values and reference shares to the card's."""
         for child, value in self._published:
             child.set(value)
 
@@ -215,18 +280,53 @@ class ModelMetrics:
         for child, _ in self._published:
             child.set(0)
 
-    def observe_predictions(self, rows: list, predictions: np.ndarray, seconds: float) -> None:
-        """Record one successful /predict call: rows (validated tuples in card order) and their answers."""
+    def _observe_call(self, rows: list, seconds: float) -> None:
         n = len(rows)
         self.predictions.inc(n)
         self.batch.observe(n)
         self.inference.observe(seconds)
         if n <= SMALL_REQUEST_ROWS:
-            self._observe_rows(rows, predictions.tolist())
+            self._observe_rows(rows)
         else:
-            self._observe_batch(rows, predictions)
+            self._observe_batch(rows)
 
-    def _observe_rows(self, rows: list, predictions: list) -> None:
+    def observe_predictions(self, rows: list, predictions: np.ndarray, seconds: float) -> None:
+        """Record one successful /predict call of a regressor: rows (validated tuples in card order) and answers."""
+        self._observe_call(rows, seconds)
+        if len(rows) <= SMALL_REQUEST_ROWS:
+            for p in predictions.tolist():
+                self.prediction.observe(p)
+                self._prediction_bins[bins.numeric_index(self._prediction_edge_list, p)].inc()
+        else:
+            observe_many(self.prediction, predictions)
+            pred_counts = np.bincount(bins.numeric_indices(self._prediction_edges, predictions),
+                                      minlength=len(self._prediction_bins))
+            for i in np.flatnonzero(pred_counts):
+                self._prediction_bins[i].inc(int(pred_counts[i]))
+
+    def observe_classes(self, rows: list, indices: np.ndarray, probabilities, seconds: float) -> None:
+        """Record one successful /predict call of a classifier: rows, the predicted class positions, and the
+        probabilities ((n, classes) array, or None for a model without them)."""
+        self._observe_call(rows, seconds)
+        if len(rows) <= SMALL_REQUEST_ROWS:
+            for i in indices.tolist():
+                self._prediction_bins[i].inc()
+            if probabilities is not None:
+                for p in probabilities.max(axis=1).tolist():
+                    self.confidence.observe(p)
+                if self.score is not None:
+                    for p in probabilities[:, 1].tolist():
+                        self.score.observe(p)
+            return
+        counts = np.bincount(indices, minlength=self._n_classes)
+        for i in np.flatnonzero(counts):
+            self._prediction_bins[i].inc(int(counts[i]))
+        if probabilities is not None:
+            observe_many(self.confidence, probabilities.max(axis=1))
+            if self.score is not None:
+                observe_many(self.score, probabilities[:, 1])
+
+    def _observe_rows(self, rows: list) -> None:
         """Plain Python, one increment per value: the faster way for a handful of rows."""
         children = self._bin_children
         for row in rows:
@@ -245,14 +345,9 @@ class ModelMetrics:
                     missing.inc()
                 elif index == n_categories:
                     unknown.inc()
-        for p in predictions:
-            self.prediction.observe(p)
-            self._prediction_bins[bins.numeric_index(self._prediction_edge_list, p)].inc()
 
-    def _observe_batch(self, rows: list, predictions: np.ndarray) -> None:
+    def _observe_batch(self, rows: list) -> None:
         """Vectorised: per request, one numpy pass per column and one increment per distinct series."""
-        n = len(rows)
-        observe_many(self.prediction, predictions)
         counts = np.zeros(self._n_bins, dtype=np.int64)
 
         columns = list(zip(*rows))  # one transpose in C; each column is then counted whole
@@ -287,17 +382,13 @@ class ModelMetrics:
         for i in np.flatnonzero(counts):
             self._bin_children[i].inc(int(counts[i]))
 
-        pred_counts = np.bincount(bins.numeric_indices(self._prediction_edges, predictions),
-                                  minlength=len(self._prediction_bins))
-        for i in np.flatnonzero(pred_counts):
-            self._prediction_bins[i].inc(int(pred_counts[i]))
-
     def observe_invalid(self, reason: str) -> None:
         child = self.invalid.get(reason)
         if child is not None:
             child.inc()
 
     def observe_feedback(self, pairs: list) -> None:
+        """A regressor's feedback: (prediction, actual) pairs of numbers."""
         predicted = np.array([p for p, _ in pairs])
         actual = np.array([a for _, a in pairs])
         error = np.abs(actual - predicted)
@@ -309,6 +400,25 @@ class ModelMetrics:
             # a model that predicts below 0): MAPE is over the pairs with an actual above 0
             positive = actual > 0
             observe_many(self.absolute_percentage_error, error[positive] / actual[positive])
+
+    def observe_class_feedback(self, triples: list) -> None:
+        """A classifier's feedback: (predicted position, actual position, score or None) triples."""
+        self.feedback.inc(len(triples))
+        for (predicted, actual), count in Tally((p, a) for p, a, _ in triples).items():
+            self._confusion[actual][predicted].inc(count)
+        if self.feedback_score is None:
+            return
+        scored = [(a, s) for _, a, s in triples if s is not None]
+        for actual in range(self._n_classes):
+            scores = np.array([s for a, s in scored if a == actual], dtype=float)
+            if len(scores) == 0:
+                continue
+            # the bucket observe() counts a score in (le: score <= bound), found the same way
+            where = np.searchsorted(self._score_bounds, scores, side="left")
+            observe_many(self.feedback_score[actual], scores)
+            counts = np.bincount(where, minlength=len(self._score_bounds))
+            for i in np.flatnonzero(counts):
+                self._feedback_score_bins[actual][i].inc(int(counts[i]))
 
 
 def now() -> float:
@@ -328,5 +438,11 @@ class NoMetrics:
         pass
 
     def observe_feedback(self, pairs):
+        pass
+
+    def observe_classes(self, rows, indices, probabilities, seconds):
+        pass
+
+    def observe_class_feedback(self, triples):
         pass
 

@@ -3,6 +3,7 @@
 Feature properties, bounds, nullability and the batch limit come from the same
 card and config the validator uses; schemathesis and the tests read this spec.
 """
+from model.classes import label_text
 
 
 def _feature_schema(f: dict) -> dict:
@@ -41,16 +42,74 @@ def _json(schema_ref: str, description: str) -> dict:
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
 
 
-def build_spec(card: dict, max_batch: int, max_content_length: int, feedback_bounds: tuple,
-               prediction_bounds: tuple = None) -> dict:
+def _regression_schemas(target: dict, feedback_bounds: tuple, prediction_bounds: tuple) -> dict:
     low, high = feedback_bounds
     p_low, p_high = prediction_bounds or feedback_bounds
-    target = card["target"]
     unit = f", {target['unit']}" if target["unit"] else ""
     target_text = (f"{target['name']}{unit}; between {low:g} and {high:g}: the training range "
                    f"{target['train_min']:g} to {target['train_max']:g} widened by FEEDBACK_RANGE_FACTOR")
     prediction_text = (f"{target['name']}{unit}; between {p_low:g} and {p_high:g}: the training range and the "
                        "range of the model's own predictions, widened by FEEDBACK_RANGE_FACTOR")
+    number = {"type": "number"}
+    return {
+        "Prediction": {"type": "object", "required": ["prediction", "model_version", "request_id"],
+                       "properties": {"prediction": number, "model_version": {"type": "string"},
+                                      "request_id": {"type": "string"}}},
+        "Predictions": {"type": "object", "required": ["predictions", "model_version", "request_id"],
+                        "properties": {"predictions": {"type": "array", "items": number},
+                                       "model_version": {"type": "string"}, "request_id": {"type": "string"}}},
+        "Feedback": {"type": "object", "additionalProperties": False, "required": ["prediction", "actual"],
+                     "properties": {
+                         "prediction": {"type": "number", "minimum": p_low, "maximum": p_high,
+                                        "description": f"The prediction that was answered ({prediction_text})"},
+                         "actual": {"type": "number", "minimum": low, "maximum": high,
+                                    "description": f"The true value, once known ({target_text})"},
+                         "request_id": REQUEST_ID}},
+    }
+
+
+REQUEST_ID = {"type": "string", "maxLength": 128, "nullable": True,
+              "description": "The request_id of the prediction, for your logs; null or absent means none"}
+JSON_TYPES = {str: "string", int: "integer", bool: "boolean"}
+
+
+def _classification_schemas(target: dict) -> dict:
+    classes = target["classes"]
+    texts = [label_text(c) for c in classes]
+    label = {"type": JSON_TYPES[type(classes[0])], "enum": list(classes),
+             "description": f"One of the model's classes of {target['name']}: {', '.join(texts)}"}
+    answer = {"prediction": label}
+    if target["probabilities"]:
+        answer["probabilities"] = {
+            "type": "object", "required": texts, "additionalProperties": False,
+            "properties": {t: {"type": "number", "minimum": 0, "maximum": 1} for t in texts},
+            "description": "predict_proba of each class, keyed by the class's text (true/false for booleans)"}
+    common = {"model_version": {"type": "string"}, "request_id": {"type": "string"}}
+    feedback = {"prediction": dict(label, description="The class that was answered"),
+                "actual": dict(label, description="The true class, once known"), "request_id": REQUEST_ID}
+    if target["probabilities"] and len(classes) == 2:
+        feedback["score"] = {"type": "number", "minimum": 0, "maximum": 1, "nullable": True,
+                             "description": f"The probability the model gave {texts[1]} (the positive class) in "
+                                            "its answer: feeds ROC AUC"}
+    return {
+        "Prediction": {"type": "object", "required": ["prediction", "model_version", "request_id"],
+                       "properties": {**answer, **common}},
+        "Predictions": {"type": "object", "required": ["predictions", "model_version", "request_id"],
+                        "properties": {"predictions": {"type": "array", "items": {
+                            "type": "object", "required": ["prediction"], "properties": answer}}, **common}},
+        "Feedback": {"type": "object", "additionalProperties": False, "required": ["prediction", "actual"],
+                     "properties": feedback},
+    }
+
+
+def build_spec(card: dict, max_batch: int, max_content_length: int, feedback_bounds: tuple = None,
+               prediction_bounds: tuple = None) -> dict:
+    """The document; a regressor's needs the bounds /feedback takes (webapp.validation)."""
+    target = card["target"]
+    if card["task"] == "classification":
+        answers = _classification_schemas(target)
+    else:
+        answers = _regression_schemas(target, feedback_bounds, prediction_bounds)
     features = card["features"]
     record = {
         "type": "object",
@@ -60,7 +119,6 @@ def build_spec(card: dict, max_batch: int, max_content_length: int, feedback_bou
         "description": "One record. Every field is required; null means unknown where the field is nullable. "
                        "Unknown fields are rejected.",
     }
-    number = {"type": "number"}
     common_errors = {
         "400": _error_response("Malformed JSON, wrong type, missing or unknown field, out-of-bounds or non-finite value"),
         "408": _error_response("The request body did not arrive in time (a client that sends less than it declares)"),
@@ -83,7 +141,8 @@ def build_spec(card: dict, max_batch: int, max_content_length: int, feedback_bou
                     {"$ref": "#/components/schemas/Batch"},
                 ]}}}},
                 "responses": {
-                    "200": {"description": f"Prediction(s) of {target['name']}" + (f", in {target['unit']}" if target["unit"] else ""),
+                    "200": {"description": f"Prediction(s) of {target['name']}" + (f", in {target['unit']}"
+                                                                                  if target["unit"] else ""),
                             "content": {"application/json": {"schema": {
                         "oneOf": [{"$ref": "#/components/schemas/Prediction"},
                                   {"$ref": "#/components/schemas/Predictions"}]}}}},
@@ -119,21 +178,7 @@ def build_spec(card: dict, max_batch: int, max_content_length: int, feedback_bou
             "Batch": {"type": "object", "additionalProperties": False, "required": ["instances"], "properties": {
                 "instances": {"type": "array", "minItems": 1, "maxItems": max_batch,
                               "items": {"$ref": "#/components/schemas/Record"}}}},
-            "Prediction": {"type": "object", "required": ["prediction", "model_version", "request_id"],
-                           "properties": {"prediction": number, "model_version": {"type": "string"},
-                                          "request_id": {"type": "string"}}},
-            "Predictions": {"type": "object", "required": ["predictions", "model_version", "request_id"],
-                            "properties": {"predictions": {"type": "array", "items": number},
-                                           "model_version": {"type": "string"}, "request_id": {"type": "string"}}},
-            "Feedback": {"type": "object", "additionalProperties": False, "required": ["prediction", "actual"],
-                         "properties": {
-                             "prediction": {"type": "number", "minimum": p_low, "maximum": p_high,
-                                            "description": f"The prediction that was answered ({prediction_text})"},
-                             "actual": {"type": "number", "minimum": low, "maximum": high,
-                                        "description": f"The true value, once known ({target_text})"},
-                             "request_id": {"type": "string", "maxLength": 128, "nullable": True,
-                                            "description": "The request_id of the prediction, for your logs; "
-                                                           "null or absent means none"}}},
+            **answers,
             "FeedbackAccepted": {"type": "object", "required": ["accepted", "request_id"],
                                  "properties": {"accepted": {"type": "integer"}, "request_id": {"type": "string"}}},
             "Status": {"type": "object", "required": ["status"], "properties": {

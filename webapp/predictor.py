@@ -1,7 +1,9 @@
 """From validated rows to predictions: a numpy fast path where it provably equals the pipeline.
 
     predictor = build_predictor(pipeline, card, log=None)
-    predictor.predict(rows)      # rows: tuples in card feature order, None = missing
+    predictor.task               # "regression" or "classification", as the card says
+    predictor.predict(rows)      # a regressor: rows (tuples in card feature order, None = missing) -> float64
+    predictor.classify(rows)     # a classifier: (positions in predictor.classes, probabilities or None)
     predictor.path, .reason      # "numpy" and "", or "pipeline" and why
 
 A DataFrame per request costs milliseconds in ColumnTransformer and the transformers' input
@@ -10,9 +12,17 @@ Pipelines, imputers, scalers, encoders) into a few numpy operations, the same op
 the same order as scikit-learn's transform, and hands the matrix to the final estimator.
 Whatever it cannot reproduce, and any disagreement with the pipeline on probe rows at start,
 leaves the model to `PipelinePredictor`: pipeline.predict on the frame of model.frame, which
-is always right. Only a card that does not describe the pipeline's columns is refused.
+is always right. Only a card that does not describe the pipeline (its columns; a classifier's
+classes and whether it has predict_proba) is refused.
+
+A classifier (`FastClassifier`, `PipelineClassifier`) answers probabilities and labels. Calling
+predict as well as predict_proba would nearly double a request, so a label is the class of the
+highest probability wherever that is provably predict's answer: not for estimators whose predict
+follows another rule (a threshold, Platt scaling), not when it differs from predict on probe rows,
+and never for a row whose two highest probabilities are too close to order (predict labels it).
 """
 import copy
+import json
 import re
 import warnings
 
@@ -20,17 +30,30 @@ import numpy as np
 from scipy import sparse
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.impute import SimpleImputer
+from sklearn.model_selection import FixedThresholdClassifier, TunedThresholdClassifierCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.svm import SVC, NuSVC
 
 from model.card import ModelIntegrityError
+from model.classes import ClassLabelError, check_classes, label_text, native
 from model.frame import FrameBuilder
 from model.onboard import fitted_encoders
 
 UNSEEN_PROBE = "__never_seen_category__"
 SERVING_GENERAL = "serving pipeline.predict"
+REGRESSION, CLASSIFICATION = "regression", "classification"
 NUMBERS, VALUES = "numbers", "values"  # a float ndarray; or a list of columns of row values, None = missing
 _REASON_CHARS = 300
+# Probabilities are served equal to predict_proba to 1e-9 relative, so two classes closer than that
+# have no reliable order: predict labels such a row.
+_TIE = 1e-9
+_PROBABILITY_SUM = 1e-6
+_MIXED_ROWS = 64
+_FEW_ROWS = 16  # up to this many rows, Python floats are quicker than a few numpy calls
+# Estimators whose predict is known not to be the class of the highest probability (ties aside).
+_NOT_ARGMAX = (((SVC, NuSVC), "labels by its decision function, its probabilities come from Platt scaling"),
+               ((FixedThresholdClassifier, TunedThresholdClassifierCV), "applies a decision threshold"))
 
 
 class FastPathUnsupported(ModelIntegrityError):
@@ -458,6 +481,7 @@ class FastPredictor:
     """
     path = "numpy"
     reason = ""
+    task = REGRESSION
 
     def __init__(self, pipeline, feature_names: list, kinds=None):
         self.pipeline = pipeline
@@ -567,6 +591,10 @@ class FastPredictor:
         """SelfCheckFailed unless, on probe rows, the matrix equals the pipeline's transform and the
         predictions pipeline.predict to 1e-9 relative: one batch with nulls, one without, single rows."""
         build = FrameBuilder(card_features, self.columns)
+        for what, rows, may_raise in self._probe_batches(card_features):
+            self._check_batch(build, rows, what, may_raise)
+
+    def _probe_batches(self, card_features: list) -> list:
         probes = probe_rows(card_features, self.probe_values)
         complete = probe_rows(card_features, self.probe_values, nulls=False)
         empty = tuple(None if f.get("nullable", True) else complete[0][i] for i, f in enumerate(card_features))
@@ -574,8 +602,15 @@ class FastPredictor:
         batches += [("the first probe row alone", probes[:1], True),
                     ("the first probe row without nulls alone", complete[:1], True),
                     ("a row of nulls alone", [empty], True)]
-        for what, rows, may_raise in batches:
-            self._check_batch(build, rows, what, may_raise)
+        return batches
+
+    _pipeline_call = "pipeline.predict"  # how the self-check's messages name what the pipeline was asked
+
+    def _pipeline_answer(self, frame, n: int):
+        return _one_per_row(self.pipeline.predict(frame), n)
+
+    def _fast_answer(self, X):
+        return self.predict_encoded(X)
 
     def _check_batch(self, build: FrameBuilder, rows: list, what: str, may_raise: bool) -> None:
         frame = build(rows)
@@ -583,7 +618,7 @@ class FastPredictor:
         with warnings.catch_warnings(record=True) as slow_warnings:
             warnings.simplefilter("always")
             try:
-                expected = _one_per_row(self.pipeline.predict(frame), len(rows))
+                expected = self._pipeline_answer(frame, len(rows))
                 reference = frame if self.reference is None else self.reference.transform(frame)
             except Exception as exc:  # noqa: BLE001 - the fast path must then fail as well
                 slow_error = exc
@@ -591,18 +626,18 @@ class FastPredictor:
             warnings.simplefilter("always")
             try:
                 X = self.encode(rows)
-                got = self.predict_encoded(X)
+                got = self._fast_answer(X)
             except Exception as exc:  # noqa: BLE001 - any failure is a disagreement unless the pipeline fails too
                 fast_error = exc
         if slow_error is not None and fast_error is not None and may_raise:
             return  # both refuse these rows (say, NaN for an estimator without an imputer): they agree
         if slow_error is not None:
-            raise SelfCheckFailed(f"self-check failed: pipeline.predict raised {type(slow_error).__name__} on "
+            raise SelfCheckFailed(f"self-check failed: {self._pipeline_call} raised {type(slow_error).__name__} on "
                                   f"{what} ({_one_line(slow_error)})" + (", the fast path did not" if fast_error is None
                                                                         else ""))
         if fast_error is not None:
             raise SelfCheckFailed(f"self-check failed: the fast path raised {type(fast_error).__name__} "
-                                  f"({_one_line(fast_error)}) on {what}, pipeline.predict did not")
+                                  f"({_one_line(fast_error)}) on {what}, {self._pipeline_call} did not")
         extra = {str(w.message) for w in fast_warnings} - {str(w.message) for w in slow_warnings}
         if extra:
             raise SelfCheckFailed(f"self-check failed: the fast path warns on {what}: {sorted(extra)[0]}")
@@ -610,6 +645,10 @@ class FastPredictor:
         if slow is None or slow.shape != X.shape or not np.array_equal(X, slow, equal_nan=True):
             raise SelfCheckFailed("self-check failed: the encoded matrix differs from the pipeline's transform on "
                                   f"{what}: {_first_difference(X, slow)}")
+        self._compare(got, expected, what)
+
+    @staticmethod
+    def _compare(got, expected, what: str) -> None:
         if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-9, atol=0, equal_nan=True):
             worst = int(np.argmax(np.abs(got - expected))) if got.shape == expected.shape else 0
             raise SelfCheckFailed(f"self-check failed: predictions differ from pipeline.predict on {what}: "
@@ -667,6 +706,7 @@ def probe_rows(features: list, extra=None, nulls=True) -> list:
 class PipelinePredictor:
     """The general path: pipeline.predict on the DataFrame of model.frame. Serves any pipeline."""
     path = "pipeline"
+    task = REGRESSION
 
     def __init__(self, pipeline, features: list, reason: str = ""):
         self.pipeline = pipeline
@@ -682,6 +722,250 @@ class PipelinePredictor:
 
     def predict(self, rows: list) -> np.ndarray:
         return self.predict_encoded(self._frame(rows))
+
+
+def mixed_probe_rows(features: list, extra=None, n: int = _MIXED_ROWS, seed: int = 0) -> list:
+    """`n` rows that mix the values of probe_rows at random, numbers drawn anywhere in the training
+    range (whole numbers for integer features): rows between the probes' extremes, near where a
+    classifier's classes meet. The same rows for the same card."""
+    rng = np.random.default_rng(seed)
+    probes = probe_rows(features, extra)
+    columns = []
+    for i, f in enumerate(features):
+        if f["kind"] == "numeric":
+            low, high = float(f.get("train_min", 0.0)), float(f.get("train_max", 1.0))
+            drawn = rng.uniform(low, high, n).tolist()
+            values = [float(round(v)) if f.get("integer") else v for v in drawn]
+            if f.get("nullable", True):
+                values = [None if missing else v for v, missing in zip(values, rng.random(n) < 0.1)]
+        else:
+            choices = list(dict.fromkeys(row[i] for row in probes))
+            values = [choices[j] for j in rng.integers(len(choices), size=n)]
+        columns.append(values)
+    return list(zip(*columns)) if columns else [()] * n
+
+
+def _final_estimator(model):
+    while isinstance(model, Pipeline):
+        model = model.steps[-1][1]
+    return model
+
+
+def _probabilities(proba, n: int, k: int) -> np.ndarray:
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.shape != (n, k):
+        raise ValueError(f"predict_proba gives an array of shape {proba.shape} for {n} rows of {k} classes")
+    return proba
+
+
+def _near_ties(proba: np.ndarray):
+    """Positions of the rows whose two highest probabilities are within _TIE of each other (or not
+    numbers), None if there are none."""
+    if proba.shape[0] <= _FEW_ROWS:
+        close = []
+        for r, row in enumerate(proba.tolist()):
+            second, top = sorted(row)[-2:]
+            total = sum(row)
+            if total != total or not top - second > _TIE * top:
+                close.append(r)
+        return np.array(close, dtype=np.intp) if close else None
+    if proba.shape[1] == 2:
+        first, second = proba[:, 0], proba[:, 1]
+        clear = np.abs(first - second) > _TIE * np.maximum(first, second)
+    else:
+        top_two = np.partition(proba, -2, axis=1)[:, -2:]
+        clear = top_two[:, 1] - top_two[:, 0] > _TIE * top_two[:, 1]
+    if clear.all():
+        return None
+    return np.flatnonzero(~clear)
+
+
+class _Classifier:
+    """What both paths do for a classifier: rows -> (positions in `classes`, probabilities or None).
+
+    A path gives `encode(rows)`, `_proba(encoded)` and `_labels(encoded)` (the model's predict_proba
+    and predict on what encode gives) and `_take(encoded, positions)` (some of its rows).
+    `labels_from_probabilities` says whether a label is the class of the highest probability (predict
+    only for near ties) or always predict's; build_predictor sets it from _label_check.
+    """
+    task = CLASSIFICATION
+
+    def _set_classes(self, classes, has_probabilities: bool) -> None:
+        self.classes = [native(c) for c in classes]
+        self.has_probabilities = bool(has_probabilities)
+        self.labels_from_probabilities = self.has_probabilities
+        self._position = {(type(c), c): i for i, c in enumerate(self.classes)}
+
+    def predict(self, rows: list):
+        raise TypeError("a classifier is served by classify(rows), which gives class positions and probabilities")
+
+    def predict_encoded(self, encoded):
+        raise TypeError("a classifier is served by classify_encoded(encoded)")
+
+    def classify(self, rows: list):
+        return self.classify_encoded(self.encode(rows))
+
+    def classify_encoded(self, encoded):
+        """(np.intp positions in `classes`, one a row; float64 probabilities (n, k), or None)."""
+        n = encoded.shape[0]
+        if not self.has_probabilities:
+            return self.indices_of(self._labels(encoded), n), None
+        proba = _probabilities(self._proba(encoded), n, len(self.classes))
+        if not self.labels_from_probabilities:
+            return self.indices_of(self._labels(encoded), n), proba
+        indices = proba.argmax(axis=1)
+        close = _near_ties(proba)
+        if close is not None:
+            indices[close] = self.indices_of(self._labels(self._take(encoded, close)), len(close))
+        return indices, proba
+
+    def indices_of(self, labels, n: int) -> np.ndarray:
+        """Positions in `classes` of the labels predict gives for n rows; ValueError for any other label."""
+        labels = np.asarray(labels)
+        if labels.shape == (n, 1):
+            labels = labels.ravel()
+        if labels.shape != (n,):
+            raise ValueError(f"the model predicts an array of shape {labels.shape} for {n} rows; one label a row "
+                             "is served")
+        position = self._position
+        out = np.empty(n, dtype=np.intp)
+        for r, label in enumerate(labels.tolist()):
+            label = native(label)
+            found = position.get((type(label), label))
+            if found is None:
+                raise ValueError(f"the model predicts {label!r}, which is not one of its classes")
+            out[r] = found
+        return out
+
+    def labels_of(self, indices) -> list:
+        return [self.classes[i] for i in indices]
+
+
+class PipelineClassifier(_Classifier, PipelinePredictor):
+    """The general path for a classifier: pipeline.predict_proba (and predict where labels need it) on the
+    DataFrame of model.frame."""
+
+    def __init__(self, pipeline, features: list, reason: str = "", has_probabilities: bool = False):
+        PipelinePredictor.__init__(self, pipeline, features, reason)
+        self._set_classes(pipeline.classes_, has_probabilities)
+        self._proba = pipeline.predict_proba if self.has_probabilities else None
+        self._labels = pipeline.predict
+
+    @staticmethod
+    def _take(frame, positions):
+        return frame.iloc[positions]
+
+
+class FastClassifier(_Classifier, FastPredictor):
+    """The numpy path for a classifier: the final estimator's predict_proba (and predict where labels need it)
+    on the encoded matrix. Its self-check also compares probabilities with pipeline.predict_proba (1e-9
+    relative) and labels with pipeline.predict (exactly), and adds mixed probe rows."""
+    _pipeline_call = "the pipeline's predict or predict_proba"
+
+    def __init__(self, pipeline, feature_names: list, kinds=None, has_probabilities: bool = False):
+        FastPredictor.__init__(self, pipeline, feature_names, kinds)
+        self._set_classes(pipeline.classes_, has_probabilities)
+        self._proba = self.final.predict_proba if self.has_probabilities else None
+        self._labels = self.final.predict
+
+    @staticmethod
+    def _take(X, positions):
+        return X[positions]
+
+    def _probe_batches(self, card_features: list) -> list:
+        mixed = mixed_probe_rows(card_features, self.probe_values)
+        return FastPredictor._probe_batches(self, card_features) + [("mixed probe rows", mixed, True)]
+
+    def _pipeline_answer(self, frame, n: int):
+        labels = np.asarray(self.pipeline.predict(frame))
+        labels = [native(v) for v in (labels.ravel() if labels.shape == (n, 1) else labels).tolist()]
+        proba = None
+        if self.has_probabilities:
+            proba = _probabilities(self.pipeline.predict_proba(frame), n, len(self.classes))
+        return labels, proba
+
+    def _fast_answer(self, X):
+        return self.classify_encoded(X)
+
+    def _compare(self, got, expected, what: str) -> None:
+        indices, proba = got
+        labels, expected_proba = expected
+        if expected_proba is not None and not np.allclose(proba, expected_proba, rtol=1e-9, atol=0, equal_nan=True):
+            r, c = np.unravel_index(int(np.argmax(np.abs(proba - expected_proba))), proba.shape)
+            raise SelfCheckFailed(f"self-check failed: probabilities differ from pipeline.predict_proba on {what}: "
+                                  f"row {r}, class {label_text(self.classes[c])}: {proba[r, c]!r}, the pipeline's "
+                                  f"{expected_proba[r, c]!r}")
+        served = self.labels_of(indices)
+        if len(served) != len(labels):
+            raise SelfCheckFailed(f"self-check failed: {len(served)} labels for {len(labels)} rows on {what}")
+        for r, (mine, theirs) in enumerate(zip(served, labels)):
+            if type(mine) is not type(theirs) or mine != theirs:
+                raise SelfCheckFailed(_one_line(f"self-check failed: labels differ from pipeline.predict on {what}: "
+                                                f"row {r} gives {mine!r}, the pipeline {theirs!r}"))
+
+
+def _label_check(general: PipelineClassifier, features: list, extra=None) -> str:
+    """An empty string when a label may be the class of the highest probability: the estimator's
+    predict is not known to follow another rule, and on probe rows (the fast path's as well, `extra`)
+    that label (predict's own for near ties) is pipeline.predict's. Otherwise why labels need predict."""
+    final = _final_estimator(general.pipeline)
+    for kinds, rule in _NOT_ARGMAX:
+        if isinstance(final, kinds):
+            return f"{type(final).__name__} {rule}"
+    batches = [("probe rows", probe_rows(features, extra)),
+               ("probe rows without nulls", probe_rows(features, extra, nulls=False)),
+               ("mixed probe rows", mixed_probe_rows(features, extra))]
+    was, general.labels_from_probabilities = general.labels_from_probabilities, True
+    try:
+        for what, rows in batches:
+            frame = general.encode(rows)
+            try:
+                derived, _ = general.classify_encoded(frame)
+                predicted = general.indices_of(general.pipeline.predict(frame), len(rows))
+            except Exception as exc:  # noqa: BLE001 - check_general_path refuses the card if rows it accepts fail
+                return _one_line(f"the pipeline raised {type(exc).__name__} on {what}")
+            differ = np.flatnonzero(derived != predicted)
+            if differ.size:
+                r = int(differ[0])
+                return _one_line(f"the class of the highest probability is not predict's on {what} (row {r}: "
+                                 f"{general.classes[derived[r]]!r}, predict {general.classes[predicted[r]]!r})")
+        return ""
+    finally:
+        general.labels_from_probabilities = was
+
+
+def _as_json(values) -> str:
+    return json.dumps(values, default=repr)
+
+
+def check_card_classes(pipeline, card: dict) -> bool:
+    """ModelIntegrityError unless the classification card's classes are the pipeline's classes_ (same values,
+    same JSON types, same order), its positive class is classes_[1] (binary) and its `probabilities` flag
+    says whether the pipeline has predict_proba. Returns that flag."""
+    target = card.get("target") or {}
+    if getattr(pipeline, "classes_", None) is None:
+        raise ModelIntegrityError(f"model card says classification, the {type(pipeline).__name__} has no classes_")
+    try:
+        actual = check_classes(pipeline.classes_)
+    except ClassLabelError as exc:
+        raise ModelIntegrityError(_one_line(f"the pipeline's classes_ cannot be served: {exc}")) from None
+    declared = target.get("classes")
+    if not isinstance(declared, list) or [(type(c), c) for c in declared] != [(type(c), c) for c in actual]:
+        raise ModelIntegrityError(_one_line(f"model card classes {_as_json(declared)} are not the pipeline's "
+                                            f"classes_ {_as_json(actual)} (values, types and order)"))
+    if len(actual) == 2 and "positive_class" in target:
+        positive = target["positive_class"]
+        if type(positive) is not type(actual[1]) or positive != actual[1]:
+            raise ModelIntegrityError(_one_line(f"model card positive_class {_as_json(positive)} is not the "
+                                                f"pipeline's classes_[1] {_as_json(actual[1])}"))
+    has = callable(getattr(pipeline, "predict_proba", None))
+    flag = target.get("probabilities")
+    if flag is not has:
+        if type(flag) is not bool:
+            raise ModelIntegrityError(f"model card target.probabilities is {_as_json(flag)}, not true or false")
+        raise ModelIntegrityError("model card says probabilities: " + ("true, the pipeline has no predict_proba" if flag
+                                                                       else "false, the pipeline has predict_proba"))
+    return has
 
 
 def check_card_kinds(pipeline, features: list) -> None:
@@ -706,8 +990,12 @@ def check_card_kinds(pipeline, features: list) -> None:
 def check_general_path(predictor, features: list) -> None:
     """ModelIntegrityError unless the predictor answers one finite value per probe row the card accepts
     (nulls where it says `nullable`, unseen categories unless `closed`): a request the validator passes
-    must not fail in the model."""
+    must not fail in the model. A classifier must give each a label among its classes, and finite
+    probabilities that sum to 1 within 1e-6."""
     rows = probe_rows(features)
+    if predictor.task == CLASSIFICATION:
+        _check_classifier_answers(predictor, rows)
+        return
     try:
         predictions = predictor.predict(rows)
     except Exception as exc:  # noqa: BLE001 - whatever the pipeline raises, the card does not describe it
@@ -717,19 +1005,45 @@ def check_general_path(predictor, features: list) -> None:
         raise ModelIntegrityError("the pipeline predicts non-finite values for rows its card accepts")
 
 
+def _check_classifier_answers(predictor, rows: list) -> None:
+    try:
+        indices, proba = predictor.classify(rows)
+    except Exception as exc:  # noqa: BLE001 - whatever the pipeline raises, the card does not describe it
+        raise ModelIntegrityError(_one_line(f"the pipeline cannot predict rows its card accepts: "
+                                            f"{type(exc).__name__}: {exc}")) from None
+    if indices.shape != (len(rows),):
+        raise ModelIntegrityError(f"the pipeline gives {indices.shape} labels for {len(rows)} rows its card accepts")
+    if proba is None:
+        return
+    if not np.isfinite(proba).all():
+        raise ModelIntegrityError("the pipeline predicts non-finite probabilities for rows its card accepts")
+    sums = proba.sum(axis=1)
+    worst = int(np.argmax(np.abs(sums - 1)))
+    if abs(sums[worst] - 1) > _PROBABILITY_SUM:
+        raise ModelIntegrityError(f"the pipeline's probabilities for a row its card accepts sum to {sums[worst]!r}, "
+                                  "not 1")
+
+
 def build_predictor(pipeline, card: dict, log=None, allow_fast: bool = True):
     """The fast path if it is built and passes its self-check, else the general path; never refuses a
-    pipeline that predicts, only a card whose features are not the pipeline's columns (ModelIntegrityError).
+    pipeline that predicts, only a card that does not describe it (ModelIntegrityError): features that
+    are not the pipeline's columns, a classifier's classes or probabilities other than the pipeline's.
 
     `log`: a logger (or any callable taking a string) told the serving path in one line.
-    `allow_fast=False` (SERVING_PATH=pipeline) serves pipeline.predict without trying the fast path.
+    `allow_fast=False` (SERVING_PATH=pipeline) serves the pipeline without trying the fast path.
     """
     if not callable(getattr(pipeline, "predict", None)):
         raise ModelIntegrityError(f"the pickle holds a {type(pipeline).__name__}, which has no predict()")
+    task = card.get("task", REGRESSION)
+    if task not in (REGRESSION, CLASSIFICATION):
+        raise ModelIntegrityError(f"model card task {_as_json(task)} is neither {REGRESSION} nor {CLASSIFICATION}")
     features = card["features"]
     names = [f["name"] for f in features]
     pipeline_columns(pipeline, names)
     check_card_kinds(pipeline, features)
+    if task == CLASSIFICATION:
+        has_probabilities = check_card_classes(pipeline, card)
+        return _told(_build_classifier(pipeline, features, has_probabilities, allow_fast), log)
     if not allow_fast:
         predictor = PipelinePredictor(pipeline, features, f"SERVING_PATH=pipeline; {SERVING_GENERAL}")
         check_general_path(predictor, features)
@@ -746,8 +1060,48 @@ def build_predictor(pipeline, card: dict, log=None, allow_fast: bool = True):
     return _told(predictor, log)
 
 
+def _build_classifier(pipeline, features: list, has_probabilities: bool, allow_fast: bool):
+    """build_predictor for a classifier: the label strategy is chosen once, on the probe rows of both
+    paths, and the fast path must then give pipeline.predict's labels and predict_proba's probabilities."""
+    general = PipelineClassifier(pipeline, features, has_probabilities=has_probabilities)
+    fast, failure = None, "SERVING_PATH=pipeline"
+    if allow_fast:
+        try:
+            fast = FastClassifier(pipeline, general.feature_names, kinds={f["name"]: f["kind"] for f in features},
+                                  has_probabilities=has_probabilities)
+        except FastPathUnsupported as exc:
+            failure = _one_line(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever the fast path trips on, the general path serves
+            failure = _one_line(f"fast path failed to build: {type(exc).__name__}: {exc}")
+    why = _label_check(general, features, fast.probe_values if fast is not None else None) if has_probabilities else ""
+    labels_note = f"labels by predict: {why}" if why else ""
+    general.labels_from_probabilities = has_probabilities and not why
+    if fast is not None:
+        fast.labels_from_probabilities = general.labels_from_probabilities
+        fast.reason = labels_note
+        try:
+            fast.self_check(features)
+        except SelfCheckFailed as exc:
+            fast, failure = None, _one_line(exc)
+        except Exception as exc:  # noqa: BLE001 - as for a fast path that fails to build
+            fast, failure = None, _one_line(f"fast path failed to build: {type(exc).__name__}: {exc}")
+    if fast is not None:
+        predictor = fast
+    else:
+        calls = "pipeline.predict_proba" if has_probabilities else "pipeline.predict"
+        if has_probabilities and why:
+            calls += " and pipeline.predict"
+        general.reason = f"{failure}; serving {calls}" + (f"; {labels_note}" if labels_note else "")
+        predictor = general
+    check_general_path(predictor, features)
+    return predictor
+
+
 def _told(predictor, log):
     if log is not None:
-        line = "serving path: numpy" if predictor.path == "numpy" else f"serving path: pipeline ({predictor.reason})"
+        if predictor.path == "numpy":
+            line = "serving path: numpy" + (f" ({predictor.reason})" if predictor.reason else "")
+        else:
+            line = f"serving path: pipeline ({predictor.reason})"
         (log.info if hasattr(log, "info") else log)(line)
     return predictor

@@ -23,16 +23,61 @@ def _service():
 def predict():
     service = _service()
     rows, is_batch = service.schema.parse_predict(json_body(request))
+    body = {"model_version": service.version, "request_id": g.request_id}
     start = now()
+    if service.classes is not None:
+        indices, probabilities = _classify(service.predictor, rows, is_batch)
+        model_metrics(current_app).observe_classes(rows, indices, probabilities, now() - start)
+        answers = _class_answers(service.classes, indices, probabilities)
+        if is_batch:
+            body["predictions"] = answers
+        else:
+            body.update(answers[0])
+        return jsonify(body)
     predictions = _predict(service.predictor, rows, is_batch)
     model_metrics(current_app).observe_predictions(rows, predictions, now() - start)
     values = predictions.tolist()
-    body = {"model_version": service.version, "request_id": g.request_id}
     if is_batch:
         body["predictions"] = values
     else:
         body["prediction"] = values[0]
     return jsonify(body)
+
+
+def _class_answers(classes, indices, probabilities) -> list:
+    """[{"prediction": label, "probabilities": {label text: p}}]: labels as the model's JSON type."""
+    labels = classes.classes
+    if probabilities is None:
+        return [{"prediction": labels[i]} for i in indices.tolist()]
+    texts = classes.texts
+    return [{"prediction": labels[i], "probabilities": dict(zip(texts, p))}
+            for i, p in zip(indices.tolist(), probabilities.tolist())]
+
+
+def _unpredictable(exc: Exception):
+    current_app.logger.warning("request %s: the model raised %s: %s", g.request_id, type(exc).__name__, exc)
+    return ApiError(422, "unpredictable", f"the model cannot predict this input ({type(exc).__name__}); "
+                    "see the server log for this request_id")
+
+
+def _non_finite(values, is_batch: bool, what: str, problem: str):
+    bad = np.flatnonzero(~np.isfinite(values)).tolist()
+    return ApiError(422, "unpredictable", f"the model predicts no finite {what} for {len(bad)} record(s)",
+                    [{"field": f"instances[{i}]" if is_batch else "", "problem": f"{problem} {values[i]}"}
+                     for i in bad])
+
+
+def _classify(predictor, rows: list, is_batch: bool):
+    """(class positions, probabilities or None), or a 422 as _predict gives one."""
+    try:
+        indices, probabilities = predictor.classify(rows)
+    except (ValueError, ArithmeticError) as exc:
+        raise _unpredictable(exc) from None
+    if probabilities is not None:
+        finite = np.isfinite(probabilities).all(axis=1)
+        if not finite.all():
+            raise _non_finite(np.where(finite, 0.0, np.nan), is_batch, "probabilities", "probabilities")
+    return indices, probabilities
 
 
 def _predict(predictor, rows: list, is_batch: bool):
@@ -45,15 +90,9 @@ def _predict(predictor, rows: list, is_batch: bool):
     try:
         predictions = predictor.predict(rows)
     except (ValueError, ArithmeticError) as exc:
-        current_app.logger.warning("request %s: the model raised %s: %s", g.request_id, type(exc).__name__, exc)
-        raise ApiError(422, "unpredictable", f"the model cannot predict this input ({type(exc).__name__}); "
-                       "see the server log for this request_id") from None
-    finite = np.isfinite(predictions)
-    if not finite.all():
-        bad = np.flatnonzero(~finite).tolist()
-        raise ApiError(422, "unpredictable", f"the model predicts no finite number for {len(bad)} record(s)",
-                       [{"field": f"instances[{i}]" if is_batch else "", "problem": f"predicted {predictions[i]}"}
-                        for i in bad])
+        raise _unpredictable(exc) from None
+    if not np.isfinite(predictions).all():
+        raise _non_finite(predictions, is_batch, "number", "predicted")
     return predictions
 
 
@@ -61,6 +100,10 @@ def _predict(predictor, rows: list, is_batch: bool):
 def feedback():
     cfg = current_app.config
     service = _service()
+    if service.class_feedback is not None:
+        triples = service.class_feedback.parse(json_body(request))
+        model_metrics(current_app).observe_class_feedback(triples)
+        return jsonify({"accepted": len(triples), "request_id": g.request_id}), 202
     pairs = parse_feedback(json_body(request), cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"],
                            service.feedback_bounds, service.prediction_bounds)
     model_metrics(current_app).observe_feedback(pairs)

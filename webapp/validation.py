@@ -208,20 +208,7 @@ def parse_feedback(doc, max_batch: int, max_details: int, bounds: tuple, predict
     (prediction_bounds; `bounds` when not given).
     """
     limits = {"actual": bounds, "prediction": predicted or bounds}
-    if type(doc) is dict:
-        items, prefix = [doc], lambda i: ""
-    elif type(doc) is list:
-        if not doc:
-            raise ApiError(400, "empty_batch", "feedback list is empty",
-                           [{"field": "", "problem": "must not be empty"}])
-        if len(doc) > max_batch:
-            raise ApiError(413, "batch_too_large", f"{len(doc)} feedback items is over the limit of {max_batch}",
-                           [{"field": "", "problem": f"at most {max_batch} items"}])
-        items, prefix = doc, lambda i: f"[{i}]."
-    else:
-        raise ApiError(400, "not_an_object",
-                       f"body must be a JSON object or an array of objects, got {_type_name(doc)}",
-                       [{"field": "", "problem": f"top-level {_type_name(doc)} is not accepted"}])
+    items, prefix = _items(doc, max_batch)
     problems = Problems(max_details)
     pairs = []
     for i, item in enumerate(items):
@@ -249,3 +236,88 @@ def parse_feedback(doc, max_batch: int, max_details: int, bounds: tuple, predict
             pairs.append((float(item["prediction"]), float(item["actual"])))
     problems.raise_if_any("feedback")
     return pairs
+
+
+def _items(doc, max_batch: int) -> tuple:
+    """(items, field prefix of item i) of a feedback body: one object or a non-empty list of them."""
+    if type(doc) is dict:
+        return [doc], lambda i: ""
+    if type(doc) is list:
+        if not doc:
+            raise ApiError(400, "empty_batch", "feedback list is empty",
+                           [{"field": "", "problem": "must not be empty"}])
+        if len(doc) > max_batch:
+            raise ApiError(413, "batch_too_large", f"{len(doc)} feedback items is over the limit of {max_batch}",
+                           [{"field": "", "problem": f"at most {max_batch} items"}])
+        return doc, lambda i: f"[{i}]."
+    raise ApiError(400, "not_an_object",
+                   f"body must be a JSON object or an array of objects, got {_type_name(doc)}",
+                   [{"field": "", "problem": f"top-level {_type_name(doc)} is not accepted"}])
+
+
+def _show_label(value) -> str:
+    """A label a client sent, shown in an error: bounded, whatever it was."""
+    if type(value) is str:
+        return repr(value[:40] + ("..." if len(value) > 40 else ""))
+    if type(value) is bool:
+        return "true" if value else "false"
+    if type(value) is int and abs(value) < 10 ** 15:
+        return str(value)
+    if type(value) in (int, float):
+        return _show(value)
+    return _type_name(value)
+
+
+class ClassFeedback:
+    """The /feedback schema of a classifier: labels among the card's classes, and a score for binary models
+    with probabilities."""
+
+    def __init__(self, index, scored: bool, max_batch: int, max_details: int):
+        self.index = index  # model.classes.ClassIndex of the card's classes
+        self.scored = scored
+        self.max_batch = max_batch
+        self.max_details = max_details
+        self.fields = ("prediction", "actual", "request_id") + (("score",) if scored else ())
+        shown = ", ".join(self.index.texts)
+        self._classes_text = shown if len(shown) <= 200 else shown[:197] + "..."
+
+    def parse(self, doc) -> list:
+        """[(predicted position, actual position, score or None), ...]; ApiError naming every problem."""
+        items, prefix = _items(doc, self.max_batch)
+        problems = Problems(self.max_details)
+        triples = []
+        for i, item in enumerate(items):
+            p = prefix(i)
+            if type(item) is not dict:
+                problems.add(p.rstrip("."), f"must be an object, got {_type_name(item)}", "not_an_object")
+                continue
+            ok = True
+            found = {}
+            for name in ("prediction", "actual"):
+                if name not in item:
+                    problems.add(p + name, "is required", "missing_field")
+                    ok = False
+                    continue
+                found[name] = self.index.find(item[name])
+                if found[name] is None:
+                    problems.add(p + name, f"is not a class of this model: {_show_label(item[name])} "
+                                           f"(classes: {self._classes_text})", "unknown_class")
+                    ok = False
+            score = item.get("score")
+            if score is not None and "score" in self.fields:
+                ok = _check_number(score, p + "score", problems, 0.0, 1.0, False) and ok
+            rid = item.get("request_id")
+            if rid is not None and (type(rid) is not str or len(rid) > MAX_REQUEST_ID_LENGTH):
+                problems.add(p + "request_id", f"must be a string of at most {MAX_REQUEST_ID_LENGTH} characters",
+                             "wrong_type")
+                ok = False
+            for key in item:
+                if key not in self.fields:
+                    why = ("is only for binary models with probabilities" if key == "score"
+                           else "is not a feedback field")
+                    problems.add(p + str(key), why, "unknown_field")
+                    ok = False
+            if ok:
+                triples.append((found["prediction"], found["actual"], None if score is None else float(score)))
+        problems.raise_if_any("feedback")
+        return triples
