@@ -208,51 +208,62 @@ def parse_feedback(doc, max_batch: int, max_details: int, bounds: tuple, predict
     (prediction_bounds; `bounds` when not given).
     """
     limits = {"actual": bounds, "prediction": predicted or bounds}
-    items, prefix = _items(doc, max_batch)
     problems = Problems(max_details)
     pairs = []
-    for i, item in enumerate(items):
-        p = prefix(i)
-        if type(item) is not dict:
-            problems.add(p.rstrip("."), f"must be an object, got {_type_name(item)}", "not_an_object")
-            continue
-        ok = True
+    for p, item in _objects(doc, max_batch, problems):
+        ok = _common_fields(item, p, problems, FEEDBACK_FIELDS)
         for name in ("prediction", "actual"):
-            if name not in item:
-                problems.add(p + name, "is required", "missing_field")
-                ok = False
-            else:
+            if name in item:
                 ok = _check_number(item[name], p + name, problems, *limits[name], False) and ok
-        rid = item.get("request_id")
-        if rid is not None and (type(rid) is not str or len(rid) > MAX_REQUEST_ID_LENGTH):
-            problems.add(p + "request_id", f"must be a string of at most {MAX_REQUEST_ID_LENGTH} characters",
-                         "wrong_type")
-            ok = False
-        for key in item:
-            if key not in ("prediction", "actual", "request_id"):
-                problems.add(p + str(key), "is not a feedback field", "unknown_field")
-                ok = False
         if ok:
             pairs.append((float(item["prediction"]), float(item["actual"])))
     problems.raise_if_any("feedback")
     return pairs
 
 
-def _items(doc, max_batch: int) -> tuple:
-    """(items, field prefix of item i) of a feedback body: one object or a non-empty list of them."""
+FEEDBACK_FIELDS = ("prediction", "actual", "request_id")
+
+
+def _objects(doc, max_batch: int, problems: Problems):
+    """(field prefix, item) of each object of a feedback body (one object or a non-empty list of them);
+    an item that is not an object is a problem, and is skipped."""
     if type(doc) is dict:
-        return [doc], lambda i: ""
-    if type(doc) is list:
-        if not doc:
-            raise ApiError(400, "empty_batch", "feedback list is empty",
-                           [{"field": "", "problem": "must not be empty"}])
-        if len(doc) > max_batch:
-            raise ApiError(413, "batch_too_large", f"{len(doc)} feedback items is over the limit of {max_batch}",
-                           [{"field": "", "problem": f"at most {max_batch} items"}])
-        return doc, lambda i: f"[{i}]."
-    raise ApiError(400, "not_an_object",
-                   f"body must be a JSON object or an array of objects, got {_type_name(doc)}",
-                   [{"field": "", "problem": f"top-level {_type_name(doc)} is not accepted"}])
+        yield "", doc
+        return
+    if type(doc) is not list:
+        raise ApiError(400, "not_an_object",
+                       f"body must be a JSON object or an array of objects, got {_type_name(doc)}",
+                       [{"field": "", "problem": f"top-level {_type_name(doc)} is not accepted"}])
+    if not doc:
+        raise ApiError(400, "empty_batch", "feedback list is empty", [{"field": "", "problem": "must not be empty"}])
+    if len(doc) > max_batch:
+        raise ApiError(413, "batch_too_large", f"{len(doc)} feedback items is over the limit of {max_batch}",
+                       [{"field": "", "problem": f"at most {max_batch} items"}])
+    for i, item in enumerate(doc):
+        if type(item) is dict:
+            yield f"[{i}].", item
+        else:
+            problems.add(f"[{i}]", f"must be an object, got {_type_name(item)}", "not_an_object")
+
+
+def _common_fields(item: dict, p: str, problems: Problems, fields: tuple) -> bool:
+    """False (and the problems added) if `item` lacks prediction or actual, has a bad request_id, or a key
+    not in `fields` (`score` named as what it is: a binary model's)."""
+    ok = True
+    for name in ("prediction", "actual"):
+        if name not in item:
+            problems.add(p + name, "is required", "missing_field")
+            ok = False
+    rid = item.get("request_id")
+    if rid is not None and (type(rid) is not str or len(rid) > MAX_REQUEST_ID_LENGTH):
+        problems.add(p + "request_id", f"must be a string of at most {MAX_REQUEST_ID_LENGTH} characters", "wrong_type")
+        ok = False
+    for key in item:
+        if key not in fields:
+            why = "is only for binary models with probabilities" if key == "score" else "is not a feedback field"
+            problems.add(p + str(key), why, "unknown_field")
+            ok = False
+    return ok
 
 
 def _show_label(value) -> str:
@@ -277,46 +288,25 @@ class ClassFeedback:
         self.scored = scored
         self.max_batch = max_batch
         self.max_details = max_details
-        self.fields = ("prediction", "actual", "request_id") + (("score",) if scored else ())
+        self.fields = FEEDBACK_FIELDS + (("score",) if scored else ())
         shown = ", ".join(self.index.texts)
         self._classes_text = shown if len(shown) <= 200 else shown[:197] + "..."
 
     def parse(self, doc) -> list:
         """[(predicted position, actual position, score or None), ...]; ApiError naming every problem."""
-        items, prefix = _items(doc, self.max_batch)
         problems = Problems(self.max_details)
         triples = []
-        for i, item in enumerate(items):
-            p = prefix(i)
-            if type(item) is not dict:
-                problems.add(p.rstrip("."), f"must be an object, got {_type_name(item)}", "not_an_object")
-                continue
-            ok = True
-            found = {}
-            for name in ("prediction", "actual"):
-                if name not in item:
-                    problems.add(p + name, "is required", "missing_field")
-                    ok = False
-                    continue
-                found[name] = self.index.find(item[name])
-                if found[name] is None:
+        for p, item in _objects(doc, self.max_batch, problems):
+            ok = _common_fields(item, p, problems, self.fields)
+            found = {name: self.index.find(item[name]) for name in ("prediction", "actual") if name in item}
+            for name, position in found.items():
+                if position is None:
                     problems.add(p + name, f"is not a class of this model: {_show_label(item[name])} "
                                            f"(classes: {self._classes_text})", "unknown_class")
                     ok = False
             score = item.get("score")
             if score is not None and "score" in self.fields:
                 ok = _check_number(score, p + "score", problems, 0.0, 1.0, False) and ok
-            rid = item.get("request_id")
-            if rid is not None and (type(rid) is not str or len(rid) > MAX_REQUEST_ID_LENGTH):
-                problems.add(p + "request_id", f"must be a string of at most {MAX_REQUEST_ID_LENGTH} characters",
-                             "wrong_type")
-                ok = False
-            for key in item:
-                if key not in self.fields:
-                    why = ("is only for binary models with probabilities" if key == "score"
-                           else "is not a feedback field")
-                    problems.add(p + str(key), why, "unknown_field")
-                    ok = False
             if ok:
                 triples.append((found["prediction"], found["actual"], None if score is None else float(score)))
         problems.raise_if_any("feedback")
