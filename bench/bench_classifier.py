@@ -41,7 +41,7 @@ def labels_only_twin(model_dir: Path, out: Path) -> Path:
     pipeline, card = load_verified_pipeline(model_dir)
     twin = copy.deepcopy(pipeline)
     name, final = twin.steps[-1]
-    twin.steps[-1] = (name, LabelsOnly(final))
+    twin.steps[-1] = (name, LabelsOnly(final).fitted())
     card = copy.deepcopy(card)
     card["target"]["probabilities"] = False
     for key in ("confidence", "score"):

@@ -3,18 +3,22 @@
 In a module of its own so that the pickle names an importable class (a class defined in the
 bench's __main__ would not unpickle in the server).
 """
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 
-class LabelsOnly:
+class LabelsOnly(ClassifierMixin, BaseEstimator):
     """A fitted classifier's predict and classes_, and nothing of its probabilities."""
-    _estimator_type = "classifier"
 
-    def __init__(self, estimator):
+    def __init__(self, estimator=None):
         self.estimator = estimator
-        self.classes_ = estimator.classes_
+
+    def fit(self, X, y):
+        self.estimator.fit(X, y)
+        return self.fitted()
+
+    def fitted(self):
+        self.classes_ = self.estimator.classes_
+        return self
 
     def predict(self, X):
         return self.estimator.predict(X)
-
-    def __sklearn_tags__(self):
-        return self.estimator.__sklearn_tags__()
