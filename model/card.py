@@ -190,6 +190,8 @@ def _classification_problems(card: dict) -> list:
         elif ref is not None:
             if ref["kind"] != "numeric":
                 problems.append(f"$.reference.{key}.kind must be numeric")
+            elif not ref["edges"]:
+                problems.append(f"$.reference.{key}.edges is empty: its histogram needs a bound")
             else:
                 problems += _bins_problems(f"$.reference.{key}", ref, _numeric_labels(f"$.reference.{key}",
                                                                                      ref["edges"]))

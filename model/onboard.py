@@ -92,13 +92,20 @@ def load_estimator(path) -> object:
                                   f"{str(pickle_error)[:100]})") from None
 
 
-def read_table(path, what: str, text_columns=()) -> pd.DataFrame:
+def read_table(path, what: str, text_columns=(), verbatim=()) -> pd.DataFrame:
     """A CSV as onboarding and the example pipelines read it: text columns as object, empty cells NaN.
 
     `text_columns` are read as text whatever they look like: a zip code "02134" stays "02134".
+    `verbatim` columns (a classifier's target) are text too, and only an empty cell is missing: a
+    class named "NA" or "None" stays that class.
     """
     try:
         frame = pd.read_csv(path, dtype={c: str for c in text_columns} or None)
+        kept = [c for c in verbatim if c in frame.columns]
+        if kept:
+            raw = pd.read_csv(path, usecols=kept, dtype=str, keep_default_na=False)
+            for column in kept:
+                frame[column] = raw[column].astype(object).where(raw[column] != "", np.nan)
     except FileNotFoundError:
         raise OnboardingError(f"{what} CSV {path} not found") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -805,11 +812,13 @@ def main(argv=None) -> int:
         # columns the pipeline encodes from text, or that the spec calls categorical, are read as text
         text = set(text_categories(estimator)) | {n for n, o in spec.get("features", {}).items()
                                                   if isinstance(o, dict) and o.get("kind") == "categorical"}
+        verbatim = ()
         if task == CLASSIFICATION:
             model_classes(estimator)  # refused before any CSV is read
-            text.add(args.target)  # cells converted from their text: "1" -> 1, "1.0" is no integer class
-        reference = read_table(args.reference, "reference", sorted(text))
-        holdout = read_table(args.holdout, "holdout", sorted(text)) if args.holdout else None
+            # cells converted from their text: "1" -> 1, "1.0" is no integer class, "NA" a class of that name
+            verbatim = (args.target,)
+        reference = read_table(args.reference, "reference", sorted(text), verbatim)
+        holdout = read_table(args.holdout, "holdout", sorted(text), verbatim) if args.holdout else None
         name = args.name or Path(args.out).resolve().name
         card = build_card(estimator, reference, args.target, name=name, version=args.version, holdout=holdout,
                           overrides=spec.get("features", {}), target_overrides=target_spec, task=task)

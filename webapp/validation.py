@@ -274,7 +274,9 @@ def _show_label(value) -> str:
         return "true" if value else "false"
     if type(value) is int and abs(value) < 10 ** 15:
         return str(value)
-    if type(value) in (int, float):
+    if type(value) is float:
+        return f"{value!r} (a number written with a decimal point or an exponent)"
+    if type(value) is int:
         return _show(value)
     return _type_name(value)
 
