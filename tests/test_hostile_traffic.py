@@ -206,8 +206,8 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def _fill(directory: Path) -> Path:
-    filler = directory / "filler"
+def _fill(directory: Path, name: str = "filler") -> Path:
+    filler = directory / name
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
     try:
         while True:
@@ -240,6 +240,10 @@ def test_a_full_metrics_folder_never_stops_a_prediction_and_counts_recover_exact
             while victim in server.worker_pids() and time.monotonic() < deadline:
                 time.sleep(0.02)
             workers = server.wait_workers()
+            # merging the victim's files freed some room; the new worker makes its files at its
+            # first request, and must meet a full folder then
+            refill = _fill(small_tmpfs, "refill")
+            assert os.statvfs(small_tmpfs).f_bavail == 0
             statuses = []
             for i in range(300):
                 statuses.append(http.post(server.url + "/predict", json=record, timeout=10).status_code)
@@ -256,6 +260,7 @@ def test_a_full_metrics_folder_never_stops_a_prediction_and_counts_recover_exact
             assert during.sum("webapp_metrics_dir_free_bytes") == 0
 
             filler.unlink()
+            refill.unlink()
             for _ in range(40):
                 assert http.post(server.url + "/predict", json=record, timeout=10).status_code == 200
             time.sleep(6)  # a worker that got none of them writes what it holds at its loop's next turn
