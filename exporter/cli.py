@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the class label-shift replays more often, as the CSV writes it (default: the positive class "
                         "of a binary model, else the class rarest in the card's reference)")
     p.add_argument("--factor", type=_positive_number, default=_env("FACTOR"),
-                   help=f"label-shift: how many times as often the class's rows are replayed (default "
+                   help=f"scale: what the features are multiplied by (default {scenarios.SCALE_FACTOR:g}); "
+                        f"stretch-tail: what their top decile is multiplied by (default {scenarios.STRETCH_FACTOR:g}); "
+                        f"label-shift: how many times as often the class's rows are replayed (default "
                         f"{scenarios.LABEL_SHIFT_FACTOR:g}); concept-drift: the share of rows whose actual class is "
                         f"flipped (default {scenarios.CONCEPT_DRIFT_SHARE:g})")
     fault = p.add_mutually_exclusive_group()
@@ -204,7 +206,7 @@ def prepare(args, source: Source, card: dict):
     classifier = classifier_of(card)  # check_card has refused classes it cannot read
     scenario = scenarios.build(args.scenario, card["features"], args.scenario_features, args.unit_factor,
                                classifier=classifier, scenario_class=args.scenario_class,
-                               scenario_factor=args.factor)
+                               scenario_factor=args.factor, reference=card.get("reference", {}).get("features"))
     rows, skipped = source.rows(card, classifier)
     if not rows:
         raise SourceError(f"{source.name} has no rows to replay" + _skipped_note(skipped, classifier))
@@ -289,6 +291,7 @@ def main(argv=None) -> int:
                           batch_size=args.batch_size, scenario=args.scenario, features=tuple(card["features"]),
                           scenario_features=args.scenario_features, unit_factor=args.unit_factor,
                           classifier=classifier, scenario_class=args.scenario_class, scenario_factor=args.factor,
+                          reference=card.get("reference", {}).get("features"),
                           fault_from=args.fault_from, fault_after=args.fault_after, timeout=args.timeout,
                           max_retries=args.max_retries, feedback_queue_size=args.feedback_queue)
     replayer = Replayer(config, rows, state)

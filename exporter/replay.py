@@ -58,6 +58,7 @@ class ReplayConfig:
     classifier: object = None  # exporter.classifier.Classifier of a classifier's card; None: a regressor
     scenario_class: Optional[str] = None  # --scenario-class
     scenario_factor: Optional[float] = None  # --factor
+    reference: Optional[dict] = None  # the card's reference.features: stretch-tail's decile edges
     fault_from: Optional[int] = None  # row index from which the scenario applies
     fault_after: Optional[float] = None  # or seconds after the start
     timeout: float = 5.0
@@ -81,7 +82,8 @@ class Replayer:
         self.scenario = scenarios.build(config.scenario, config.features, config.scenario_features,
                                         config.unit_factor, classifier=config.classifier,
                                         scenario_class=config.scenario_class,
-                                        scenario_factor=config.scenario_factor)  # ScenarioError if it cannot run
+                                        scenario_factor=config.scenario_factor,
+                                        reference=config.reference)  # ScenarioError if it cannot run
         cap = config.max_answer_bytes or answer_cap(config.batch_size)
         watchdog = Watchdog()
         self.predict_client = ApiClient(config.api_url, cap, watchdog)  # one per thread: the sender's ...

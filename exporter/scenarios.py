@@ -17,6 +17,10 @@ numbers); a classifier's (its actuals are classes, exporter.classifier) are
   as often (a Scenario's `repeat`); a fractional factor adds one more copy to that share of them;
 - concept-drift: the actual class of a share --factor of the rows is flipped, to the other class of
   a binary model, to the next one (the last to the first) of a multi-class one.
+Two feature scenarios change values a little rather than break them, the shifts PSI on deciles
+hardly sees and the distribution statistics (model.drift) are for:
+- scale: numeric features (default: the first) multiplied by --factor (default 1.1);
+- stretch-tail: values at or above the card's top decile edge multiplied by --factor (default 1.5).
 Which rows get one more copy or a flipped class is fixed by a hash of the row index (share_point),
 so that a replay is the same every time and its counts can be computed in advance.
 """
@@ -29,7 +33,9 @@ from typing import Callable, Optional
 from model.classes import label_text
 
 # the scenarios of a regressor (the feature scenarios and target-shock) and those of a classifier
-SCENARIOS = ("baseline", "unit-change", "missing", "new-category", "target-shock", "bad-requests")
+SCENARIOS = ("baseline", "unit-change", "missing", "new-category", "scale", "stretch-tail", "target-shock",
+             "bad-requests")
+FACTOR_SCENARIOS = ("scale", "stretch-tail", "label-shift", "concept-drift")  # those --factor tunes
 CLASSIFIER_SCENARIOS = ("label-shift", "concept-drift")
 REGRESSION_ONLY = ("target-shock",)
 ALL_SCENARIOS = SCENARIOS + CLASSIFIER_SCENARIOS
@@ -42,6 +48,9 @@ UNIT_CHANGE_DIGITS = 6  # a changed value keeps this many significant digits, as
 MISSING_AT_MOST = 4  # the default `missing` nulls the first nullable features: half of them, at most this many
 NEW_CATEGORY = "unseen-category"
 TARGET_SHOCK = 1.3
+SCALE_FACTOR = 1.1  # scale's default --factor: a 10% scale change
+STRETCH_FACTOR = 1.5  # stretch-tail's: the top decile half as large again
+SCALE_MAX = 1000.0  # beyond this either way, a factor is a unit change (unit-change says so)
 BAD_REQUEST_EVERY = 5  # one row in five becomes a bad request
 BAD_KINDS = ("malformed_json", "number_as_string", "out_of_range", "unknown_field", "missing_field")  # in turn
 UNKNOWN_FIELD = "colour"
@@ -95,11 +104,12 @@ def scenarios_for(classifier) -> tuple:
 
 
 def build(name: str, features=(), chosen: Optional[tuple] = None, factor: float = UNIT_CHANGE_FACTOR, *,
-          classifier=None, scenario_class: Optional[str] = None, scenario_factor: Optional[float] = None
-          ) -> Scenario:
+          classifier=None, scenario_class: Optional[str] = None, scenario_factor: Optional[float] = None,
+          reference: Optional[dict] = None) -> Scenario:
     """The scenario `name` for a model with these card `features` (dicts with name and kind); `classifier`
     (exporter.classifier.Classifier) for a classifier's card, None for a regressor's. `scenario_class`
-    (--scenario-class) and `scenario_factor` (--factor) are for label-shift and concept-drift."""
+    (--scenario-class) is for label-shift, `scenario_factor` (--factor) for FACTOR_SCENARIOS, and
+    `reference` (the card's reference.features) for stretch-tail's top decile edges."""
     key = canonical(name)
     if key not in _BUILDERS:
         raise ScenarioError(f"no scenario {name!r}; one of {', '.join(ALL_SCENARIOS)}")
@@ -111,9 +121,9 @@ def build(name: str, features=(), chosen: Optional[tuple] = None, factor: float 
                                 f"scenarios: {', '.join(scenarios_for(classifier))})")
     if scenario_class is not None and key != "label-shift":
         raise ScenarioError(f"--scenario-class: {name} chooses no class (label-shift does)")
-    if scenario_factor is not None and key not in CLASSIFIER_SCENARIOS:
+    if scenario_factor is not None and key not in FACTOR_SCENARIOS:
         divisor = "; unit-change divides by --unit-factor" if key == "unit-change" else ""
-        raise ScenarioError(f"--factor: {name} takes none (label-shift and concept-drift do){divisor}")
+        raise ScenarioError(f"--factor: {name} takes none ({', '.join(FACTOR_SCENARIOS)} do){divisor}")
     features = list(features)
     chosen = tuple(dict.fromkeys(chosen)) if chosen else None  # once each, in the order given
     if key in CLASSIFIER_SCENARIOS:
@@ -121,6 +131,11 @@ def build(name: str, features=(), chosen: Optional[tuple] = None, factor: float 
             raise ScenarioError(f"--scenario-features: {name} changes no feature"
                                 + (" (--scenario-class chooses its class)" if key == "label-shift" else ""))
         return _BUILDERS[key](name, classifier, scenario_class, scenario_factor)
+    if key == "scale":
+        return _scale(name, features, chosen, SCALE_FACTOR if scenario_factor is None else scenario_factor)
+    if key == "stretch-tail":
+        return _stretch_tail(name, features, chosen, STRETCH_FACTOR if scenario_factor is None else scenario_factor,
+                             reference or {})
     return _BUILDERS[key](name, features, chosen, factor)
 
 
@@ -197,6 +212,60 @@ def _unit_change(name, features, chosen, factor):
         return changed, actual
 
     return Scenario(name, names, unit_change, f"{', '.join(names)} divided by {factor:g}")
+
+
+def _scaler(name, features, chosen, factor, what):
+    """(picked features, multiply(feature name, value)) for a scenario multiplying numeric values by `factor`."""
+    if not 1 / SCALE_MAX <= factor <= SCALE_MAX or factor == 1:
+        raise ScenarioError(f"--factor: {name} multiplies values by --factor: between {1 / SCALE_MAX:g} and "
+                            f"{SCALE_MAX:g}, not 1, got {factor:g}")
+    numeric = [f for f in features if f["kind"] == "numeric"]
+    picked = _choose(name, features, chosen, numeric[:1], _numeric_only, what)
+    if not picked:
+        raise ScenarioError(f"{name} changes numeric features; the model has none")
+    integer = frozenset(f["name"] for f in picked if f.get("integer"))
+
+    def multiply(n, value):
+        return round(value * factor) if n in integer else _significant(value * factor)
+
+    return picked, multiply
+
+
+def _scale(name, features, chosen, factor):
+    """Values a little larger (or smaller): a sensor drifting, prices with inflation, a changed rounding."""
+    picked, multiply = _scaler(name, features, chosen, factor, "multiplies numeric features")
+    names = _names(picked)
+
+    def scale(index: int, record: dict, actual):
+        changed = dict(record)
+        for n in names:
+            if changed.get(n) is not None:
+                changed[n] = multiply(n, changed[n])
+        return changed, actual
+
+    return Scenario(name, names, scale, f"{', '.join(names)} multiplied by {factor:g}")
+
+
+def _stretch_tail(name, features, chosen, factor, reference):
+    """Only the largest values change: the top decile (at or above the card's last decile edge) multiplied.
+    Every value stays in the top decile bin, so PSI on deciles cannot see it."""
+    picked, multiply = _scaler(name, features, chosen, factor, "multiplies the top decile of numeric features")
+    tops = {}
+    for f in picked:
+        edges = reference.get(f["name"], {}).get("edges")
+        if not edges:
+            raise ScenarioError(f"{name}: the card has no decile edges for {f['name']!r}")
+        tops[f["name"]] = edges[-1]
+
+    def stretch_tail(index: int, record: dict, actual):
+        changed = dict(record)
+        for n, top in tops.items():
+            if changed.get(n) is not None and changed[n] >= top:
+                changed[n] = multiply(n, changed[n])
+        return changed, actual
+
+    shown = ", ".join(f"{n} >= {top:g}" for n, top in tops.items())
+    return Scenario(name, tuple(tops), stretch_tail, f"{shown} multiplied by {factor:g}")
 
 
 def _nullable(f):
@@ -386,6 +455,8 @@ _BUILDERS = {
     "unit-change": _unit_change,
     "missing": _missing,
     "new-category": _new_category,
+    "scale": _scale,
+    "stretch-tail": _stretch_tail,
     "target-shock": _target_shock,
     "bad-requests": _bad_requests,
     "label-shift": _label_shift,

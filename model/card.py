@@ -151,8 +151,40 @@ def card_problems(card) -> list:
             prediction = card["reference"]["prediction"]
             problems += _bins_problems("$.reference.prediction", prediction,
                                        _numeric_labels("$.reference.prediction", prediction["edges"]))
+        for where, ref in _distribution_owners(card):
+            problems += _distribution_problems(where, ref)
     except ModelIntegrityError as exc:
         problems.append(str(exc))
+    return problems
+
+
+def _distribution_owners(card: dict):
+    """(path, reference entry) of every entry that may hold a distribution."""
+    refs = card["reference"]
+    for name, ref in refs["features"].items():
+        yield f"$.reference.features.{name}", ref
+    for key in ("prediction", "confidence"):
+        if key in refs:
+            yield f"$.reference.{key}", refs[key]
+
+
+def _distribution_problems(where: str, ref: dict) -> list:
+    """What the schema cannot say of a distribution: the webapp makes a histogram of its edges and
+    PromQL joins the cdf with them edge by edge."""
+    dist = ref.get("distribution")
+    if dist is None or ref["kind"] != "numeric":  # a wrong kind is said once, by the kind's own check
+        return []
+    where = f"{where}.distribution"
+    edges, cdf = dist["edges"], dist["cdf"]
+    problems = []
+    if any(b <= a for a, b in zip(edges, edges[1:])):
+        problems.append(f"{where}.edges are not strictly increasing")
+    if len(cdf) != len(edges):
+        problems.append(f"{where}.cdf has {len(cdf)} values for {len(edges)} edges")
+    elif any(b < a for a, b in zip(cdf, cdf[1:])):
+        problems.append(f"{where}.cdf decreases")
+    if dist["clip"][0] > dist["clip"][1]:
+        problems.append(f"{where}.clip is not [low, high]")
     return problems
 
 

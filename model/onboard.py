@@ -45,7 +45,7 @@ from sklearn.metrics import (accuracy_score, f1_score, log_loss, mean_absolute_e
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
-from . import bins
+from . import bins, drift
 from .card import BOOLEAN_CATEGORIES, CARD_FILE, PICKLE_FILE, ModelIntegrityError, check_card, sha256_of, write_card
 from .classes import (ClassIndex, ClassLabelError, check_classes, label_text, label_type,
                       native, parse_label)
@@ -603,11 +603,21 @@ def categorical_reference(values, categories) -> dict:
     return {"kind": "categorical", "bins": labels, "fractions": bins.fractions(idx, len(labels))}
 
 
+def with_distribution(reference: dict, values, minimum=None, maximum=None) -> dict:
+    """`reference` with the finer distribution of `values` and its calibrated thresholds
+    (model.drift), unless the values are constant."""
+    dist = drift.calibrated_distribution(values, minimum, maximum)
+    if dist is not None:
+        reference["distribution"] = dist
+    return reference
+
+
 def feature_bins(frame: pd.DataFrame, features: list) -> dict:
     refs = {}
     for f in features:
         if f["kind"] == "numeric":
-            refs[f["name"]] = numeric_reference(pd.to_numeric(frame[f["name"]], errors="coerce").astype(float).tolist())
+            values = pd.to_numeric(frame[f["name"]], errors="coerce").astype(float).tolist()
+            refs[f["name"]] = with_distribution(numeric_reference(values), values, f.get("minimum"), f.get("maximum"))
         elif f["kind"] == "categorical":
             values = [None if (isinstance(v, float) and math.isnan(v)) else str(v) for v in frame[f["name"]]]
             refs[f["name"]] = categorical_reference(values, f["categories"])
@@ -620,7 +630,9 @@ def feature_bins(frame: pd.DataFrame, features: list) -> dict:
 
 def reference_bins(frame: pd.DataFrame, features: list, predictions) -> dict:
     return {"features": feature_bins(frame, features),
-            "prediction": numeric_reference(list(predictions), digits=PREDICTION_EDGE_DIGITS)}
+            "prediction": with_distribution(numeric_reference(list(predictions), digits=PREDICTION_EDGE_DIGITS),
+                                            list(predictions)),
+            "calibration": drift.calibration_entry()}
 
 
 def class_shares(positions, classes: list) -> dict:
@@ -635,9 +647,12 @@ def classification_reference(frame: pd.DataFrame, features: list, classes: list,
     of the top probability, and for a binary model the 2%..98% quantiles of the positive class's."""
     reference = {"features": feature_bins(frame, features),
                  "prediction": class_shares(predicted, classes),
-                 "actual": class_shares(actual, classes)}
+                 "actual": class_shares(actual, classes),
+                 "calibration": drift.calibration_entry()}
     if probabilities is not None:
-        reference["confidence"] = numeric_reference(probabilities.max(axis=1).tolist(), digits=CONFIDENCE_EDGE_DIGITS)
+        confidence = probabilities.max(axis=1).tolist()
+        reference["confidence"] = with_distribution(numeric_reference(confidence, digits=CONFIDENCE_EDGE_DIGITS),
+                                                    confidence, 0.0, 1.0)
         if len(classes) == 2:
             reference["score"] = numeric_reference(probabilities[:, 1].tolist(), digits=CONFIDENCE_EDGE_DIGITS,
                                                    quantiles=SCORE_QUANTILES)

@@ -46,11 +46,36 @@ SYNTHETIC_RECORD = {"required_count": 3, "width": 123.0, "mass": 70.5, "height":
                     "colour": "red", "shape": None, "is_new": True}
 
 
-def build(name, features=SYNTHETIC, chosen=None, factor=scenarios.UNIT_CHANGE_FACTOR):
-    return scenarios.build(name, features, chosen, factor)
+def build(name, features=SYNTHETIC, chosen=None, factor=scenarios.UNIT_CHANGE_FACTOR, **kwargs):
+    return scenarios.build(name, features, chosen, factor, **kwargs)
 
 
 # -- scenarios ------------------------------------------------------------------------------------
+
+def test_scale_multiplies_the_first_numeric_feature_keeping_integers_integer_and_nulls_null():
+    scale = build("scale", scenario_factor=1.1)
+    assert scale.features == ("required_count",) and scale.description == "required_count multiplied by 1.1"
+    assert scale(0, SYNTHETIC_RECORD, 1.0)[0] == dict(SYNTHETIC_RECORD, required_count=3)  # round(3.3)
+    wide = build("scale", chosen=("width", "height"))
+    assert wide(0, SYNTHETIC_RECORD, 1.0)[0] == dict(SYNTHETIC_RECORD, width=135.3, height=198)  # default 1.1
+    assert wide(0, dict(SYNTHETIC_RECORD, width=None), 1.0)[0]["width"] is None
+    with pytest.raises(scenarios.ScenarioError, match="not 1, got 1"):
+        build("scale", scenario_factor=1.0)
+    with pytest.raises(scenarios.ScenarioError, match="'colour' is categorical"):
+        build("scale", chosen=("colour",))
+
+
+def test_stretch_tail_multiplies_only_values_at_or_above_the_cards_top_decile_edge():
+    reference = {"width": {"edges": [50.0, 100.0, 150.0]}}
+    stretch = build("stretch-tail", chosen=("width",), reference=reference)
+    assert stretch.description == "width >= 150 multiplied by 1.5"
+    assert stretch(0, dict(SYNTHETIC_RECORD, width=149.5), 1.0)[0]["width"] == 149.5
+    assert stretch(0, dict(SYNTHETIC_RECORD, width=150.0), 1.0)[0]["width"] == 225.0
+    assert build("stretch-tail", chosen=("width",), reference=reference, scenario_factor=2)(
+        0, dict(SYNTHETIC_RECORD, width=300.0), 1.0)[0]["width"] == 600.0
+    with pytest.raises(scenarios.ScenarioError, match="no decile edges for 'width'"):
+        build("stretch-tail", chosen=("width",))
+
 
 def test_baseline_is_the_identity_and_changes_no_feature():
     assert build("baseline")(3, RECORD, 100.0) == (RECORD, 100.0)
@@ -199,8 +224,9 @@ def test_every_scenario_is_pure_and_deterministic_on_both_cards(index, actual, a
     for features, record in ((AMES_FEATURES, dict(RECORD, area=area)), (SYNTHETIC, dict(SYNTHETIC_RECORD,
                                                                                           width=width))):
         before = json.dumps(record, sort_keys=True)
-        first = build(name, features)(index, record, actual)
-        assert first == build(name, features)(index, record, actual)
+        reference = {f["name"]: {"edges": [10.0, 1000.0]} for f in features if f["kind"] == "numeric"}
+        first = build(name, features, reference=reference)(index, record, actual)
+        assert first == build(name, features, reference=reference)(index, record, actual)
         assert json.dumps(record, sort_keys=True) == before
         payload, new_actual = first
         assert new_actual == (actual * scenarios.TARGET_SHOCK if "shock" in name else actual)

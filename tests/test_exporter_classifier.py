@@ -248,17 +248,21 @@ def test_label_shift_picks_the_positive_class_else_the_rarest_else_the_one_named
     assert str(info.value) == "--scenario-class: '2' is not a class of the model (its classes: 0, 1)"
 
 
+REGRESSOR_SCENARIOS = "baseline, unit-change, missing, new-category, scale, stretch-tail, target-shock, bad-requests"
+CLASSIFIER_SCENARIOS = ("baseline, unit-change, missing, new-category, scale, stretch-tail, bad-requests, label-shift, "
+                        "concept-drift")
+TAKE_FACTOR = "(scale, stretch-tail, label-shift, concept-drift do)"
+
+
 @pytest.mark.parametrize("name,classifier,kwargs,message", [
     ("label-shift", None, {}, "label-shift is a scenario for classifiers; this model is a regressor (its scenarios: "
-                              "baseline, unit-change, missing, new-category, target-shock, bad-requests)"),
+                              f"{REGRESSOR_SCENARIOS})"),
     ("concept-drift", None, {}, "concept-drift is a scenario for classifiers; this model is a regressor (its "
-                                "scenarios: baseline, unit-change, missing, new-category, target-shock, bad-requests)"),
+                                f"scenarios: {REGRESSOR_SCENARIOS})"),
     ("target-shock", BINARY, {}, "target-shock changes a regressor's actual values; this model is a classifier (its "
-                                 "scenarios: baseline, unit-change, missing, new-category, bad-requests, label-shift, "
-                                 "concept-drift)"),
+                                 f"scenarios: {CLASSIFIER_SCENARIOS})"),
     ("price-shock", BINARY, {}, "price-shock changes a regressor's actual values; this model is a classifier (its "
-                                "scenarios: baseline, unit-change, missing, new-category, bad-requests, label-shift, "
-                                "concept-drift)"),
+                                f"scenarios: {CLASSIFIER_SCENARIOS})"),
 ])
 def test_a_scenario_of_the_other_task_is_refused_in_one_line(name, classifier, kwargs, message):
     with pytest.raises(ScenarioTaskError) as info:
@@ -275,9 +279,9 @@ def test_a_scenario_of_the_other_task_is_refused_in_one_line(name, classifier, k
                                                 "rows: more than 0 and at most 1, got 1.5"),
     ("concept-drift", {"scenario_class": "1"}, "--scenario-class: concept-drift chooses no class (label-shift does)"),
     ("unit-change", {"scenario_class": "1"}, "--scenario-class: unit-change chooses no class (label-shift does)"),
-    ("unit-change", {"scenario_factor": 2.0}, "--factor: unit-change takes none (label-shift and concept-drift do); "
+    ("unit-change", {"scenario_factor": 2.0}, f"--factor: unit-change takes none {TAKE_FACTOR}; "
                                               "unit-change divides by --unit-factor"),
-    ("baseline", {"scenario_factor": 2.0}, "--factor: baseline takes none (label-shift and concept-drift do)"),
+    ("baseline", {"scenario_factor": 2.0}, f"--factor: baseline takes none {TAKE_FACTOR}"),
     ("label-shift", {"chosen": ("x",)}, "--scenario-features: label-shift changes no feature (--scenario-class "
                                         "chooses its class)"),
     ("concept-drift", {"chosen": ("x",)}, "--scenario-features: concept-drift changes no feature"),
@@ -290,9 +294,10 @@ def test_a_classifier_scenario_asked_what_it_does_not_take_is_refused(name, kwar
 
 def test_the_feature_scenarios_work_on_a_classifiers_card_as_on_a_regressors():
     record = {"x": 0.25, "colour": "red", "n": 254}
-    for name in ("baseline", "unit-change", "missing", "new-category", "bad-requests"):
-        for_classifier = scenarios.build(name, FEATURES, classifier=BINARY)
-        for_regressor = scenarios.build(name, FEATURES)
+    reference = {"x": {"edges": [0.1, 0.2]}}
+    for name in ("baseline", "unit-change", "missing", "new-category", "scale", "stretch-tail", "bad-requests"):
+        for_classifier = scenarios.build(name, FEATURES, classifier=BINARY, reference=reference)
+        for_regressor = scenarios.build(name, FEATURES, reference=reference)
         assert for_classifier.features == for_regressor.features, name
         for i in range(10):
             assert for_classifier(i, record, 1) == (for_regressor(i, record, 1.0)[0], 1), name
@@ -592,12 +597,12 @@ def test_refusals_at_start_for_a_classifier(tmp_path):
     common = ("--api-url", "http://127.0.0.1:9", "--csv", csv, "--target", "truth")
     assert run_exporter(*common, "--card", classifier, "--scenario", "target-shock") == (
         1, "exporter: target-shock changes a regressor's actual values; this model is a classifier (its scenarios: "
-           "baseline, unit-change, missing, new-category, bad-requests, label-shift, concept-drift)\n")
+           f"{CLASSIFIER_SCENARIOS})\n")
     regressor = tmp_path / "regressor.json"
     regressor.write_text(json.dumps({"features": FEATURES, "target": {"name": "truth"}}))
     assert run_exporter(*common, "--card", regressor, "--scenario", "label-shift") == (
         1, "exporter: label-shift is a scenario for classifiers; this model is a regressor (its scenarios: "
-           "baseline, unit-change, missing, new-category, target-shock, bad-requests)\n")
+           "baseline, unit-change, missing, new-category, scale, stretch-tail, target-shock, bad-requests)\n")
     assert run_exporter(*common, "--card", classifier, "--scenario", "label-shift", "--scenario-class", "yes") == (
         1, "exporter: --scenario-class: 'yes' is not a class of the model (its classes: 0, 1)\n")
     assert run_exporter("--api-url", "http://127.0.0.1:9", "--card", classifier) == (

@@ -224,7 +224,7 @@ def test_a_classifier_without_probabilities_has_no_confidence_nor_score(folder):
     assert card_problems(with_artifact(card)) == []
     assert card["target"] == {"name": "verdict", "unit": "", "classes": ["ham", "spam"], "positive_class": "spam",
                               "probabilities": False}
-    assert set(card["reference"]) == {"features", "prediction", "actual"}
+    assert set(card["reference"]) == {"features", "prediction", "actual", "calibration"}
     expected = expected_metrics(pipeline, native_csv(folder / "reference.csv"), "verdict")
     assert set(expected) == {"accuracy", "macro_f1", "classes", "rows"}
     assert_metrics(card["metrics"]["train"], expected)

@@ -273,7 +273,7 @@ actuals = st.floats(1, 1e7, allow_nan=False)
 
 def scenario(card, name):
     """The scenario as the exporter builds it for the served card: its default features."""
-    return scenarios.build(name, card["features"])
+    return scenarios.build(name, card["features"], reference=card["reference"]["features"])
 
 
 @PROPS
@@ -361,7 +361,8 @@ def test_bad_requests_sends_one_row_in_five_bad_each_kind_rejected_for_its_reaso
 
 def replayer(card, name, fault_from):
     state = ReplayState(rows_per_pass=1, planned_rows=None, scenario=name, fault_from=fault_from)
-    config = ReplayConfig(scenario=name, fault_from=fault_from, features=tuple(card["features"]))
+    config = ReplayConfig(scenario=name, fault_from=fault_from, features=tuple(card["features"]),
+                          reference=card["reference"]["features"])
     return Replayer(config, rows=[({}, 1.0)], state=state), state
 
 

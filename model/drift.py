@@ -1,0 +1,190 @@
+"""Distribution statistics that see scale and tail shifts, and their calibrated thresholds.
+
+PSI on the card's deciles (model.bins) is steady but blind inside a bin: a 5% scale change,
+or the top decile stretched by half, leaves most values in their bins. For each numeric
+quantity (a numeric feature, a regressor's prediction, a classifier's confidence) the card
+also holds a `distribution` made here, and the webapp counts live values against it:
+
+- finer edges: reference quantiles (0.5% .. 99.5%), the reference's min and max, and tail
+  edges beyond them at multiples of its standard deviation (clipped to the feature's hard
+  bounds), so every bin between the outer edges is bounded;
+- `cdf`: the share of the reference's non-missing values <= each edge (Prometheus's `le`);
+- the moments of the reference's values winsorized at `clip` (its 0.5% and 99.5% quantiles,
+  both values of the data), and a round `center` the live squares are taken about.
+
+From these, over a window of live values, exactly as the recording rules compute them:
+- wasserstein: Wasserstein-1 distance between the live and reference distributions over the
+  edges, sum |F_live(e) - F_ref(e)| * weight(e) with trapezoid weights (half the distance
+  between an edge's neighbours), divided by the reference's standard deviation;
+- mean_shift: (live mean - reference mean) / reference std, of winsorized values;
+- std_ratio: live std / reference std, of winsorized values.
+The alert compares |mean_shift| and |ln std_ratio| (scores: 0 means no change) and the
+distance with thresholds calibrated here: windows of the alert's row count are drawn from
+the reference rows (bootstrap), each statistic is computed on each, and the threshold is
+the order statistic that keeps the false-alarm rate per window under the stated rate with
+99% confidence (not the plain quantile, which would exceed it half the time).
+
+Winsorized moments: one extreme row (a 215,000 sq ft lot among 500 houses) moves a raw
+standard deviation by half; clipped at the reference's own 0.5% and 99.5% values it moves
+little, while a unit change or a stretched tail still moves every clipped value, and the
+Wasserstein distance (whose outer edges reach far past the training range) sees the tail.
+"""
+import math
+from typing import Optional
+
+import numpy as np
+
+from .bins import significant
+
+STATISTICS = ("wasserstein", "mean_shift", "std_ratio")
+QUANTILES = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995)
+TAIL_STDS = (0.25, 0.5, 1, 2, 4, 8)  # edges beyond min and max, in reference standard deviations
+CLIP_QUANTILE = 0.005  # moments are of values winsorized at this quantile and its mirror
+EDGE_DIGITS = 4  # edges are `le` label values: 4 significant digits read well and stay distinct
+CENTER_DIGITS = 2  # the center squares are taken about: round, so integer values give integer squares
+
+# the calibration: the alert's window (monitoring.config's drift_min_rows reads WINDOW_ROWS), the stated
+# false-alarm rate per window, statistic and quantity, and how many bootstrap windows estimate it
+WINDOW_ROWS = 500
+FALSE_ALARM_RATE = 0.01
+CALIBRATION_WINDOWS = 10000
+CALIBRATION_SEED = 20260
+CONFIDENCE_Z = 2.326  # one-sided 99%: the chosen order statistic keeps the true rate under the stated one
+
+
+def _finite(values) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    return arr[np.isfinite(arr)]
+
+
+def distribution(values, minimum: Optional[float] = None, maximum: Optional[float] = None) -> Optional[dict]:
+    """The card's `distribution` of `values` (None/NaN are missing and left out), or None when the
+    non-missing values are constant or fewer than two: no scale to normalise by.
+
+    `minimum`/`maximum` are hard bounds (a feature's, or [0, 1] for a probability): no edge lies
+    beyond them, since no valid value can.
+    """
+    v = _finite(values)
+    if len(v) < 2 or v.min() == v.max():
+        return None
+    std = float(v.std())
+    raw = [float(q) for q in np.quantile(v, QUANTILES)] + [float(v.min()), float(v.max())]
+    raw += [float(v.min()) - k * std for k in TAIL_STDS] + [float(v.max()) + k * std for k in TAIL_STDS]
+    lo = -math.inf if minimum is None else float(minimum)
+    hi = math.inf if maximum is None else float(maximum)
+    edges = sorted({significant(min(max(e, lo), hi), EDGE_DIGITS) for e in raw})
+    clip_lo = float(np.quantile(v, CLIP_QUANTILE, method="lower"))
+    clip_hi = float(np.quantile(v, 1 - CLIP_QUANTILE, method="higher"))
+    clipped = np.clip(v, clip_lo, clip_hi)
+    mean, clipped_std = float(clipped.mean()), float(clipped.std())
+    if clipped_std == 0:  # all but a handful of values equal: winsorizing leaves a constant
+        return None
+    sorted_v = np.sort(v)
+    cdf = [float(np.searchsorted(sorted_v, e, side="right") / len(v)) for e in edges]
+    return {"edges": edges, "cdf": cdf, "clip": [clip_lo, clip_hi], "center": significant(mean, CENTER_DIGITS),
+            "mean": mean, "std": clipped_std, "rows": int(len(v))}
+
+
+def edge_weights(edges) -> list:
+    """Trapezoid weight of each edge: half the distance between its neighbours (an outer edge has one)."""
+    e = [float(x) for x in edges]
+    if len(e) < 2:
+        return [0.0] * len(e)
+    return [((e[min(i + 1, len(e) - 1)] - e[max(i - 1, 0)]) / 2) for i in range(len(e))]
+
+
+def _per_value(values: np.ndarray, dist: dict):
+    """Each value's first edge it is <= to (len(edges) for a missing value or one above every edge),
+    whether it is present, and its winsorized, centered value (0 when missing)."""
+    values = np.asarray(values, dtype=float)
+    present = np.isfinite(values)
+    below = np.searchsorted(np.asarray(dist["edges"], dtype=float), np.where(present, values, np.inf), side="left")
+    shifted = np.where(present, np.clip(values, *dist["clip"]) - dist["center"], 0.0)
+    return below, present, shifted
+
+
+def _counts(below: np.ndarray, present: np.ndarray, shifted: np.ndarray, n_edges: int) -> dict:
+    flat = below.reshape(-1, below.shape[-1])
+    rows = flat.shape[0]
+    offsets = flat + (np.arange(rows) * (n_edges + 1))[:, None]  # one bincount for every window at once
+    per_edge = np.bincount(offsets.ravel(), minlength=rows * (n_edges + 1)).reshape(rows, n_edges + 1)
+    cumulative = np.cumsum(per_edge[:, :n_edges], axis=1).reshape(below.shape[:-1] + (n_edges,))
+    return {"n": present.sum(axis=-1), "cumulative": cumulative,
+            "sum": shifted.sum(axis=-1), "squares": (shifted * shifted).sum(axis=-1)}
+
+
+def window_counts(values, dist: dict) -> dict:
+    """What the webapp's counters gain from a window of `values` (the last axis is the window; leading
+    axes are several windows), missing values left out: n, the cumulative count at each edge (le), and
+    the sums of winsorized, centered values and of their squares."""
+    return _counts(*_per_value(values, dist), len(dist["edges"]))
+
+
+def statistics(counts: dict, dist: dict) -> dict:
+    """wasserstein, mean_shift and std_ratio from window_counts() (or the same sums read from Prometheus),
+    computed as the recording rules compute them. NaN where the window holds no value."""
+    n = np.asarray(counts["n"], dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        live_cdf = np.asarray(counts["cumulative"], dtype=float) / n[..., None]
+        weights = np.asarray(edge_weights(dist["edges"]))
+        wasserstein = (np.abs(live_cdf - np.asarray(dist["cdf"])) * weights).sum(axis=-1) / dist["std"]
+        first = np.asarray(counts["sum"], dtype=float) / n
+        variance = np.maximum(np.asarray(counts["squares"], dtype=float) / n - first * first, 0.0)
+        mean = dist["center"] + first
+        return {"wasserstein": np.where(n > 0, wasserstein, np.nan),
+                "mean_shift": (mean - dist["mean"]) / dist["std"],
+                "std_ratio": np.sqrt(variance) / dist["std"]}
+
+
+def scores(stats: dict) -> dict:
+    """The alert's view of statistics(): 0 is no change, larger is more drift."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {"wasserstein": np.asarray(stats["wasserstein"]),
+                "mean_shift": np.abs(stats["mean_shift"]),
+                "std_ratio": np.abs(np.log(stats["std_ratio"]))}
+
+
+def exceedances_allowed(windows: int, rate: float, z: float = CONFIDENCE_Z) -> int:
+    """How many of `windows` bootstrap scores may lie above the threshold, so that the threshold's true
+    exceedance rate is under `rate` with one-sided confidence z: a binomial lower bound on the count."""
+    return max(int(math.floor(rate * windows - z * math.sqrt(rate * (1 - rate) * windows))), 1)
+
+
+def calibrate(values, dist: dict, window_rows: int = WINDOW_ROWS, rate: float = FALSE_ALARM_RATE,
+              windows: int = CALIBRATION_WINDOWS, seed: int = CALIBRATION_SEED) -> dict:
+    """Each statistic's threshold for `rate` false alarms per `window_rows`-row window: bootstrap windows
+    of the reference rows (missing values included, as live windows have them), scored, and the
+    exceedances_allowed()-th largest score of each statistic taken."""
+    below, present, shifted = _per_value(values, dist)  # once per reference row; windows gather from it
+    rng = np.random.default_rng(seed)
+    allowed = exceedances_allowed(windows, rate)
+    collected = {s: [] for s in STATISTICS}
+    chunk = max(1, min(windows, 2_000_000 // max(window_rows, 1)))
+    done = 0
+    while done < windows:
+        size = min(chunk, windows - done)
+        pick = rng.integers(0, len(below), size=(size, window_rows))
+        counts = _counts(below[pick], present[pick], shifted[pick], len(dist["edges"]))
+        for name, value in scores(statistics(counts, dist)).items():
+            collected[name].append(value)
+        done += size
+    thresholds = {}
+    for name, parts in collected.items():
+        ordered = np.sort(np.nan_to_num(np.concatenate(parts), nan=np.inf, posinf=np.inf))
+        thresholds[name] = float(ordered[-allowed])
+    return thresholds
+
+
+def calibration_entry(window_rows: int = WINDOW_ROWS, rate: float = FALSE_ALARM_RATE,
+                      windows: int = CALIBRATION_WINDOWS, seed: int = CALIBRATION_SEED) -> dict:
+    """The card's record of how its thresholds were set."""
+    return {"method": "bootstrap", "window_rows": window_rows, "false_alarm_rate": rate, "windows": windows,
+            "confidence": 0.99, "seed": seed}
+
+
+def calibrated_distribution(values, minimum=None, maximum=None, **calibration) -> Optional[dict]:
+    """distribution() with its `thresholds`; None where distribution() is."""
+    dist = distribution(values, minimum, maximum)
+    if dist is not None:
+        dist["thresholds"] = calibrate(values, dist, **calibration)
+    return dist
