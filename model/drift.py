@@ -33,6 +33,7 @@ import math
 from typing import Optional
 
 import numpy as np
+from scipy.stats import binom
 
 from .bins import significant
 
@@ -44,12 +45,13 @@ EDGE_DIGITS = 4  # edges are `le` label values: 4 significant digits read well a
 CENTER_DIGITS = 2  # the center squares are taken about: round, so integer values give integer squares
 
 # the calibration: the alert's window (monitoring.config's drift_min_rows reads WINDOW_ROWS), the stated
-# false-alarm rate per window, statistic and quantity, and how many bootstrap windows estimate it
+# false-alarm rate per window of each drift alert (split evenly over the statistics it reads), and how many
+# bootstrap windows estimate it at least
 WINDOW_ROWS = 500
 FALSE_ALARM_RATE = 0.01
 CALIBRATION_WINDOWS = 10000
 CALIBRATION_SEED = 20260
-CONFIDENCE_Z = 2.326  # one-sided 99%: the chosen order statistic keeps the true rate under the stated one
+CONFIDENCE = 0.99  # the chosen order statistic keeps the true rate under the stated one this surely
 
 
 def _finite(values) -> np.ndarray:
@@ -144,17 +146,28 @@ def scores(stats: dict) -> dict:
                 "std_ratio": np.abs(np.log(stats["std_ratio"]))}
 
 
-def exceedances_allowed(windows: int, rate: float, z: float = CONFIDENCE_Z) -> int:
-    """How many of `windows` bootstrap scores may lie above the threshold, so that the threshold's true
-    exceedance rate is under `rate` with one-sided confidence z: a binomial lower bound on the count."""
-    return max(int(math.floor(rate * windows - z * math.sqrt(rate * (1 - rate) * windows))), 1)
+def windows_needed(rate: float, windows: int = CALIBRATION_WINDOWS, confidence: float = CONFIDENCE) -> int:
+    """`windows`, or more where a rate this small needs them: enough that even the largest score is,
+    with `confidence`, above the true (1 - rate) quantile ((1 - rate)^W <= 1 - confidence)."""
+    return max(windows, math.ceil(math.log(1 - confidence) / math.log1p(-rate)))
 
 
-def calibrate(values, dist: dict, window_rows: int = WINDOW_ROWS, rate: float = FALSE_ALARM_RATE,
-              windows: int = CALIBRATION_WINDOWS, seed: int = CALIBRATION_SEED) -> dict:
-    """Each statistic's threshold for `rate` false alarms per `window_rows`-row window: bootstrap windows
-    of the reference rows (missing values included, as live windows have them), scored, and the
-    exceedances_allowed()-th largest score of each statistic taken."""
+def exceedances_allowed(windows: int, rate: float, confidence: float = CONFIDENCE) -> int:
+    """k such that the k-th largest of `windows` bootstrap scores lies, with `confidence`, at or above the
+    scores' true (1 - rate) quantile: fewer than k windows exceed that quantile with probability
+    binom.cdf(k - 1, windows, rate) <= 1 - confidence. At least 1 (windows_needed() makes that hold)."""
+    k = 1
+    while binom.cdf(k, windows, rate) <= 1 - confidence:
+        k += 1
+    return k
+
+
+def calibrate(values, dist: dict, rate: float, window_rows: int = WINDOW_ROWS, windows: int = CALIBRATION_WINDOWS,
+              seed: int = CALIBRATION_SEED) -> dict:
+    """Each statistic's threshold for at most `rate` false alarms per `window_rows`-row window: bootstrap
+    windows of the reference rows (missing values included, as live windows have them) are scored, and
+    the exceedances_allowed()-th largest score of each statistic taken."""
+    windows = windows_needed(rate, windows)
     below, present, shifted = _per_value(values, dist)  # once per reference row; windows gather from it
     rng = np.random.default_rng(seed)
     allowed = exceedances_allowed(windows, rate)
@@ -175,16 +188,25 @@ def calibrate(values, dist: dict, window_rows: int = WINDOW_ROWS, rate: float = 
     return thresholds
 
 
+def statistic_rate(quantities: int, rate: float = FALSE_ALARM_RATE) -> float:
+    """The false-alarm rate each statistic of each quantity gets, so that an alert over `quantities`
+    quantities (FeatureDrift: every numeric feature; PredictionDrift: the prediction or the confidence)
+    false-alarms on at most `rate` of the windows, all its statistics together (Bonferroni)."""
+    return rate / (max(quantities, 1) * len(STATISTICS))
+
+
 def calibration_entry(window_rows: int = WINDOW_ROWS, rate: float = FALSE_ALARM_RATE,
                       windows: int = CALIBRATION_WINDOWS, seed: int = CALIBRATION_SEED) -> dict:
-    """The card's record of how its thresholds were set."""
+    """The card's record of how its thresholds were set; each distribution says its own statistic_rate."""
     return {"method": "bootstrap", "window_rows": window_rows, "false_alarm_rate": rate, "windows": windows,
-            "confidence": 0.99, "seed": seed}
+            "confidence": CONFIDENCE, "seed": seed}
 
 
-def calibrated_distribution(values, minimum=None, maximum=None, **calibration) -> Optional[dict]:
-    """distribution() with its `thresholds`; None where distribution() is."""
+def calibrated_distribution(values, minimum=None, maximum=None, *, rate: float, **calibration) -> Optional[dict]:
+    """distribution() with its `thresholds` for `rate` (a statistic_rate()) false alarms per window;
+    None where distribution() is."""
     dist = distribution(values, minimum, maximum)
     if dist is not None:
-        dist["thresholds"] = calibrate(values, dist, **calibration)
+        dist["false_alarm_rate"] = rate
+        dist["thresholds"] = calibrate(values, dist, rate, **calibration)
     return dist

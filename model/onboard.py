@@ -603,10 +603,10 @@ def categorical_reference(values, categories) -> dict:
     return {"kind": "categorical", "bins": labels, "fractions": bins.fractions(idx, len(labels))}
 
 
-def with_distribution(reference: dict, values, minimum=None, maximum=None) -> dict:
-    """`reference` with the finer distribution of `values` and its calibrated thresholds
-    (model.drift), unless the values are constant."""
-    dist = drift.calibrated_distribution(values, minimum, maximum)
+def with_distribution(reference: dict, values, minimum=None, maximum=None, quantities: int = 1) -> dict:
+    """`reference` with the finer distribution of `values` and its thresholds (model.drift), calibrated for
+    an alert reading `quantities` such distributions; unchanged when the values are constant."""
+    dist = drift.calibrated_distribution(values, minimum, maximum, rate=drift.statistic_rate(quantities))
     if dist is not None:
         reference["distribution"] = dist
     return reference
@@ -614,10 +614,12 @@ def with_distribution(reference: dict, values, minimum=None, maximum=None) -> di
 
 def feature_bins(frame: pd.DataFrame, features: list) -> dict:
     refs = {}
+    numeric = sum(1 for f in features if f["kind"] == "numeric")  # FeatureDrift reads them all
     for f in features:
         if f["kind"] == "numeric":
             values = pd.to_numeric(frame[f["name"]], errors="coerce").astype(float).tolist()
-            refs[f["name"]] = with_distribution(numeric_reference(values), values, f.get("minimum"), f.get("maximum"))
+            refs[f["name"]] = with_distribution(numeric_reference(values), values, f.get("minimum"), f.get("maximum"),
+                                                numeric)
         elif f["kind"] == "categorical":
             values = [None if (isinstance(v, float) and math.isnan(v)) else str(v) for v in frame[f["name"]]]
             refs[f["name"]] = categorical_reference(values, f["categories"])

@@ -95,16 +95,23 @@ def test_a_scale_change_moves_every_statistic_and_a_unit_change_saturates_them(r
 
 
 def test_exceedances_allowed_is_a_binomial_lower_bound():
-    assert drift.exceedances_allowed(10000, 0.01) == 76  # 100 - 2.326 * sqrt(99)
-    assert drift.exceedances_allowed(100, 0.01) == 1  # never 0: the largest score is the threshold then
+    from scipy.stats import binom
+    k = drift.exceedances_allowed(10000, 0.01)
+    assert binom.cdf(k - 1, 10000, 0.01) <= 0.01 < binom.cdf(k, 10000, 0.01)
+    assert 75 <= k <= 78  # about 100 - 2.33 * sqrt(99)
+    rate = drift.statistic_rate(12)  # the Ames example's 12 numeric features
+    assert rate == 0.01 / 36
+    windows = drift.windows_needed(rate)
+    assert windows > drift.CALIBRATION_WINDOWS and (1 - rate) ** windows <= 0.01 < (1 - rate) ** (windows - 1)
+    assert drift.exceedances_allowed(windows, rate) == 1  # the largest score: even that is only just enough
 
 
 def test_calibrated_thresholds_keep_the_false_alarm_rate_on_fresh_reference_windows_under_the_stated_rate():
     train, _ = split(load_frame())
     values = train["area"].to_numpy(float)
-    dist = drift.calibrated_distribution(values, 0, 100000)
-    assert set(dist["thresholds"]) == set(drift.STATISTICS)
-    again = drift.calibrated_distribution(values, 0, 100000)
+    dist = drift.calibrated_distribution(values, 0, 100000, rate=drift.FALSE_ALARM_RATE)
+    assert set(dist["thresholds"]) == set(drift.STATISTICS) and dist["false_alarm_rate"] == drift.FALSE_ALARM_RATE
+    again = drift.calibrated_distribution(values, 0, 100000, rate=drift.FALSE_ALARM_RATE)
     assert again["thresholds"] == dist["thresholds"]  # seeded: one card per data
     rng = np.random.default_rng(12345)  # windows the calibration never drew
     fresh = values[rng.integers(0, len(values), size=(20000, drift.WINDOW_ROWS))]
@@ -128,7 +135,8 @@ def test_the_example_card_holds_a_distribution_for_every_numeric_feature_and_its
         assert dist is not None, f["name"]
         assert f["minimum"] <= dist["edges"][0] and dist["edges"][-1] <= f["maximum"]
         assert all(t > 0 for t in dist["thresholds"].values())
-    assert "distribution" in refs["prediction"]
+        assert dist["false_alarm_rate"] == drift.statistic_rate(12)  # FeatureDrift: 1% over 12 features x 3
+    assert refs["prediction"]["distribution"]["false_alarm_rate"] == drift.statistic_rate(1)
 
 
 def test_a_card_whose_distribution_does_not_fit_its_edges_is_refused_in_one_line(model_dir):
