@@ -10,7 +10,9 @@ also holds a `distribution` made here, and the webapp counts live values against
   bounds), so every bin between the outer edges is bounded;
 - `cdf`: the share of the reference's non-missing values <= each edge (Prometheus's `le`);
 - the moments of the reference's values winsorized at `clip` (its 0.5% and 99.5% quantiles,
-  both values of the data), and a round `center` the live squares are taken about.
+  both values of the data), and a round `center` at or below clip's low end: the live sums are
+  of (clip(x) - center) and its square, never negative, and small where the values are large
+  (years, prices), so their variance loses few digits to cancellation.
 
 From these, over a window of live values, exactly as the recording rules compute them:
 - wasserstein: Wasserstein-1 distance between the live and reference distributions over the
@@ -42,7 +44,7 @@ QUANTILES = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0
 TAIL_STDS = (0.25, 0.5, 1, 2, 4, 8)  # edges beyond min and max, in reference standard deviations
 CLIP_QUANTILE = 0.005  # moments are of values winsorized at this quantile and its mirror
 EDGE_DIGITS = 4  # edges are `le` label values: 4 significant digits read well and stay distinct
-CENTER_DIGITS = 2  # the center squares are taken about: round, so integer values give integer squares
+CENTER_DIGITS = 2  # the center sums are taken from: round, so integer values give integer sums and squares
 
 # the calibration: the alert's window (monitoring.config's drift_min_rows reads WINDOW_ROWS), the stated
 # false-alarm rate per window of each drift alert (split evenly over the statistics it reads), and how many
@@ -83,8 +85,21 @@ def distribution(values, minimum: Optional[float] = None, maximum: Optional[floa
         return None
     sorted_v = np.sort(v)
     cdf = [float(np.searchsorted(sorted_v, e, side="right") / len(v)) for e in edges]
-    return {"edges": edges, "cdf": cdf, "clip": [clip_lo, clip_hi], "center": significant(mean, CENTER_DIGITS),
+    return {"edges": edges, "cdf": cdf, "clip": [clip_lo, clip_hi], "center": round_down(clip_lo, CENTER_DIGITS),
             "mean": mean, "std": clipped_std, "rows": int(len(v))}
+
+
+def round_down(value: float, digits: int) -> float:
+    """The largest number of `digits` significant digits at or below `value`. As the center of the live
+    sums, at or below the lowest clipped value: every (clip(x) - center) is >= 0, and so is every
+    increment of the sum counter (a Prometheus counter only goes up; PromQL reads a drop as a reset)."""
+    if value == 0 or not math.isfinite(value):
+        return float(value)
+    step = 10.0 ** (math.floor(math.log10(abs(value))) - (digits - 1))
+    center = math.floor(value / step) * step
+    while center > value:  # value / step may round up to a whole number
+        center -= step
+    return float(center)
 
 
 def edge_weights(edges) -> list:

@@ -29,7 +29,16 @@ def test_edges_reach_past_the_range_within_hard_bounds_and_the_cdf_counts_values
     clipped = np.clip(reference, lo, hi)
     assert dist["mean"] == pytest.approx(clipped.mean(), rel=1e-12)
     assert dist["std"] == pytest.approx(clipped.std(), rel=1e-12)
-    assert dist["center"] == float(f"{dist['mean']:.2g}")
+    assert dist["center"] <= lo and dist["center"] == float(f"{dist['center']:.2g}")
+    assert drift.round_down(630.0, 2) == 630.0 and drift.round_down(1596.0, 2) == 1500.0
+    assert drift.round_down(0.59, 2) <= 0.59 and drift.round_down(-583200.0, 2) == -590000.0
+    assert drift.round_down(0.0, 2) == 0.0
+
+
+def test_the_centered_sums_only_grow(reference):
+    dist = drift.distribution(reference)
+    per_row = drift.window_counts(reference[:, None], dist)  # each value its own window
+    assert (per_row["sum"] >= 0).all() and (per_row["squares"] >= 0).all()
 
 
 def test_constant_or_near_constant_values_have_no_distribution():
