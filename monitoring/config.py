@@ -7,6 +7,8 @@ the rules, the alert texts and the dashboards' threshold lines all follow.
 """
 from dataclasses import dataclass, field
 
+from model.drift import FALSE_ALARM_RATE, WINDOW_ROWS
+
 
 @dataclass(frozen=True)
 class DashboardUids:
@@ -70,10 +72,15 @@ class Config:
     # an empty bin has ln(0) in PSI: both shares are floored here. The floor also caps what one
     # emptied bin adds: a bin that held 10% and is now empty adds (0.1 - 1e-4) ln(0.1 / 1e-4) = 0.69
     psi_floor: float = 1e-4
-    # below this many rows in the window, sampling noise alone lifts PSI (about (bins - 1) / rows
-    # on average, with a long tail): replaying the reference model's holdout, windows of 500 rows
-    # stayed under 0.128 on every feature while windows of 200 reached 0.315
-    drift_min_rows: int = 500
+    # the card's distribution thresholds (model/drift.py) are calibrated on windows of exactly this
+    # many rows: a smaller window is noisier than they allow for, a larger one only quieter, so the
+    # drift alerts wait for this many. PSI needs as many: sampling noise alone lifts it (about
+    # (bins - 1) / rows on average, with a long tail); replaying the reference model's holdout,
+    # windows of 500 rows stayed under 0.128 on every feature while windows of 200 reached 0.315
+    drift_min_rows: int = WINDOW_ROWS
+    # the false-alarm rate per window, statistic and quantity those thresholds were calibrated for:
+    # the card brings the thresholds, so this only says what they mean (docs and dashboards)
+    drift_false_alarm_rate: float = FALSE_ALARM_RATE
     drift_for: str = "10m"
 
     # --- quality from feedback -------------------------------------------------------------------

@@ -37,6 +37,28 @@ class Names:
         self.prediction_psi_short = f":model_prediction_bin:psi{s}"
         self.prediction_psi_long = f":model_prediction_bin:psi{h}"
         self.predictions_increase = f":model_predictions:increase{s}"
+        # the distribution statistics of model/drift.py, per feature, of the predictions and of the confidence
+        self.feature_cdf = f"feature_le:model_feature_value:cdf{s}"
+        self.feature_wasserstein = f"feature:model_feature_value:wasserstein{s}"
+        self.feature_mean = f"feature:model_feature_value:winsorized_mean{s}"
+        self.feature_stddev = f"feature:model_feature_value:winsorized_stddev{s}"
+        self.feature_mean_shift = f"feature:model_feature_value:mean_shift{s}"
+        self.feature_std_ratio = f"feature:model_feature_value:std_ratio{s}"
+        self.feature_drift_score = f"feature_statistic:model_feature_drift:score{s}"
+        self.prediction_cdf = f"le:model_prediction:cdf{s}"
+        self.prediction_wasserstein = f":model_prediction:wasserstein{s}"
+        self.prediction_mean = f":model_prediction:winsorized_mean{s}"
+        self.prediction_stddev = f":model_prediction:winsorized_stddev{s}"
+        self.prediction_mean_shift = f":model_prediction:mean_shift{s}"
+        self.prediction_std_ratio = f":model_prediction:std_ratio{s}"
+        self.prediction_drift_score = f"statistic:model_prediction_drift:score{s}"
+        self.confidence_cdf = f"le:model_confidence:cdf{s}"
+        self.confidence_wasserstein = f":model_confidence:wasserstein{s}"
+        self.confidence_mean = f":model_confidence:winsorized_mean{s}"
+        self.confidence_stddev = f":model_confidence:winsorized_stddev{s}"
+        self.confidence_mean_shift = f":model_confidence:mean_shift{s}"
+        self.confidence_std_ratio = f":model_confidence:std_ratio{s}"
+        self.confidence_drift_score = f"statistic:model_confidence_drift:score{s}"
         self.request_rate = f":flask_http_request:rate{s}"
         self.error_ratio = f":flask_http_request_errors:ratio_rate{s}"
         self.latency_median = f"route:flask_http_request_duration_seconds:{text.quantile_name(MEDIAN)}_{s}"
@@ -104,6 +126,76 @@ POSITIVE = 'label_replace(model_positive_class == 1, "actual", "$1", "class", "(
 def _positives(vector: str, keep: bool) -> str:
     """The series of `vector` of the positive class (keep), or of the other class (not keep)."""
     return f"{vector}\n  {'and' if keep else 'unless'} on (actual)\n{POSITIVE}"
+
+
+def _sum(by: str, counter: str, window: str) -> str:
+    return f"sum {by}(increase({counter}[{window}]))"
+
+
+def _reference(by: str, gauge: str) -> str:
+    """One replica's value of a reference gauge: every replica exports the same, so max() keeps one."""
+    return f"max {by}({gauge})"
+
+
+def distribution_rules(quantity: str, config: Config = CONFIG) -> list:
+    """The statistics of model/drift.py for `quantity` (feature, prediction or confidence), as statistics()
+    computes them from window_counts(): the rules and that function are one definition."""
+    n, s = Names(config), config.short_window
+    label = "feature" if quantity == "feature" else ""
+    metric = f"model_{quantity}"  # the prefix of its counters and reference gauges
+    histogram = "model_feature_value" if quantity == "feature" else metric
+    by = f"by ({label}) " if label else ""
+    by_le = f"by ({label}, le) " if label else "by (le) "
+    on_le = f"on ({label}, le)" if label else "on (le)"
+    name = {statistic: getattr(n, f"{quantity}_{statistic}")
+            for statistic in ("cdf", "wasserstein", "mean", "stddev", "mean_shift", "std_ratio", "drift_score")}
+    rows = _sum(by, f"{histogram}_count", s)
+    first = f"{_sum(by, f'{metric}_centered_sum_total', s)}\n  / {rows}"
+    second = f"{_sum(by, f'{metric}_centered_squares_total', s)}\n  / {rows}"
+    scale = f"({_reference(by, f'{metric}_reference_stddev')} > 0)"
+    distance = (f"sum {by}(\n    abs(\n        {name['cdf']}\n      - {on_le}\n"
+                f"        {_reference(by_le, f'{metric}_reference_cdf')}\n    )\n"
+                f"  * {on_le}\n    {_reference(by_le, f'{metric}_edge_weight')}\n)")
+    scores = "\n  or\n".join(
+        f'label_replace({score}, "statistic", "{statistic}", "", "")' for statistic, score in (
+            ("wasserstein", name["wasserstein"]), ("mean_shift", f"abs({name['mean_shift']})"),
+            ("std_ratio", f"abs(ln({name['std_ratio']}))")))
+    rules = [
+        dict(record=name["cdf"],
+             expr=f"sum {by_le}(increase({histogram}_bucket[{s}]))\n  / ignoring (le) group_left\n{rows}",
+             why=["the live cumulative distribution at the card's distribution edges (`le`): F_live(e), the share",
+                  "of the window's values <= e (the webapp observes them unclipped)"]),
+        dict(record=name["wasserstein"], expr=f"{distance}\n  / {scale}",
+             why=["Wasserstein-1 distance to the reference, in reference standard deviations: the sum over the",
+                  "edges of |F_live - F_ref| times the edge's trapezoid weight. The +Inf bucket has no reference",
+                  "series and drops out of the join; a reference stddev of 0 (retired) gives no series"]),
+        dict(record=name["mean"], expr=f"{_reference(by, f'{metric}_center')}\n  +\n    {_indent(first, 4)}",
+             why=["mean of the values winsorized to the card's clip: the webapp counts the sum of (clipped - center)",
+                  "with the card's center, which is added back here"]),
+        dict(record=name["stddev"],
+             expr=(f"sqrt(\n  clamp_min(\n      {_indent(second, 6)}\n    -\n      (\n"
+                   f"          {_indent(first, 10)}\n      ) ^ 2,\n    0\n  )\n)"),
+             why=["standard deviation of the winsorized values, sqrt(E[d^2] - E[d]^2) of d = clipped - center",
+                  "(a shift leaves it unchanged); clamp_min keeps rounding from taking a root of a tiny negative"]),
+        dict(record=name["mean_shift"],
+             expr=f"(\n    {name['mean']}\n  - {_reference(by, f'{metric}_reference_mean')}\n)\n  / {scale}",
+             why="signed: (live - reference) winsorized mean, in reference standard deviations"),
+        dict(record=name["std_ratio"], expr=f"{name['stddev']}\n  / {scale}",
+             why="live / reference winsorized standard deviation: 1 is no change"),
+        dict(record=name["drift_score"], expr=scores,
+             why=["what the drift alert compares with the card's calibrated thresholds (label `statistic`): 0 is",
+                  "no change. |ln std_ratio| weighs halving and doubling alike; a constant window is +Inf"]),
+    ]
+    if quantity == "feature":
+        return rules
+    # the same definitions again: the comments above say why once
+    rules = [{k: v for k, v in rule.items() if k != "why"} for rule in rules]
+    rules[0]["why"] = {
+        "prediction": "the same of a regressor's predictions (no series unless its card has their distribution)",
+        "confidence": [f"the same of a classifier's top class probability (predict_proba); {n.confidence_mean_short}",
+                       "stays the raw mean, which ConfidenceDrop compares with the holdout mean"],
+    }[quantity]
+    return rules
 
 
 def classification_rules(config: Config = CONFIG) -> list:
@@ -231,7 +323,10 @@ def recording_groups(config: Config = CONFIG) -> list:
         dict(record=n.replay_by_outcome, expr=f"sum by (outcome) (rate(replay_rows_total[{s}]))"),
         dict(record=n.replay_rate, expr=f"sum (rate(replay_rows_total[{s}]))"),
     ]
-    return [{"name": "drift", "rules": drift}, {"name": "golden-signals", "rules": golden},
+    distribution = [rule for quantity in ("feature", "prediction", "confidence")
+                    for rule in distribution_rules(quantity, config)]
+    return [{"name": "drift", "rules": drift}, {"name": "distribution", "rules": distribution},
+            {"name": "golden-signals", "rules": golden},
             {"name": "model", "rules": model}, {"name": "classification", "rules": classification_rules(config)},
             {"name": "exporter", "rules": exporter}]
 
@@ -244,6 +339,31 @@ def _holdout_text() -> str:
     mape = (f'{{{{ with query "max({HOLDOUT_MAPE}) > 0" }}}}, MAPE {{{{ . | first | value | humanizePercentage }}}}'
             "{{ end }}")
     return mae + mape
+
+
+def _over_threshold(score: str, threshold: str, labels: str, indent: int = 4) -> str:
+    """The scores over the card's calibrated threshold for them; a threshold at 0 (none) compares with nothing."""
+    return _indent(f"{score}\n  > on ({labels})\n(max by ({labels}) ({threshold}) > 0)", indent)
+
+
+STATISTIC_PHRASES = {
+    "wasserstein": "The Wasserstein distance (in reference standard deviations)",
+    "mean_shift": "The shift of the winsorized mean (absolute, in reference standard deviations)",
+    "std_ratio": "The change of the winsorized standard deviation (|ln| of live / reference)",
+}
+
+
+def _statistic_phrase(variable: str) -> str:
+    """A Go template naming the drift score in `variable` (a statistic of model/drift.py) in words."""
+    cases = "".join(f'{{{{ {"if" if i == 0 else "else if"} eq {variable} "{statistic}" }}}}{phrase}'
+                    for i, (statistic, phrase) in enumerate(STATISTIC_PHRASES.items()))
+    return f"{cases}{{{{ else }}}}The {{{{ {variable} }}}} score{{{{ end }}}}"
+
+
+def _statistic_value(form: str) -> str:
+    """The alert's statistic and value, short: a summary's."""
+    return (f'{{{{ if eq $labels.statistic "psi" }}}}PSI{{{{ else }}}}{{{{ $labels.statistic }}}}{{{{ end }}}} '
+            f'{{{{ $value | printf "{form}" }}}}')
 
 
 def alert_groups(config: Config = CONFIG) -> list:
@@ -307,19 +427,45 @@ def alert_groups(config: Config = CONFIG) -> list:
     enough_rows = f"on() ({n.predictions_increase} >= {c.drift_min_rows})"
     psi = text.number(c.psi_limit)
     model = [
-        alert("FeatureDrift", f"{n.feature_psi} > {psi} and {enough_rows}", c.drift_for, "warning",
-              'Input drift on {{ $labels.feature }} (PSI {{ $value | printf "%.2f" }})',
-              'PSI of {{ $labels.feature }} against the training reference is {{ $value | printf "%.3f" }} over '
-              f"{text.duration(s)} (threshold {psi}). Compare the live and reference bins; look for a unit change "
-              "or a new data source upstream.", uid.model,
-              why=f"at least {c.drift_min_rows} rows: below that, sampling noise alone lifts PSI "
-                  "(monitoring/config.py)"),
-        alert("PredictionDrift", f"{n.prediction_psi_short} > {psi} and {enough_rows}", c.drift_for, "warning",
-              'Prediction drift (PSI {{ $value | printf "%.2f" }})',
-              "PSI of the predictions against the training-set predictions is "
+        alert("FeatureDrift",
+              f'(\n    label_replace({n.feature_psi} > {psi}, "statistic", "psi", "", "")\n  or\n'
+              f"    {_over_threshold(n.feature_drift_score, 'model_feature_drift_threshold', 'feature, statistic')}"
+              f"\n)\n  and {enough_rows}",
+              c.drift_for, "warning",
+              f"Input drift on {{{{ $labels.feature }}}} ({_statistic_value('%.2f')})",
+              '{{ if eq $labels.statistic "psi" }}PSI of {{ $labels.feature }} against the training reference is '
+              f'{{{{ $value | printf "%.3f" }}}} over {text.duration(s)} (threshold {psi}).{{{{ else }}}}'
+              f"{_statistic_phrase('$labels.statistic')} of {{{{ $labels.feature }}}} against the training reference "
+              f'is {{{{ $value | printf "%.4g" }}}} over {text.duration(s)} (calibrated threshold '
+              '{{ with query (printf "max(model_feature_drift_threshold{feature=%q,statistic=%q})" $labels.feature '
+              '$labels.statistic) }}{{ . | first | value | printf "%.4g" }}{{ end }}).{{ end }} Compare the live and '
+              "reference distributions; look for a unit change or a new data source upstream.", uid.model,
+              why=[f"PSI over {psi}, or a statistic of model/drift.py over the threshold the card calibrated for it",
+                   f"(label `statistic`). At least {c.drift_min_rows} rows: the thresholds are calibrated on windows "
+                   "of that many,",
+                   "and below it sampling noise alone lifts PSI (monitoring/config.py). A threshold gauge at 0 (a",
+                   "retired feature) compares with nothing"]),
+        alert("PredictionDrift",
+              f'(\n    label_replace({n.prediction_psi_short} > {psi}, "statistic", "psi", "", "")\n  or\n'
+              f"    {_over_threshold(n.prediction_drift_score, 'model_prediction_drift_threshold', 'statistic')}"
+              f"\n  or\n    label_replace(\n"
+              f"      {_over_threshold(n.confidence_drift_score, 'model_confidence_drift_threshold', 'statistic', 6)},"
+              f'\n      "statistic", "confidence_$1", "statistic", "(.*)"\n    )\n)\n  and {enough_rows}',
+              c.drift_for, "warning", f"Prediction drift ({_statistic_value('%.2f')})",
+              '{{ if eq $labels.statistic "psi" }}PSI of the predictions against the training-set predictions is '
               f'{{{{ $value | printf "%.3f" }}}} over {text.duration(s)} (threshold {psi}). For a classifier the '
-              "bins are its classes: the shares of the predicted classes moved.", uid.model,
-              why="a classifier's prediction bins are its classes: this is the drift of the predicted classes' shares"),
+              "bins are its classes: the shares of the predicted classes moved.{{ else }}"
+              '{{ $statistic := reReplaceAll "^confidence_" "" $labels.statistic }}{{ $of := "prediction" }}'
+              '{{ if ne $statistic $labels.statistic }}{{ $of = "confidence" }}{{ end }}'
+              f"{_statistic_phrase('$statistic')} of the "
+              '{{ if eq $of "confidence" }}top class probabilities{{ else }}predictions{{ end }} against the '
+              f'reference is {{{{ $value | printf "%.4g" }}}} over {text.duration(s)} (calibrated threshold '
+              '{{ with query (printf "max(model_%s_drift_threshold{statistic=%q})" $of $statistic) }}'
+              '{{ . | first | value | printf "%.4g" }}{{ end }}). Compare the live and reference distributions, '
+              "and look for drifting features.{{ end }}", uid.model,
+              why=["PSI of the prediction bins (a classifier's are its classes), or a statistic of a regressor's",
+                   "predictions or of a classifier's top class probability over its calibrated threshold (label",
+                   "`statistic`; confidence_* for the probability); the same rows as FeatureDrift"]),
         alert("ModelQualityDegraded",
               f"(\n    {n.mae_long} > {factor} * scalar(max({HOLDOUT_MAE}))\n  or\n"
               f"    {n.mape_long}\n      > {factor} * scalar(max({HOLDOUT_MAPE}) > 0)\n)\n"

@@ -30,7 +30,7 @@ ARRIVALS = {}
 
 def test_unit_change_fires_feature_drift_on_area(stack_for):
     stack = stack_for("unit-change")
-    seconds, alert = stack.webhook.wait_for("FeatureDrift", feature="area")
+    seconds, alert = stack.webhook.wait_for("FeatureDrift", feature="area", statistic="psi")
     ARRIVALS["FeatureDrift (unit-change)"] = seconds
     assert alert["labels"]["severity"] == "warning"
     assert float(re.search(r"is ([0-9.]+) over", alert["annotations"]["description"]).group(1)) > CONFIG.psi_limit

@@ -10,9 +10,11 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
+from model import drift
 from monitoring import build, rules, text
 from monitoring.config import CONFIG
 from tests.servers import ROOT
@@ -98,8 +100,17 @@ def test_another_config_moves_every_threshold_and_window():
         "HighErrorRatio": ":flask_http_request_errors:ratio_rate10m > 0.02",
         "HighLatencyP99": 'route:flask_http_request_duration_seconds:p95_10m{route="/predict"} > 0.05',
         "Saturation": ":process_cpu_seconds:rate10m_per_worker > 0.8",
-        "FeatureDrift": "feature:model_feature_bin:psi10m > 0.25 and on() (:model_predictions:increase10m >= 800)",
-        "PredictionDrift": ":model_prediction_bin:psi10m > 0.25 and on() (:model_predictions:increase10m >= 800)",
+        "FeatureDrift": ('(\n    label_replace(feature:model_feature_bin:psi10m > 0.25, "statistic", "psi", "", "")\n'
+                         "  or\n    feature_statistic:model_feature_drift:score10m\n      > on (feature, statistic)\n"
+                         "    (max by (feature, statistic) (model_feature_drift_threshold) > 0)\n)\n"
+                         "  and on() (:model_predictions:increase10m >= 800)"),
+        "PredictionDrift": ('(\n    label_replace(:model_prediction_bin:psi10m > 0.25, "statistic", "psi", "", "")\n'
+                            "  or\n    statistic:model_prediction_drift:score10m\n      > on (statistic)\n"
+                            "    (max by (statistic) (model_prediction_drift_threshold) > 0)\n  or\n"
+                            "    label_replace(\n      statistic:model_confidence_drift:score10m\n"
+                            "        > on (statistic)\n      (max by (statistic) (model_confidence_drift_threshold) > 0),\n"
+                            '      "statistic", "confidence_$1", "statistic", "(.*)"\n    )\n)\n'
+                            "  and on() (:model_predictions:increase10m >= 800)"),
         "HighInvalidInputRatio": ":model_input_invalid:ratio_rate10m > 0.1",
     }
     for name, expr in expected_exprs.items():
@@ -137,8 +148,10 @@ def test_the_shipped_thresholds_are_the_configs():
     assert found["HighLatencyP99"]["expr"].endswith(f"> {text.number(CONFIG.latency_target_seconds)}")
     assert found["Saturation"]["expr"].endswith(f"> {text.number(CONFIG.saturation_limit)}")
     assert found["HighInvalidInputRatio"]["expr"].endswith(f"> {text.number(CONFIG.invalid_ratio_limit)}")
-    assert f"> {CONFIG.psi_limit} and on() (:model_predictions:increase5m >= {CONFIG.drift_min_rows})" in \
-        found["FeatureDrift"]["expr"]
+    for name, psi in (("FeatureDrift", "feature:model_feature_bin:psi5m"),
+                      ("PredictionDrift", ":model_prediction_bin:psi5m")):
+        assert f"{psi} > {CONFIG.psi_limit}, " in found[name]["expr"], name
+        assert found[name]["expr"].endswith(f"and on() (:model_predictions:increase5m >= {CONFIG.drift_min_rows})")
     assert {name: rule["for"] for name, rule in found.items()} == {
         "ApiDown": CONFIG.api_down_for, "ApiReplicaLost": CONFIG.replica_lost_for,
         "HighErrorRatio": CONFIG.error_ratio_for, "HighLatencyP99": CONFIG.latency_for,
@@ -150,6 +163,8 @@ def test_the_shipped_thresholds_are_the_configs():
     assert (CONFIG.psi_limit, CONFIG.drift_min_rows, CONFIG.quality_factor, CONFIG.quality_min_feedback,
             CONFIG.latency_target_seconds, CONFIG.psi_floor, CONFIG.classification_margin,
             CONFIG.confidence_margin) == (0.2, 500, 1.5, 200, 0.02, 1e-4, 0.1, 0.05)
+    # the card's thresholds are calibrated on windows of drift_min_rows rows, at this rate of false alarms
+    assert (CONFIG.drift_min_rows, CONFIG.drift_false_alarm_rate) == (drift.WINDOW_ROWS, drift.FALSE_ALARM_RATE)
 
 
 def test_quality_alert_compares_with_the_holdout_gauges_and_no_literal():
@@ -190,7 +205,7 @@ def test_classification_alerts_compare_with_the_holdout_gauges_and_no_literal():
 def test_the_regression_rules_are_unchanged_by_the_classification_ones():
     """A classifier's rules come as a group of their own: the other groups' rules are the regressors' as before."""
     groups = {g["name"]: g["rules"] for g in rules.recording_groups()}
-    assert list(groups) == ["drift", "golden-signals", "model", "classification", "exporter"]
+    assert list(groups) == ["drift", "distribution", "golden-signals", "model", "classification", "exporter"]
     classification = [r["record"] for r in groups["classification"]]
     names = rules.Names()
     assert classification == [names.actual_predicted_increase_long, names.confusion_increase_long,
@@ -208,6 +223,90 @@ def test_the_regression_rules_are_unchanged_by_the_classification_ones():
         "model_feedback_score_count", "model_positive_class", "model_confidence_sum", "model_confidence_count",
         "model_class_reference_ratio"}
     assert {name for name in read if ":" in name} <= set(classification)
+
+
+QUANTITIES = ("feature", "prediction", "confidence")
+STATISTICS = ("cdf", "wasserstein", "mean", "stddev", "mean_shift", "std_ratio", "drift_score")
+
+
+def test_the_distribution_rules_are_one_group_per_quantity_in_order():
+    """Each quantity's statistics, in the order they read one another (a group evaluates in order), named by
+    Names, with the window in the name, keeping the labels the level names."""
+    names = rules.Names()
+    group = next(g["rules"] for g in rules.recording_groups() if g["name"] == "distribution")
+    assert [r["record"] for r in group] == [getattr(names, f"{q}_{s}") for q in QUANTITIES for s in STATISTICS]
+    levels = {"feature_cdf": "feature_le", "feature_drift_score": "feature_statistic", "prediction_cdf": "le",
+              "prediction_drift_score": "statistic", "confidence_cdf": "le", "confidence_drift_score": "statistic"}
+    for quantity in QUANTITIES:
+        for statistic in STATISTICS:
+            name = getattr(names, f"{quantity}_{statistic}")
+            level = levels.get(f"{quantity}_{statistic}", "feature" if quantity == "feature" else "")
+            assert name.split(":")[0] == level and name.endswith(CONFIG.short_window), name
+    # each quantity reads its own metrics and rules only: no feature rule reads a prediction series, and so on
+    for rule in group:
+        quantity = next(q for q in QUANTITIES if f"model_{q}" in rule["record"])
+        read = set(re.findall(r"[\w:]*model_\w+", rule["expr"]))
+        assert read and all(f"model_{quantity}" in name for name in read), (rule["record"], read)
+    # the reference gauges are read through max(): replicas export the same, and a join stays one-to-one
+    exprs = "\n".join(rule["expr"] for rule in group)
+    gauges = set(re.findall(r"model_\w+_(?:reference_\w+|edge_weight|center)\b", exprs))
+    assert len(gauges) == 5 * len(QUANTITIES)
+    for gauge in gauges:
+        read = re.findall(gauge + r"\b", exprs)
+        assert len(read) == len(re.findall(r"max (?:by \([\w, ]+\) )?\(" + gauge + r"\)", exprs)), gauge
+
+
+# the hand-worked examples of recording_test.yml: (card distribution, what 5 minutes add to the counters)
+EXAMPLES = {
+    "feature": (dict(edges=[0, 1, 2], cdf=[0.2, 0.6, 1.0], mean=1.0, std=0.5, center=1),
+                dict(n=500, cumulative=[50, 200, 450], sum=100, squares=250)),
+    "prediction": (dict(edges=[100, 200, 400], cdf=[0.1, 0.5, 0.9], mean=250, std=100, center=250),
+                   dict(n=200, cumulative=[40, 100, 180], sum=6000, squares=1800000)),
+    "confidence": (dict(edges=[0.5, 0.75, 1], cdf=[0.05, 0.3, 1.0], mean=0.85, std=0.1, center=0.8),
+                   dict(n=200, cumulative=[20, 100, 200], sum=4, squares=2.96)),
+}
+EXPECTED = {  # as recording_test.yml writes them: statistics, then scores
+    "feature": ((0.6, 0.4, 1.3564659966250536), (0.6, 0.4, 0.30488278581044714)),
+    "prediction": ((0.05, 0.3, 0.9), (0.05, 0.3, 0.10536051565782628)),
+    "confidence": ((0.5625, -0.3, 1.2), (0.5625, 0.3, 0.1823215567939546)),
+}
+
+
+@pytest.mark.parametrize("quantity", QUANTITIES)
+def test_the_recording_rule_examples_are_model_drifts_numbers(quantity):
+    """The values recording_test.yml expects of the rules are what model.drift.statistics() makes of the same
+    counts: the rules and the calibration share one definition."""
+    dist, counts = EXAMPLES[quantity]
+    stats = drift.statistics(counts, dist)
+    scores = drift.scores(stats)
+    statistics_expected, scores_expected = EXPECTED[quantity]
+    assert [float(stats[s]) for s in drift.STATISTICS] == pytest.approx(statistics_expected, abs=1e-12)
+    assert [float(scores[s]) for s in drift.STATISTICS] == pytest.approx(scores_expected, abs=1e-12)
+    assert np.allclose(drift.edge_weights(dist["edges"]), {"feature": [0.5, 1, 0.5], "prediction": [50, 150, 100],
+                                                          "confidence": [0.125, 0.25, 0.125]}[quantity])
+    tested = (PROM / "tests" / "recording_test.yml").read_text()
+    for value in statistics_expected + scores_expected:
+        assert f"- {value!r}) < bool 1e-9" in tested or f"- {value!r})\n" in tested, (quantity, value)
+
+
+def test_drift_alerts_compare_scores_with_the_cards_thresholds():
+    found = alerts()
+    feature, prediction = found["FeatureDrift"]["expr"], found["PredictionDrift"]["expr"]
+    # a threshold gauge at 0 (a retired feature, a card without them) is no threshold: `> 0` drops it
+    assert ("feature_statistic:model_feature_drift:score5m\n      > on (feature, statistic)\n"
+            "    (max by (feature, statistic) (model_feature_drift_threshold) > 0)") in feature
+    for quantity in ("prediction", "confidence"):
+        assert (f"statistic:model_{quantity}_drift:score5m\n" in prediction
+                and f"(max by (statistic) (model_{quantity}_drift_threshold) > 0)" in prediction), quantity
+    assert '"statistic", "confidence_$1", "statistic", "(.*)"' in prediction
+    # the only numbers: PSI's limit, "no threshold" and the row floor (window digits inside names do not count)
+    for expr in (feature, prediction):
+        assert [n for n in re.findall(r"(?<![\w.$])\d+(?:\.\d+)?(?![\w.])", expr) if n != "0"] == ["0.2", "500"]
+    # tests/test_alerts_e2e.py reads PSI's value out of the description: "... is <value> over ..."
+    for name in ("FeatureDrift", "PredictionDrift"):
+        psi_text = found[name]["annotations"]["description"].split("{{ else }}")[0]
+        assert psi_text.startswith('{{ if eq $labels.statistic "psi" }}PSI of ')
+        assert 'is {{ $value | printf "%.3f" }} over ' in psi_text and "(threshold 0.2)" in psi_text
 
 
 def test_no_model_number_or_word_in_rules_or_rule_tests():
@@ -232,7 +331,7 @@ def test_every_recording_rule_is_read_by_an_alert_a_dashboard_or_the_readme_pict
                          (alert_exprs, panel_exprs, screenshots,
                           *(e for other, e in rule_exprs.items() if other != name)))]
     assert unread == []
-    assert len(rule_exprs) == 41
+    assert len(rule_exprs) == 62
 
 
 def test_every_recording_rule_has_a_hand_worked_unit_test():
@@ -251,8 +350,8 @@ def test_promtool_check_config(config):
 
 def test_promtool_check_rules():
     out = run("promtool", "check", "rules", *map(str, sorted((PROM / "rules").glob("*.yml"))))
-    assert "SUCCESS: 14 rules found" in out and "SUCCESS: 41 rules found" in out
-    assert (len(alerts()), len(recorded())) == (14, 41)
+    assert "SUCCESS: 14 rules found" in out and "SUCCESS: 62 rules found" in out
+    assert (len(alerts()), len(recorded())) == (14, 62)
 
 
 def test_promtool_rule_unit_tests():
@@ -273,6 +372,8 @@ NUDGES = {
     "invalid ratio down (4% now too many)": ("HighInvalidInputRatio", dict(invalid_ratio_limit=0.039)),
     "drift rows up (600 rows no longer enough)": ("FeatureDrift", dict(drift_min_rows=601)),
     "drift rows down (300 rows now enough)": ("FeatureDrift", dict(drift_min_rows=299)),
+    "prediction drift rows up (600 rows no longer enough)": ("PredictionDrift", dict(drift_min_rows=601)),
+    "prediction drift rows down (450 rows now enough)": ("PredictionDrift", dict(drift_min_rows=449)),
     "classification margin up (accuracy 0.79 no longer 0.1 below 0.9)": ("ClassificationQualityDegraded",
                                                                          dict(classification_margin=0.11)),
     "classification margin down (accuracy 0.81 now below)": ("ClassificationQualityDegraded",

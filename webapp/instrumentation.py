@@ -15,6 +15,7 @@ from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
 
 from . import metrics_store, rejections
 from .metrics import LATENCY_BUCKETS, ModelMetrics, NoMetrics
+from .reference_metrics import ReferenceCollector
 
 UNMATCHED_ROUTE = "<unmatched>"
 
@@ -53,6 +54,8 @@ def init_instrumentation(app: Flask, card: dict, predictor) -> None:
 
     app.extensions["metrics_registry"] = registry
     app.extensions["model_metrics"] = ModelMetrics(card, predictor.path, registry)
+    # single-process mode serves this registry; under gunicorn the master serves its own (metrics_server)
+    registry.register(ReferenceCollector(lambda: card))
 
 
 def replace_model_metrics(app: Flask, card: dict, predictor) -> None:

@@ -25,13 +25,26 @@ card's reference shares of predicted classes make PSI the class-share drift), wi
 probability and the positive class's probability in histograms; its feedback is counted in a
 confusion counter labelled by the actual and the predicted class, and feedback scores in
 histograms split by the actual class, from which PromQL computes ROC AUC.
+
+Distribution drift (model.drift defines every statistic): each numeric quantity whose card entry
+has a `distribution` (a numeric feature, a regressor's prediction, a classifier's confidence) is
+counted in a histogram whose bucket bounds are that distribution's edges, plus the sum of its
+values winsorized to the card's `clip` and taken about its `center`, and the sum of their
+squares; the card's reference cdf, edge weights, moments, center and calibrated thresholds are
+gauges made from the card at each scrape (webapp.reference_metrics). Each feature has its own edges in the one family model_feature_value: see
+HistogramFamily. A quantity without a distribution (an older card, constant reference values)
+has none of these series. In the plain-Python path each non-missing value of such a quantity
+costs four increments (its bucket, the histogram's sum, the two centered sums: a write each in
+multiprocess mode); a batch costs one per distinct bucket and three per quantity.
 """
+import bisect
 import math
 import time
 from collections import Counter as Tally
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
 from model import bins
@@ -68,9 +81,17 @@ def error_buckets(holdout_mae: float) -> tuple:
     return tuple(bounds) or (1.0,)
 
 
+def distribution_of(ref: dict):
+    """The `distribution` of a card's reference entry, or None (an older card, constant values)."""
+    return ref.get("distribution")
+
+
 def prediction_buckets(card: dict) -> tuple:
-    """The prediction histogram's bounds: the card's reference deciles of the training predictions."""
-    return tuple(card["reference"]["prediction"]["edges"]) or (0.0,)
+    """The prediction histogram's bounds: the edges of the card's prediction distribution, or on a card
+    without one its reference deciles of the training predictions."""
+    ref = card["reference"]["prediction"]
+    dist = distribution_of(ref)
+    return tuple(dist["edges"] if dist is not None else ref["edges"]) or (0.0,)
 
 
 def observe_many(histogram, values: np.ndarray) -> None:
@@ -89,6 +110,106 @@ def observe_many(histogram, values: np.ndarray) -> None:
     histogram._sum.inc(float(np.sum(values)))
     for i in np.flatnonzero(counts):
         histogram._buckets[i].inc(int(counts[i]))
+
+
+class HistogramFamily:
+    """One histogram family in which each label set has bucket bounds of its own.
+
+    prometheus_client's Histogram takes one bucket list per metric, so each label set here is an
+    unregistered Histogram of the family's name and labels. In multiprocess mode every bucket is
+    stored under the family's name with its labels and its `le`, not cumulative, and
+    MultiProcessCollector accumulates buckets per label set without `le` (its _count is that
+    set's last cumulative bucket), so each label set keeps its own `le` set; a dead worker's files
+    are summed key by key (metrics_merge), which keeps it so. In one process (the app's own
+    registry) this collector joins them into one family. _sum is exported in both modes:
+    prometheus_client's own Histogram leaves it out when the first bound is negative, and
+    MultiProcessCollector never does.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames=(), registry=None):
+        self.name, self.documentation, self.labelnames = name, documentation, list(labelnames)
+        self._children = []  # (labels, histogram child)
+        if registry is not None:
+            registry.register(self)
+
+    def add(self, labelvalues: tuple, buckets) -> Histogram:
+        """A histogram child for `labelvalues` with its own `buckets`; its series are created at 0."""
+        histogram = Histogram(self.name, self.documentation, self.labelnames, buckets=buckets, registry=None)
+        child = histogram.labels(*labelvalues) if self.labelnames else histogram
+        self._children.append((dict(zip(self.labelnames, labelvalues)), child))
+        return child
+
+    def describe(self):
+        return [Metric(self.name, self.documentation, "histogram")]
+
+    def collect(self):
+        family = Metric(self.name, self.documentation, "histogram")
+        for labels, child in self._children:
+            cumulative = 0.0
+            for bound, bucket in zip(child._upper_bounds, child._buckets):
+                cumulative += bucket.get()
+                family.add_sample(self.name + "_bucket", dict(labels, le=floatToGoString(bound)), cumulative)
+            family.add_sample(self.name + "_count", labels, cumulative)
+            family.add_sample(self.name + "_sum", labels, child._sum.get())
+        yield family
+
+
+def _child(metric, labelvalues: tuple):
+    return metric.labels(*labelvalues) if labelvalues else metric
+
+
+class DistributionSeries:
+    """The centered sums of one kind of quantity (`prefix`: model_feature, model_prediction or
+    model_confidence), labelled by `labelnames` (["feature"], or none). The card's constants they
+    are compared with are webapp.reference_metrics's gauges."""
+
+    def __init__(self, prefix: str, what: str, labelnames: list, registry):
+        labelnames = list(labelnames)
+        self._centered = Counter(f"{prefix}_centered_sum", f"Sum of (clip(x) - center) over {what}: values "
+                                 "winsorized to the card's clip, about its center", labelnames, registry=registry)
+        self._squares = Counter(f"{prefix}_centered_squares", f"Sum of (clip(x) - center)^2 over {what}",
+                                labelnames, registry=registry)
+
+    def add(self, labelvalues: tuple, dist: dict, histogram) -> tuple:
+        """The tuple observe_value and observe_values take, for one quantity whose histogram child `histogram`
+        has dist's edges as its bounds."""
+        centered, squares = _child(self._centered, labelvalues), _child(self._squares, labelvalues)
+        # their value objects, written directly as the histogram's are: the card's center is at or below clip's
+        # low end (model.drift.round_down), so every amount is >= 0 and Counter.inc's check is not needed
+        return (histogram._upper_bounds, np.array(histogram._upper_bounds), float(dist["clip"][0]),
+                float(dist["clip"][1]), float(dist["center"]), histogram._buckets, histogram._sum,
+                centered._value, squares._value)
+
+
+def running_total(columns: np.ndarray) -> np.ndarray:
+    """Each column's sum, added row by row as the plain-Python path adds one value per call: a batch counted
+    into fresh counters gives the very floats its rows give one by one (np.sum's order depends on the layout)."""
+    return np.cumsum(columns, axis=0)[-1]
+
+
+def observe_value(quantity: tuple, value) -> None:
+    """One non-missing value into its histogram (le: value <= bound, as Histogram.observe) and centered sums."""
+    bounds, _, low, high, center, buckets, total, centered, squares = quantity
+    buckets[bisect.bisect_left(bounds, value)].inc(1)
+    total.inc(value)
+    shifted = (low if value < low else high if value > high else value) - center
+    centered.inc(shifted)
+    squares.inc(shifted * shifted)
+
+
+def observe_values(quantity: tuple, values: np.ndarray) -> None:
+    """observe_value for every finite value, with one write per bucket and per sum."""
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return
+    _, bounds, low, high, center, buckets, total, centered, squares = quantity
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for i in np.flatnonzero(counts):
+        buckets[i].inc(int(counts[i]))
+    total.inc(float(running_total(values)))
+    shifted = np.clip(values, low, high) - center
+    centered.inc(float(running_total(shifted)))
+    squares.inc(float(running_total(shifted * shifted)))
 
 
 class ModelMetrics:
@@ -138,9 +259,10 @@ class ModelMetrics:
 
     def _init_regression(self, card: dict, registry) -> None:
         target, holdout = card["target"], card["metrics"]["holdout"]
-        self.prediction = Histogram("model_prediction", "Predicted values, in the target's unit (model_info's unit "
-                                    "label); bucket bounds are the card's deciles of the training predictions",
-                                    buckets=prediction_buckets(card), registry=registry)
+        self.prediction, self._prediction_quantity = self._distribution_histogram(
+            registry, "model_prediction", "Predicted values, in the target's unit (model_info's unit label); bucket "
+            "bounds are the edges of the card's prediction distribution, else its deciles of the training predictions",
+            prediction_buckets(card), distribution_of(card["reference"]["prediction"]), "the predictions")
         # the card's holdout errors, so that rules and dashboards compare live error with them
         self._holdout_gauges(registry, holdout, (
             ("model_holdout_mean_absolute_error", "Holdout MAE of the live model (model card), target unit",
@@ -191,11 +313,13 @@ class ModelMetrics:
         confusion = Counter("model_confusion", "Feedback pairs by actual and predicted class (a confusion matrix)",
                             ["actual", "predicted"], registry=registry)
         self._confusion = [[confusion.labels(a, p) for p in texts] for a in texts]
-        self.confidence = self.score = self.feedback_score = None
+        self.confidence = self.score = self.feedback_score = self._confidence_quantity = None
         if target["probabilities"]:
-            self.confidence = Histogram("model_confidence", "Top class probability of each prediction; bucket bounds "
-                                        "are the card's deciles of it on the reference rows",
-                                        buckets=refs["confidence"]["edges"], registry=registry)
+            dist = distribution_of(refs["confidence"])
+            self.confidence, self._confidence_quantity = self._distribution_histogram(
+                registry, "model_confidence", "Top class probability of each prediction; bucket bounds are the edges "
+                "of the card's confidence distribution, else its deciles of it on the reference rows",
+                dist["edges"] if dist is not None else refs["confidence"]["edges"], dist, "the top probabilities")
         if target["probabilities"] and self._binary:
             edges = SCORE_BUCKETS
             self.score = Histogram("model_score", "Probability of the positive class (model_positive_class) of each "
@@ -210,6 +334,41 @@ class ModelMetrics:
                                   ["actual", "bin"], registry=registry)
             bounds = [floatToGoString(b) for b in self._score_bounds]
             self._feedback_score_bins = [[bin_counter.labels(t, b) for b in bounds] for t in texts]
+
+    def _distribution_histogram(self, registry, name: str, documentation: str, buckets, dist, what: str) -> tuple:
+        """(histogram, quantity): an unlabelled histogram, and when the card has its distribution (whose edges
+        are then `buckets`) the centered sums and reference gauges too, with the quantity observe_value takes."""
+        histogram = HistogramFamily(name, documentation, registry=registry).add((), buckets)
+        if dist is None:
+            return histogram, None
+        return histogram, DistributionSeries(name, what, [], registry).add((), dist, histogram)
+
+    def _init_feature_values(self, card: dict, numeric: list, registry) -> None:
+        """model_feature_value and its centered sums and gauges, for the numeric features with a distribution."""
+        refs = card["reference"]["features"]
+        with_distribution = [(j, i, f["name"], distribution_of(refs[f["name"]])) for j, (i, f) in enumerate(numeric)
+                             if distribution_of(refs[f["name"]]) is not None]
+        self._value_specs = []  # (row position, quantity): the plain-Python path
+        self._value_quantities = []  # in the order of the columns below: the batch path
+        self._value_columns = np.array([j for j, _, _, _ in with_distribution], dtype=np.intp)
+        if not with_distribution:
+            return
+        family = HistogramFamily("model_feature_value", "Numeric feature values as received (not clipped); each "
+                                 "feature's bucket bounds are the edges of its card distribution", ["feature"],
+                                 registry)
+        series = DistributionSeries("model_feature", "each numeric feature's values", ["feature"], registry)
+        for _, i, name, dist in with_distribution:
+            quantity = series.add((name,), dist, family.add((name,), dist["edges"]))
+            self._value_specs.append((i, quantity))
+            self._value_quantities.append(quantity)
+        # one bincount finds every feature's buckets: a slot per bucket, and one more per feature for NaN
+        # (searchsorted puts NaN past +Inf)
+        slots = [len(q[0]) + 1 for q in self._value_quantities]
+        self._value_offsets = np.cumsum([0] + slots[:-1]).astype(np.intp)
+        self._value_slots = int(sum(slots))
+        self._value_low = np.array([q[2] for q in self._value_quantities])
+        self._value_high = np.array([q[3] for q in self._value_quantities])
+        self._value_center = np.array([q[4] for q in self._value_quantities])
 
     def _init_features(self, card: dict, registry) -> None:
         missing = Counter("model_feature_missing", "Null feature values in predicted rows", ["feature"],
@@ -248,6 +407,7 @@ class ModelMetrics:
              self._missing[f["name"]], self._out_of_range[f["name"]])
             for j, (i, f) in enumerate(numeric)
         ]
+        self._init_feature_values(card, numeric, registry)
 
         # categorical and boolean features: a value's bin is its position among the card's categories
         # (a boolean's are false, true); anything else is __other__, null is __missing__
@@ -300,12 +460,19 @@ class ModelMetrics:
     def observe_predictions(self, rows: list, predictions: np.ndarray, seconds: float) -> None:
         """Record one successful /predict call of a regressor: rows (validated tuples in card order) and answers."""
         self._observe_call(rows, seconds)
+        quantity = self._prediction_quantity
         if len(rows) <= SMALL_REQUEST_ROWS:
             for p in predictions.tolist():
-                self.prediction.observe(p)
+                if quantity is not None:
+                    observe_value(quantity, p)
+                else:
+                    self.prediction.observe(p)
                 self._prediction_bins[bins.numeric_index(self._prediction_edge_list, p)].inc()
         else:
-            observe_many(self.prediction, predictions)
+            if quantity is not None:
+                observe_values(quantity, predictions)
+            else:
+                observe_many(self.prediction, predictions)
             pred_counts = np.bincount(bins.numeric_indices(self._prediction_edges, predictions),
                                       minlength=len(self._prediction_bins))
             for i in np.flatnonzero(pred_counts):
@@ -320,7 +487,10 @@ class ModelMetrics:
                 self._prediction_bins[i].inc()
             if probabilities is not None:
                 for p in probabilities.max(axis=1).tolist():
-                    self.confidence.observe(p)
+                    if self._confidence_quantity is not None:
+                        observe_value(self._confidence_quantity, p)
+                    else:
+                        self.confidence.observe(p)
                 if self.score is not None:
                     for p in probabilities[:, 1].tolist():
                         self.score.observe(p)
@@ -329,7 +499,10 @@ class ModelMetrics:
         for i in np.flatnonzero(counts):
             self._prediction_bins[i].inc(int(counts[i]))
         if probabilities is not None:
-            observe_many(self.confidence, probabilities.max(axis=1))
+            if self._confidence_quantity is not None:
+                observe_values(self._confidence_quantity, probabilities.max(axis=1))
+            else:
+                observe_many(self.confidence, probabilities.max(axis=1))
             if self.score is not None:
                 observe_many(self.score, probabilities[:, 1])
 
@@ -352,6 +525,10 @@ class ModelMetrics:
                     missing.inc()
                 elif index == n_categories:
                     unknown.inc()
+            for src, quantity in self._value_specs:
+                value = row[src]
+                if value is not None and value == value:  # NaN != NaN: missing too
+                    observe_value(quantity, value)
 
     def _observe_batch(self, rows: list) -> None:
         """Vectorised: per request, one numpy pass per column and one increment per distinct series."""
@@ -371,6 +548,8 @@ class ModelMetrics:
                 self._out_of_range[self._numeric[j]].inc(int(outside[j]))
             for j in np.flatnonzero(nan_count):
                 self._missing[self._numeric[j]].inc(int(nan_count[j]))
+            if self._value_quantities:
+                self._observe_feature_values(values[:, self._value_columns])
 
         for src, positions, first, n_categories, missing, unknown in self._categorical_specs:
             n_missing = n_other = 0
@@ -388,6 +567,27 @@ class ModelMetrics:
 
         for i in np.flatnonzero(counts):
             self._bin_children[i].inc(int(counts[i]))
+
+    def _observe_feature_values(self, values: np.ndarray) -> None:
+        """observe_values for every feature with a distribution (the columns of `values`, NaN missing), with one
+        numpy pass for the sums of all of them and one bincount for their buckets."""
+        present = ~np.isnan(values)
+        index = np.empty(values.shape, dtype=np.intp)
+        for k, quantity in enumerate(self._value_quantities):
+            index[:, k] = np.searchsorted(quantity[1], values[:, k], side="left")
+        index += self._value_offsets
+        counts = np.bincount(index.ravel(), minlength=self._value_slots)
+        totals = running_total(np.where(present, values, 0.0))
+        shifted = np.where(present, np.clip(values, self._value_low, self._value_high) - self._value_center, 0.0)
+        sums, squares = running_total(shifted), running_total(shifted * shifted)
+        for k in np.flatnonzero(present.any(axis=0)):
+            _, _, _, _, _, buckets, total, centered, squared = self._value_quantities[k]
+            feature_counts = counts[self._value_offsets[k]:self._value_offsets[k] + len(buckets)]
+            for i in np.flatnonzero(feature_counts):
+                buckets[i].inc(int(feature_counts[i]))
+            total.inc(float(totals[k]))
+            centered.inc(float(sums[k]))
+            squared.inc(float(squares[k]))
 
     def observe_invalid(self, reason: str) -> None:
         child = self.invalid.get(reason)

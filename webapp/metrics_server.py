@@ -16,6 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import metrics_store
 from .metrics_merge import FOLDER_LOCK, merge_dead_worker
+from .reference_metrics import ReferenceCollector
 
 _server = None  # the master's metrics HTTP server; its socket is closed in every forked worker
 
@@ -87,6 +88,8 @@ def start_metrics_server(arbiter, host: str, port: int) -> None:
     LockedMultiProcessCollector(registry, path)
     registry.register(GunicornProcessCollector(arbiter))
     registry.register(MetricsFolderCollector(path))
+    # the live card's constants, from the master's app: a reload (SIGHUP) swaps the card there
+    registry.register(ReferenceCollector(lambda: arbiter.app.wsgi().extensions["model_service"].card))
     _server, _ = start_http_server(port, host, registry=registry)
 
 
