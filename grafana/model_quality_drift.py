@@ -1,9 +1,10 @@
-"""Model quality & drift: input and prediction drift (PSI), live quality from feedback, data quality.
+"""Model quality & drift: input and prediction drift (PSI and distribution statistics), live quality from
+feedback, data quality.
 
 Everything here is computed by the recording rules of monitoring/rules.py, so the dashboard, the
 alerts and the promtool tests read the same numbers, and draw the same limits (monitoring/config.py).
 Nothing names a model: the feature list, the target and its unit come from Prometheus (the
-$feature, $target and $target_unit variables), and live quality is drawn against the live model's
+$feature, $numeric_feature, $target and $target_unit variables), and live quality is drawn against the live model's
 holdout gauges.
 
 One dashboard for regressors and classifiers, told apart by the task label of model_info. Grafana
@@ -15,21 +16,32 @@ unless model_info{task} of the model being served (the series at 1) is that task
 query against a real Prometheus and holds the guarded ones to exactly that; that Grafana then draws
 those panels empty, as any panel without data, is Grafana's ordinary behaviour, not tested here.
 
-- With a regressor: the rows Model, Drift, "Quality from feedback: regressors (empty for a
-  classifier)" (MAE, RMSE, MAPE) and Data quality show what they showed before; below them, the row
-  "Quality from feedback: classifiers (empty for a regressor)" has eleven panels without data.
+- Distribution drift, for every model: each numeric feature's Wasserstein-1, |mean shift| and |ln std
+  ratio| over its calibrated threshold (1 is the alert's line), the signed winsorized mean shift and
+  std ratio, and for the $numeric_feature chosen its live CDF against the reference's at the card's
+  edges and its winsorized mean and standard deviation against the reference's and the alert's limits.
+  The same for a regressor's prediction (row "Prediction distribution drift: regressors") and, at the
+  end of the classifiers' row, for a classifier's top probability (confidence).
+- With a regressor: the rows Model, Drift, Distribution drift, "Prediction distribution drift: regressors
+  (empty for a classifier)", "Quality from feedback: regressors (empty for a classifier)" (MAE, RMSE,
+  MAPE) and Data quality have data; below them, the row "Quality from feedback: classifiers (empty for a
+  regressor)" has fifteen panels without data.
 - With a classifier: Model (the version stat names the task); Drift, where PSI per feature and the
   $feature bins work as for a regressor, the prediction PSI is the drift of the predicted classes'
-  shares (their bins are the classes), and "Prediction distribution ($target_unit)" has no data; the
-  regressors' row, whose three panels have no data; Data quality; then the classifiers' row: accuracy,
+  shares (their bins are the classes), and "Prediction distribution ($target_unit)" has no data;
+  Distribution drift; the regressors' two rows, whose seven panels have no data; Data quality; then
+  the classifiers' row: accuracy,
   macro F1 and ROC AUC over the last hour of feedback against the holdout values (dashed) and the
   alert limit, holdout - classification_margin (red), the AUC with the band its binned scores leave
   the raw scores' AUC in; the confusion matrix; precision, recall and F1 per class beside their holdout
   values; the predicted and actual classes' shares against the reference; the mean confidence against
-  its holdout value and ConfidenceDrop's limit, and the confidence histogram as a heatmap.
+  its holdout value and ConfidenceDrop's limit, the confidence histogram as a heatmap, and the
+  confidence's distribution drift.
 
 Panels that mean the same for both tasks (drift, data quality, feedback pairs) carry no guard.
 """
+from dataclasses import dataclass
+
 from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models.common import BigValueTextMode
 from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
@@ -38,6 +50,7 @@ from grafana.panels import (
     DATASOURCE, bars, bucket_heatmap, dashed, graph, instant, label_variable, matrix_table, merged_table,
     model_variables, new_dashboard, only, query, single,
 )
+from model.drift import CLIP_QUANTILE
 from monitoring import text
 from monitoring.config import CONFIG as C
 from monitoring.rules import HOLDOUT_MAE, HOLDOUT_MAPE, HOLDOUT_RMSE, Names, alert_groups
@@ -55,10 +68,78 @@ MARGIN_LEGEND = f"alert: holdout - {MARGIN}"
 CONFIDENCE_MARGIN = text.number(C.confidence_margin)
 CONFIDENCE_LEGEND = f"alert: holdout - {CONFIDENCE_MARGIN}"
 REGRESSORS_ROW = "Quality from feedback: regressors (empty for a classifier)"
+DISTRIBUTION_ROW = "Distribution drift"
+PREDICTION_DRIFT_ROW = "Prediction distribution drift: regressors (empty for a classifier)"
 CLASSIFIERS_ROW = "Quality from feedback: classifiers (empty for a regressor)"
 # the alerts whose dashboard this is, drawn as annotations
 MODEL_ALERTS = "|".join(rule["alert"] for group in alert_groups(C) for rule in group["rules"]
                         if rule["annotations"]["dashboard"] == C.link(UID))
+
+
+CLIP = (f"winsorized to the card's clip bounds (the reference's {text.percent(CLIP_QUANTILE)} and "
+        f"{text.percent(1 - CLIP_QUANTILE)} quantiles)")
+# the distribution statistics (model/drift.py): statistic label -> (its score in titles, what the score is)
+STATISTICS = {
+    "wasserstein": ("Wasserstein-1", "the Wasserstein-1 distance between the live and the reference distribution "
+                    "(the area between their CDFs over the card's edges), in reference standard deviations"),
+    "mean_shift": ("|Mean shift|", "|live mean - reference mean| / reference standard deviation"),
+    "std_ratio": ("|ln std ratio|", "|ln(live standard deviation / reference standard deviation)|"),
+}
+MOMENTS = f"Means and standard deviations are of values {CLIP}"
+CALIBRATED = (f"Thresholds are calibrated at onboarding on bootstrap windows of the reference rows, so that each drift "
+              f"alert false-alarms on at most {text.percent(C.drift_false_alarm_rate)} of {C.drift_min_rows}-row "
+              "windows, all its statistics and quantities together (each gets an even share of that rate)")
+FINITE_EDGES = 'le!="+Inf"'  # the card has no reference value at +Inf: every CDF is 1 there
+
+
+def selector(metric: str, *matchers: str) -> str:
+    """`metric{matchers}`, the empty ones left out."""
+    given = [m for m in matchers if m]
+    return f"{metric}{{{', '.join(given)}}}" if given else metric
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A numeric quantity the card has a `distribution` of (a feature, a regressor's prediction, a classifier's
+    confidence): the series the webapp exports of it and the recording rules it has."""
+    title: str      # how titles name it
+    described: str  # how descriptions name it
+    metric: str     # the webapp's prefix of its gauges: <metric>_reference_cdf, <metric>_drift_threshold, ...
+    keys: tuple     # the labels one of them is told apart by (besides le and statistic)
+    chosen: str     # the matcher of the one the panels about a single one show
+    cdf: str
+    mean: str
+    stddev: str
+    score: str
+    task: str | None  # the task whose models have it; None: every model
+    alert: str
+    unit: str
+    in_unit: str = ""  # what titles add when the unit is one Prometheus names: " ($target_unit)"
+
+    def guard(self, expr: str) -> str:
+        return expr if self.task is None else only(self.task, expr)
+
+    def gauge(self, name: str, *matchers: str) -> str:
+        """The card's value `name` of the chosen one, as max() over replicas."""
+        return f"max({selector(f'{self.metric}_{name}', self.chosen, *matchers)})"
+
+    def threshold(self, statistic: str) -> str:
+        """The statistic's threshold gauge, only when it is set (> 0): the alert ignores it otherwise."""
+        matcher = f'statistic="{statistic}"'
+        return f"({self.gauge('drift_threshold', matcher)} > 0)"
+
+
+FEATURE = Quantity(
+    "$numeric_feature", "the values of $numeric_feature", "model_feature", ("feature",), 'feature="$numeric_feature"',
+    N.feature_cdf, N.feature_mean, N.feature_stddev, N.feature_drift_score, None, "FeatureDrift", "short")
+PREDICTION = Quantity(
+    "Prediction", "the predictions of $target (in $target_unit)", "model_prediction", (), "", N.prediction_cdf,
+    N.prediction_mean, N.prediction_stddev, N.prediction_drift_score, "regression", "PredictionDrift", "short",
+    " ($target_unit)")
+CONFIDENCE = Quantity(
+    "Confidence", "the predictions' top probabilities", "model_confidence", (), "", N.confidence_cdf,
+    N.confidence_mean, N.confidence_stddev, N.confidence_drift_score, "classification", "PredictionDrift",
+    "percentunit")
 
 
 def alert_annotation() -> dashboard.AnnotationQuery:
@@ -99,15 +180,128 @@ def score_panel(title: str, description: str, live: str, holdout: str, *, holdou
     return dashed(panel, MARGIN_LEGEND, "red")
 
 
+def over_threshold(q: Quantity, statistic: str | None = None) -> str:
+    """Each score of `q` over its threshold (1 is the alert's line), of one statistic or of every one; a threshold
+    at 0 (unset) leaves its score out, as the alert does."""
+    keys = ", ".join((*q.keys, "statistic"))
+    matcher = f'statistic="{statistic}"' if statistic else ""
+    return (f"{selector(q.score, matcher)} / on ({keys}) "
+            f"(max by ({keys}) ({selector(f'{q.metric}_drift_threshold', matcher)}) > 0)")
+
+
+def alert_condition(q: Quantity) -> str:
+    return (f"{q.alert} fires above it with {C.drift_min_rows} rows predicted in {SHORT}, for "
+            f"{text.duration(C.drift_for)}")
+
+
+def feature_statistic_panel(statistic: str):
+    name, what = STATISTICS[statistic]
+    moments = "" if statistic == "wasserstein" else f" {MOMENTS}."
+    return graph(
+        f"{name} / threshold, per feature", f"Per numeric feature, over {SHORT}: {what}, divided by the feature's "
+        f"threshold in the model card.{moments} 1 (dashed) is the alert's line: {alert_condition(FEATURE)}. "
+        f"{CALIBRATED}.", "none",
+        [query(over_threshold(FEATURE, statistic), "{{feature}}")], width=8, threshold=1)
+
+
+def output_scores_panel(q: Quantity):
+    """A prediction's or a confidence's three scores over their thresholds, in one panel."""
+    scores = "; ".join(f"{statistic}: {what}" for statistic, (_, what) in STATISTICS.items())
+    return graph(
+        f"{q.title} drift scores / threshold", f"Each distribution statistic of {q.described} over {SHORT}, its "
+        f"score divided by its threshold in the model card (the legend names the statistic): {scores}. {MOMENTS}. "
+        f"1 (dashed) is the alert's line: {alert_condition(q)}. {CALIBRATED}.", "none",
+        [query(q.guard(over_threshold(q)), "{{statistic}}")], threshold=1)
+
+
+def cdf_panel(q: Quantity, width: int):
+    """The live CDF against the reference's at the card's edges, as bars in the edges' order."""
+    by = ", ".join((*q.keys, "le"))
+    # max by() also drops the metric name, so both tables carry the same columns and merge row by row
+    reference = f"max by ({by}) ({selector(f'{q.metric}_reference_cdf', q.chosen)})"
+    live = f"max by ({by}) ({selector(q.cdf, q.chosen, FINITE_EDGES)})"
+    return bars(
+        f"{q.title}: live vs reference CDF{q.in_unit}", f"Share of {q.described} at or below each edge "
+        f"of the model card's distribution (x: the edge): the reference rows against "
+        f"{text.the_last(C.short_window)} of traffic. The edges are the reference's quantiles, its minimum and "
+        "maximum, and tail edges beyond them; where the bars part, the distribution moved. Wasserstein-1 is the "
+        "sum of the gaps, each weighted by the spacing of the edges around it, over the reference standard "
+        "deviation.", "percentunit",
+        [instant(q.guard(reference), table=True), instant(q.guard(live), table=True)],
+        x_field="le", rename={"Value #A": "reference", "Value #B": f"live ({text.short(C.short_window)})"},
+        width=width, numeric_x=True)
+
+
+def moment_panel(q: Quantity, title: str, what: str, live: str, reference: str, limits: tuple, lines: str,
+                 width: int, min_val: float | None):
+    """A live winsorized moment against the reference's (dashed), and the values beyond which its score passes
+    its threshold (red): `limits` (high, low)."""
+    targets = [query(q.guard(selector(live, q.chosen)), text.last(C.short_window)),
+               query(q.guard(reference), "reference"),
+               query(q.guard(limits[0]), "alert: high"), query(q.guard(limits[1]), "alert: low")]
+    panel = graph(
+        f"{q.title}: {title}{q.in_unit}", f"{what} of {q.described} over {SHORT}, of values {CLIP}, against the "
+        f"reference's (dashed). The red lines are {lines}: {q.alert} fires outside them with {C.drift_min_rows} rows "
+        f"predicted in {SHORT}, for {text.duration(C.drift_for)}.", q.unit, targets, width=width, min_val=min_val)
+    return dashed(dashed(dashed(panel, "reference"), "alert: high", "red"), "alert: low", "red")
+
+
+def mean_panel(q: Quantity, width: int):
+    mean, std, limit = q.gauge("reference_mean"), q.gauge("reference_stddev"), q.threshold("mean_shift")
+    return moment_panel(q, "winsorized mean", "Mean", q.mean, mean,
+                        (f"{mean} + {limit} * {std}", f"{mean} - {limit} * {std}"),
+                        "reference mean ± its mean_shift threshold x reference standard deviation", width, None)
+
+
+def std_panel(q: Quantity, width: int):
+    std, limit = q.gauge("reference_stddev"), q.threshold("std_ratio")
+    return moment_panel(q, "winsorized std", "Standard deviation", q.stddev, std,
+                        (f"{std} * exp{limit}", f"{std} / exp{limit}"),
+                        "reference standard deviation x e^(± its std_ratio threshold)", width, 0)
+
+
+def distribution_row(board: dashboard.Dashboard) -> None:
+    """Every numeric feature's distribution statistics, then the live distribution of the one chosen."""
+    board.with_row(dashboard.Row(DISTRIBUTION_ROW))
+    for statistic in STATISTICS:
+        board.with_panel(feature_statistic_panel(statistic))
+    board.with_panel(graph(
+        "Winsorized mean shift per feature", f"(live mean - reference mean) / reference standard deviation of each "
+        f"numeric feature over {SHORT}, of values {CLIP}: 0 is the reference, the sign says which way the feature "
+        "moved. Each feature has its own alert line (its threshold): see |Mean shift| / threshold.", "none",
+        [query(N.feature_mean_shift, "{{feature}}")], min_val=None))
+    board.with_panel(graph(
+        "Winsorized std ratio per feature", f"Live standard deviation / reference standard deviation of each "
+        f"numeric feature over {SHORT}, of values {CLIP}: 1 is the reference, above it the values spread wider. "
+        "Each feature has its own alert lines (its threshold): see |ln std ratio| / threshold.", "none",
+        [query(N.feature_std_ratio, "{{feature}}")]))
+    board.with_panel(cdf_panel(FEATURE, 12))
+    board.with_panel(mean_panel(FEATURE, 6))
+    board.with_panel(std_panel(FEATURE, 6))
+
+
+def output_drift_panels(board: dashboard.Dashboard, q: Quantity) -> None:
+    """A regressor's prediction or a classifier's confidence: its scores, its CDF and its moments."""
+    board.with_panel(output_scores_panel(q))
+    board.with_panel(cdf_panel(q, 12))
+    board.with_panel(mean_panel(q, 12))
+    board.with_panel(std_panel(q, 12))
+
+
 def build() -> dashboard.Dashboard:
     board = (
         new_dashboard("Model quality & drift", UID, "Input and prediction drift against the model card's "
-                      "reference bins (PSI), live quality once the actual values arrive on /feedback (error for a "
-                      "regressor; accuracy, F1, ROC AUC and confidence for a classifier), and data-quality "
-                      "counters.", "model", since="now-1h")
+                      "reference bins (PSI) and its reference distributions (Wasserstein-1, winsorized mean and "
+                      "standard deviation, against thresholds calibrated at onboarding), live quality once the "
+                      "actual values arrive on /feedback (error for a regressor; accuracy, F1, ROC AUC and "
+                      "confidence for a classifier), and data-quality counters.", "model", since="now-1h")
         .with_variable(label_variable(
             "feature", "Feature", N.feature_reference, multi=False,
             description="The feature whose live bins are compared with the reference"))
+        .with_variable(label_variable(
+            "numeric_feature", "Numeric feature", "model_feature_reference_cdf", of="feature", multi=False,
+            description="The numeric feature whose live distribution is compared with the reference (the features "
+                        "the model card has a distribution of)"))
         .annotation(alert_annotation())
     )
     for variable in model_variables():
@@ -172,11 +366,16 @@ def build() -> dashboard.Dashboard:
                f'{N.feature_reference}{{feature="$feature"}}', "{{bin}}")], min_val=None))
     board.with_panel(bucket_heatmap(
         "Prediction distribution ($target_unit)", "Predictions of $target, in $target_unit, per histogram bucket "
-        "over time (model_prediction; its buckets are the deciles of the training-set predictions): a darker "
+        "over time (model_prediction; its buckets are the edges of the model card's distribution of the training-set "
+        "predictions): a darker "
         "band is more predictions in that range. Regressors only: a classifier's predicted classes are in the "
         "classifiers' row.", "short",
         query(only("regression", "sum by (le) (increase(model_prediction_bucket[$__rate_interval]))"), "{{le}}"),
         width=24))
+
+    distribution_row(board)
+    board.with_row(dashboard.Row(PREDICTION_DRIFT_ROW))
+    output_drift_panels(board, PREDICTION)
 
     board.with_row(dashboard.Row(REGRESSORS_ROW))
     board.with_panel(error_panel(
@@ -307,10 +506,12 @@ def classification_row(board: dashboard.Dashboard) -> None:
         min_val=None), "holdout"), CONFIDENCE_LEGEND, "red"))
     board.with_panel(bucket_heatmap(
         "Confidence distribution", "Predictions per bucket of their top probability over time "
-        "(model_confidence; its buckets are the deciles of the reference rows' confidence): mass moving down "
+        "(model_confidence; its buckets are the edges of the model card's distribution of it on the reference rows): "
+        "mass moving down "
         "is the model less sure. Models with probabilities only.", "short",
         query(classifier("sum by (le) (increase(model_confidence_bucket[$__rate_interval]))"), "{{le}}"),
         y_unit="percentunit"))
+    output_drift_panels(board, CONFIDENCE)
 
 
 # the raw-score bounds around the ROC AUC: dotted lines, the band between them lightly filled

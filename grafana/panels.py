@@ -110,25 +110,39 @@ def single(title: str, description: str, unit: str, target, *, width: int = 4, h
     return panel
 
 
-def _merged(panel, x_field: str, rename: dict, exclude: tuple):
-    """One row per `x_field` value from instant table queries: merged on their labels, renamed, sorted."""
+def _convert(field: str, to: str) -> DataTransformerConfig:
+    return DataTransformerConfig(id_val="convertFieldType", options={
+        "conversions": [{"targetField": field, "destinationType": to}], "fields": {}})
+
+
+def _merged(panel, x_field: str, rename: dict, exclude: tuple, numeric: bool = False):
+    """One row per `x_field` value from instant table queries: merged on their labels, renamed, sorted.
+
+    `numeric`: the values are numbers written as label text (a histogram's `le`), which sort as text
+    ("1e+06" before "2"): sorted as numbers, then turned back into text, since a bar chart's x axis is
+    a text (or time) field."""
     panel.with_transformation(DataTransformerConfig(id_val="merge", options={}))
     panel.with_transformation(DataTransformerConfig(id_val="organize", options={
         "excludeByName": {name: True for name in ("Time", *exclude)},
         "renameByName": rename,
     }))
+    if numeric:
+        panel.with_transformation(_convert(x_field, "number"))
     panel.with_transformation(DataTransformerConfig(id_val="sortBy", options={"sort": [{"field": x_field}]}))
+    if numeric:
+        panel.with_transformation(_convert(x_field, "string"))
     return panel
 
 
 def bars(title: str, description: str, unit: str, targets, *, x_field: str, rename: dict, width: int = 12,
-         height: int = 8):
-    """A bar chart of instant table queries merged into one row per `x_field` value."""
+         height: int = 8, numeric_x: bool = False):
+    """A bar chart of instant table queries merged into one row per `x_field` value (in numeric order
+    with `numeric_x`)."""
     panel = _common(barchart.Panel(), title, description, unit, targets, width, height)
     panel.x_field(x_field).x_tick_label_rotation(-45).show_value(common.VisibilityMode.NEVER).min(0)
     panel.legend(common_builders.VizLegendOptions().display_mode(common.LegendDisplayMode.LIST)
                  .placement(common.LegendPlacement.BOTTOM).show_legend(True))
-    return _merged(panel, x_field, rename, ("feature",))
+    return _merged(panel, x_field, rename, ("feature",), numeric_x)
 
 
 def merged_table(title: str, description: str, unit: str, targets, *, x_field: str, rename: dict,

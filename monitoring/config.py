@@ -78,8 +78,9 @@ class Config:
     # (bins - 1) / rows on average, with a long tail); replaying the reference model's holdout,
     # windows of 500 rows stayed under 0.128 on every feature while windows of 200 reached 0.315
     drift_min_rows: int = WINDOW_ROWS
-    # the false-alarm rate per window, statistic and quantity those thresholds were calibrated for:
-    # the card brings the thresholds, so this only says what they mean (docs and dashboards)
+    # the false-alarm rate per window of each drift alert those thresholds were calibrated for, all its
+    # quantities and statistics together (model.drift.statistic_rate splits it evenly over them): the
+    # card brings the thresholds, so this only says what they mean (docs and dashboards)
     drift_false_alarm_rate: float = FALSE_ALARM_RATE
     drift_for: str = "10m"
 

@@ -148,7 +148,9 @@ def test_concept_drift_fires_classification_quality_degraded(stack_for):
     holdout = stack.prometheus.value("max(model_holdout_accuracy)")
     live = stack.prometheus.value(":model_confusion:accuracy1h")
     assert live < holdout - CONFIG.classification_margin
-    assert not stack.webhook.firing("FeatureDrift")  # the inputs are the baseline's: only feedback shows it
+    # the inputs are the baseline's: only feedback shows it (the replay's own real drift, such as the spread of
+    # sent_email, may meet a calibrated statistic, never PSI)
+    assert not stack.webhook.firing("FeatureDrift", statistic="psi")
     print(f"\nClassificationQualityDegraded reached the webhook {seconds:.1f} s after the stack started "
           f"(live accuracy {live:.3f}, holdout {holdout:.3f})")
 
@@ -163,4 +165,10 @@ def test_baseline_fires_no_quality_alert_and_fills_the_classifier_dashboard(stac
     time.sleep(max(0.0, observe - (time.monotonic() - stack.webhook.start)))
     assert stack.prometheus.value(":model_confusion:increase1h") >= CONFIG.quality_min_feedback
     names = {a["labels"]["alertname"] for _, a in stack.webhook.received}
-    assert not names & {"ClassificationQualityDegraded", "ConfidenceDrop", "PredictionDrift"}, names
+    assert not names & {"ClassificationQualityDegraded", "ConfidenceDrop"}, names
+    # the predicted classes' shares hold (no PSI alert), but March 2012's emails get less confident answers
+    # than the training months': over the whole replay the top probability's winsorized mean is 0.19
+    # reference deviations lower, 7 standard errors of 1,295 rows. The calibrated statistics say so; a drift
+    # alert on it is a finding, not noise
+    statistics = {a["labels"]["statistic"] for _, a in stack.webhook.firing("PredictionDrift")}
+    assert all(s.startswith("confidence_") for s in statistics), statistics

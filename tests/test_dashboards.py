@@ -7,7 +7,8 @@ Online: every panel query, with its variables set to values Prometheus lists, ru
 real Prometheus with the shipped rules and must return finite data, but for the queries guarded
 for the other task (regression or classification), which must return nothing: scraping synthetic
 series of a regressor and of a classifier that are not the reference model (no webapp involved),
-and scraping a real replay of the Ames regressor (tests/stack.py).
+where the distribution panels must show what model/drift.py computes from the same counts, and
+scraping a real replay of the Ames regressor (tests/stack.py).
 """
 import dataclasses
 import json
@@ -20,11 +21,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from prometheus_client.utils import floatToGoString
 
 from grafana import build
 from grafana.panels import DATASOURCE_UID, TASKS, only
+from model.drift import edge_weights, scores, statistics
 from monitoring import text
 from monitoring.config import CONFIG
 from monitoring.rules import alert_groups
@@ -116,7 +120,7 @@ def test_every_panel_has_title_unit_description_and_the_provisioned_datasource()
             assert variable["datasource"]["uid"] == DATASOURCE_UID
         for annotation in board.get("annotations", {}).get("list", []):
             assert annotation["datasource"]["uid"] == DATASOURCE_UID
-    assert count == 54  # 15 + 29 + 10: a panel lost by a refactor shows here
+    assert count == 70  # 15 + 45 + 10: a panel lost by a refactor shows here
 
 
 def panel(board: str, title: str, kind: str | None = None) -> dict:
@@ -147,7 +151,7 @@ def test_the_dashboards_have_these_panels():
         'ClassificationQualityDegraded|ConfidenceDrop|HighInvalidInputRatio"}')
     assert drift["annotations"]["list"][0]["step"] == CONFIG.evaluation_interval
     assert {v["name"] for v in boards()["api-golden-signals"]["templating"]["list"]} == {"instance", "route"}
-    assert [v["name"] for v in drift["templating"]["list"]] == ["feature", "target", "target_unit"]
+    assert [v["name"] for v in drift["templating"]["list"]] == ["feature", "numeric_feature", "target", "target_unit"]
     assert [v["name"] for v in boards()["replay-exporter"]["templating"]["list"]] == ["target", "target_unit"]
     serving = panel("model-quality-drift", "Serving path")
     assert exprs(serving) == ["max by (serving_path) (model_info == 1)"]
@@ -170,26 +174,52 @@ CLASSIFIER_PANELS = {
     "Class shares: live minus reference": ("timeseries", "class:model_class_reference_ratio:max"),
     "Mean confidence, last 5 min": ("timeseries", ":model_confidence:mean5m"),
     "Confidence distribution": ("heatmap", "model_confidence_bucket"),
+    "Confidence drift scores / threshold": ("timeseries", "statistic:model_confidence_drift:score5m"),
+    "Confidence: live vs reference CDF": ("barchart", "le:model_confidence:cdf5m"),
+    "Confidence: winsorized mean": ("timeseries", ":model_confidence:winsorized_mean5m"),
+    "Confidence: winsorized std": ("timeseries", ":model_confidence:winsorized_stddev5m"),
+}
+PREDICTION_DRIFT_PANELS = {
+    "Prediction drift scores / threshold": ("timeseries", "statistic:model_prediction_drift:score5m"),
+    "Prediction: live vs reference CDF ($target_unit)": ("barchart", "le:model_prediction:cdf5m"),
+    "Prediction: winsorized mean ($target_unit)": ("timeseries", ":model_prediction:winsorized_mean5m"),
+    "Prediction: winsorized std ($target_unit)": ("timeseries", ":model_prediction:winsorized_stddev5m"),
 }
 REGRESSOR_PANELS = {("model-quality-drift", title) for title in (
-    "Prediction distribution ($target_unit)", "MAE ($target_unit)", "RMSE ($target_unit)", "MAPE")} | {
-    ("replay-exporter", "Last prediction vs actual ($target_unit)")}
+    "Prediction distribution ($target_unit)", "MAE ($target_unit)", "RMSE ($target_unit)", "MAPE",
+    *PREDICTION_DRIFT_PANELS)} | {("replay-exporter", "Last prediction vs actual ($target_unit)")}
+DISTRIBUTION_PANELS = {
+    # title: (type, what its queries read): every model's numeric features
+    "Wasserstein-1 / threshold, per feature": ("timeseries", "feature_statistic:model_feature_drift:score5m"),
+    "|Mean shift| / threshold, per feature": ("timeseries", "feature_statistic:model_feature_drift:score5m"),
+    "|ln std ratio| / threshold, per feature": ("timeseries", "feature_statistic:model_feature_drift:score5m"),
+    "Winsorized mean shift per feature": ("timeseries", "feature:model_feature_value:mean_shift5m"),
+    "Winsorized std ratio per feature": ("timeseries", "feature:model_feature_value:std_ratio5m"),
+    "$numeric_feature: live vs reference CDF": ("barchart", "feature_le:model_feature_value:cdf5m"),
+    "$numeric_feature: winsorized mean": ("timeseries", "feature:model_feature_value:winsorized_mean5m"),
+    "$numeric_feature: winsorized std": ("timeseries", "feature:model_feature_value:winsorized_stddev5m"),
+}
 
 
 def test_task_panels_are_guarded_by_the_live_models_task():
     """Rows for one task: every query of theirs returns nothing unless the live model has that task; no
     other query is guarded, so drift and data quality show for every model."""
     model_rows = rows(boards()["model-quality-drift"])
-    assert list(model_rows) == ["Model", "Drift", "Quality from feedback: regressors (empty for a classifier)",
+    assert list(model_rows) == ["Model", "Drift", "Distribution drift",
+                                "Prediction distribution drift: regressors (empty for a classifier)",
+                                "Quality from feedback: regressors (empty for a classifier)",
                                 "Data quality", "Quality from feedback: classifiers (empty for a regressor)"]
-    classifiers = model_rows["Quality from feedback: classifiers (empty for a regressor)"]
-    assert {p["title"]: p["type"] for p in classifiers} == {t: kind for t, (kind, _) in CLASSIFIER_PANELS.items()}
-    for found in classifiers:
-        assert any(CLASSIFIER_PANELS[found["title"]][1] in e for e in exprs(found)), found["title"]
+    for row, expected in (("Quality from feedback: classifiers (empty for a regressor)", CLASSIFIER_PANELS),
+                          ("Prediction distribution drift: regressors (empty for a classifier)",
+                           PREDICTION_DRIFT_PANELS),
+                          ("Distribution drift", DISTRIBUTION_PANELS)):
+        assert {p["title"]: p["type"] for p in model_rows[row]} == {t: kind for t, (kind, _) in expected.items()}
+        for found in model_rows[row]:
+            assert any(expected[found["title"]][1] in e for e in exprs(found)), found["title"]
     regressors = {("model-quality-drift", p["title"]) for p in model_rows[
         "Quality from feedback: regressors (empty for a classifier)"]}
-    assert regressors == REGRESSOR_PANELS - {("model-quality-drift", "Prediction distribution ($target_unit)"),
-                                             ("replay-exporter", "Last prediction vs actual ($target_unit)")}
+    assert regressors == {("model-quality-drift", title) for title in ("MAE ($target_unit)", "RMSE ($target_unit)",
+                                                                       "MAPE")}
     guarded = {}
     for name, board in boards().items():
         for found in panels(board):
@@ -300,6 +330,50 @@ def test_classifier_limits_are_the_alerts_from_monitoring_config():
         assert styles[limit]["custom.lineStyle"]["fill"] == styles["holdout"]["custom.lineStyle"]["fill"] == "dash"
 
 
+def test_distribution_panels_draw_the_alerts_lines():
+    """Scores over their calibrated thresholds: 1 (red, dashed) is where FeatureDrift and PredictionDrift compare
+    the same score with the same gauge; the moments' red lines are where the scores reach it; the texts read the
+    config, not the model."""
+    c = CONFIG
+    calibrated = f"false-alarms on at most {text.percent(c.drift_false_alarm_rate)} of {c.drift_min_rows}-row windows"
+    fires = (f"fires above it with {c.drift_min_rows} rows predicted in {text.duration(c.short_window)}, for "
+             f"{text.duration(c.drift_for)}")
+    over = re.compile(r"/ on \((feature, )?statistic\) \(max by \((feature, )?statistic\) "
+                      r"\(model_(feature|prediction|confidence)_drift_threshold(\{[^{}]*\})?\) > 0\)")
+    scored = [t for t in DISTRIBUTION_PANELS if t.endswith("/ threshold, per feature")] + [
+        "Prediction drift scores / threshold", "Confidence drift scores / threshold"]
+    for title in scored:
+        found = panel("model-quality-drift", title)
+        assert steps(found) == [(None, "green"), (1, "red")], title
+        assert found["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "dashed", title
+        assert calibrated in found["description"] and fires in found["description"], title
+        (expr,) = exprs(found)
+        assert over.search(expr), title
+    feature_drift, prediction_drift = alert_expr("FeatureDrift"), alert_expr("PredictionDrift")
+    assert "feature_statistic:model_feature_drift:score5m" in feature_drift
+    assert "model_feature_drift_threshold" in feature_drift
+    for kind in ("prediction", "confidence"):
+        assert f"statistic:model_{kind}_drift:score5m" in prediction_drift
+        assert f"model_{kind}_drift_threshold" in prediction_drift
+    for name, unit in (("$numeric_feature", ""), ("Prediction", " ($target_unit)"), ("Confidence", "")):
+        for moment in ("mean", "std"):
+            found = panel("model-quality-drift", f"{name}: winsorized {moment}{unit}")
+            styles = {o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+                      for o in found["fieldConfig"]["overrides"]}
+            assert styles["alert: high"]["color"] == styles["alert: low"]["color"] == {"mode": "fixed",
+                                                                                       "fixedColor": "red"}
+            assert {styles[s]["custom.lineStyle"]["fill"] for s in ("reference", "alert: high", "alert: low")} == {
+                "dash"}
+        # the CDFs: the edges in numeric order (their `le` texts sort wrong as text), without +Inf, where the
+        # card has no reference value
+        found = panel("model-quality-drift", f"{name}: live vs reference CDF{unit}")
+        assert [t["id"] for t in found["transformations"]] == [
+            "merge", "organize", "convertFieldType", "sortBy", "convertFieldType"]
+        assert [t["options"]["conversions"][0]["destinationType"] for t in found["transformations"]
+                if t["id"] == "convertFieldType"] == ["number", "string"]
+        assert found["options"]["xField"] == "le" and 'le!="+Inf"' in exprs(found)[1]
+
+
 # a stat's graphMode "area" is Grafana's word, not a feature
 GRAFANA_WORDS = {("graphMode", "area")}
 MODEL_WORDS = re.compile(r"currency|dollar|price|house|\bames\b|\bsales?\b|\$\d", re.IGNORECASE)
@@ -332,6 +406,8 @@ def test_no_model_is_written_into_the_dashboards():
     # where a value in the target's unit is shown, the title and description name the unit
     for board, title in (("model-quality-drift", "MAE ($target_unit)"), ("model-quality-drift", "RMSE ($target_unit)"),
                          ("model-quality-drift", "Prediction distribution ($target_unit)"),
+                         ("model-quality-drift", "Prediction: winsorized mean ($target_unit)"),
+                         ("model-quality-drift", "Prediction: winsorized std ($target_unit)"),
                          ("replay-exporter", "Last prediction vs actual ($target_unit)")):
         found = panel(board, title)
         assert found["fieldConfig"]["defaults"]["unit"] == "short" and "$target_unit" in found["description"]
@@ -340,6 +416,7 @@ def test_no_model_is_written_into_the_dashboards():
         for name in ("prediction", "actual")]
     variables = {v["name"]: v["query"]["query"] for v in boards()["model-quality-drift"]["templating"]["list"]}
     assert variables == {"feature": "label_values(feature_bin:model_feature_reference_ratio:max, feature)",
+                         "numeric_feature": "label_values(model_feature_reference_cdf, feature)",
                          "target": "label_values(model_info, target)",
                          "target_unit": "label_values(model_info, unit)"}
     # the patterns find what they are for
@@ -475,6 +552,58 @@ def unguarded_data(prometheus, task: str, unlisted: tuple = ()) -> set:
 
 # --- synthetic series: a model that is not the reference one, without the webapp ----------------------
 
+# distributions as the card holds them (model/drift.py), and what the webapp's counters gain per second from
+# live values: n, the cumulative count at each edge, the centered sums of winsorized values and of their squares
+SEPAL_LENGTH = {"edges": [4.3, 5.0, 5.8, 6.4, 7.9], "cdf": [0.02, 0.3, 0.55, 0.8, 1.0], "center": 5.8,
+                "mean": 5.85, "std": 0.8, "thresholds": {"wasserstein": 0.15, "mean_shift": 0.2, "std_ratio": 0.25}}
+SEPAL_LENGTH_LIVE = {"n": 9.0, "cumulative": [0.5, 3.0, 5.5, 7.5, 9.0], "sum": 0.27, "squares": 5.67}
+PREDICTION = {"edges": [0.5, 1.5], "cdf": [0.3, 0.85], "center": 0.9, "mean": 0.95, "std": 0.55,
+              "thresholds": {"wasserstein": 0.2, "mean_shift": 0.25, "std_ratio": 0.3}}
+PREDICTION_LIVE = {"n": 10.0, "cumulative": [3.0, 8.0], "sum": 0.4, "squares": 3.5}
+CONFIDENCE = {"edges": [0.6, 0.8, 0.95], "cdf": [0.15, 0.45, 0.85], "center": 0.8, "mean": 0.83, "std": 0.12,
+              "thresholds": {"wasserstein": 0.1, "mean_shift": 0.2, "std_ratio": 0.3}}
+CONFIDENCE_LIVE = {"n": 10.0, "cumulative": [2.0, 5.0, 8.0], "sum": 0.1, "squares": 0.4}
+
+
+def distribution_series(prefix: str, histogram: str, dist: dict, live: dict, **labels) -> tuple[dict, dict]:
+    """(counter rates, gauges) the webapp exports of one distribution, with the contract's names."""
+    def series(name: str, **more) -> str:
+        inner = ",".join(f'{k}="{v}"' for k, v in {**labels, **more}.items())
+        return f"{name}{{{inner}}}" if inner else name
+
+    les = [floatToGoString(e) for e in dist["edges"]]
+    counters = {series(f"{histogram}_bucket", le=le): count for le, count in zip(les, live["cumulative"])}
+    counters[series(f"{histogram}_bucket", le="+Inf")] = counters[series(f"{histogram}_count")] = live["n"]
+    counters[series(f"{prefix}_centered_sum_total")] = live["sum"]
+    counters[series(f"{prefix}_centered_squares_total")] = live["squares"]
+    gauges = {series(f"{prefix}_reference_cdf", le=le): cdf for le, cdf in zip(les, dist["cdf"])}
+    gauges.update({series(f"{prefix}_edge_weight", le=le): w for le, w in zip(les, edge_weights(dist["edges"]))})
+    gauges.update({series(f"{prefix}_reference_mean"): dist["mean"], series(f"{prefix}_reference_stddev"): dist["std"],
+                   series(f"{prefix}_center"): dist["center"]})
+    gauges.update({series(f"{prefix}_drift_threshold", statistic=name): value
+                   for name, value in dist["thresholds"].items()})
+    return counters, gauges
+
+
+FEATURE_DRIFT = distribution_series("model_feature", "model_feature_value", SEPAL_LENGTH, SEPAL_LENGTH_LIVE,
+                                    feature="sepal_length")
+PREDICTION_DRIFT = distribution_series("model_prediction", "model_prediction", PREDICTION, PREDICTION_LIVE)
+CONFIDENCE_DRIFT = distribution_series("model_confidence", "model_confidence", CONFIDENCE, CONFIDENCE_LIVE)
+
+
+def expected_drift(dist: dict, live: dict) -> dict:
+    """What the distribution panels show of `live` against `dist`, from model/drift.py's definitions."""
+    counts = {"n": np.asarray(live["n"]), "cumulative": np.asarray(live["cumulative"]),
+              "sum": np.asarray(live["sum"]), "squares": np.asarray(live["squares"])}
+    stats = {name: float(value) for name, value in statistics(counts, dist).items()}
+    over = {name: float(value) / dist["thresholds"][name] for name, value in scores(stats).items()}
+    first = live["sum"] / live["n"]
+    return {"statistics": stats, "over_threshold": over, "mean": dist["center"] + first,
+            "std": math.sqrt(max(live["squares"] / live["n"] - first * first, 0.0)),
+            "cdf": {floatToGoString(e): c / live["n"] for e, c in zip(dist["edges"], live["cumulative"])},
+            "reference_cdf": {floatToGoString(e): c for e, c in zip(dist["edges"], dist["cdf"])}}
+
+
 # what the webapp and the exporter export (the contract's metric names), for a model predicting a
 # width in cm from two features; counters grow at these rates per second, gauges hold their value
 COUNTER_RATES = {
@@ -496,9 +625,8 @@ COUNTER_RATES = {
     'model_predictions_total': 10.0,
     'model_inference_duration_seconds_bucket{le="0.0005"}': 9.0,
     'model_inference_duration_seconds_bucket{le="+Inf"}': 10.0,
-    'model_prediction_bucket{le="0.5"}': 3.0,
-    'model_prediction_bucket{le="1.5"}': 8.0,
-    'model_prediction_bucket{le="+Inf"}': 10.0,
+    **PREDICTION_DRIFT[0],
+    **FEATURE_DRIFT[0],
     'model_input_invalid_total{reason="wrong_type"}': 1.0,
     'model_feature_missing_total{feature="sepal_length"}': 1.0,
     'model_feature_missing_total{feature="colour"}': 0.0,
@@ -559,6 +687,8 @@ GAUGES = {
     'replay_feedback_queue_capacity': 100.0,
     'replay_last_prediction': 1.4,
     'replay_last_actual': 1.5,
+    **PREDICTION_DRIFT[1],
+    **FEATURE_DRIFT[1],
 }
 
 
@@ -627,6 +757,32 @@ def synthetic(tmp_path_factory):
     yield from scraping(COUNTER_RATES, GAUGES, tmp_path_factory.mktemp("synthetic"))
 
 
+def shown(prometheus, title: str, ref: str, now: float, values: dict | None = None) -> list:
+    """What query `ref` of the model dashboard's panel `title` returns, its variables set to `values`."""
+    (target,) = [t for t in panel("model-quality-drift", title)["targets"] if t["refId"] == ref]
+    return prometheus.query(substitute(target["expr"], values or {}), now)
+
+
+def assert_distribution_shown(prometheus, now: float, name: str, unit: str, dist: dict, live: dict,
+                              values: dict | None = None) -> None:
+    """The distribution panels of one quantity show what model/drift.py computes from the synthetic rates."""
+    expected = expected_drift(dist, live)
+    if name != "$numeric_feature":  # a feature's scores are in the three per-statistic panels
+        assert by(shown(prometheus, f"{name} drift scores / threshold", "A", now), "statistic") == pytest.approx(
+            {(statistic,): over for statistic, over in expected["over_threshold"].items()}, rel=1e-9)
+    cdf = f"{name}: live vs reference CDF{unit}"
+    for ref, key in (("A", "reference_cdf"), ("B", "cdf")):
+        assert by(shown(prometheus, cdf, ref, now, values), "le") == pytest.approx(
+            {(le,): share for le, share in expected[key].items()}, rel=1e-9), (cdf, ref)
+    mean_limit, std_limit = dist["thresholds"]["mean_shift"], math.exp(dist["thresholds"]["std_ratio"])
+    for moment, reference, limits in (
+            ("mean", dist["mean"], (dist["mean"] + mean_limit * dist["std"], dist["mean"] - mean_limit * dist["std"])),
+            ("std", dist["std"], (dist["std"] * std_limit, dist["std"] / std_limit))):
+        title = f"{name}: winsorized {moment}{unit}"
+        assert [by(shown(prometheus, title, ref, now, values))[()] for ref in "ABCD"] == pytest.approx(
+            [expected[moment], reference, *limits], rel=1e-9), title
+
+
 def test_every_panel_query_returns_data_for_another_model(synthetic):
     wait_for_every_query(synthetic, 60, "regression")
     # the classifiers' panels are empty for a regressor because of their guard: without it, the class
@@ -635,7 +791,7 @@ def test_every_panel_query_returns_data_for_another_model(synthetic):
         "Predicted classes: reference vs live", "Class shares: live minus reference"}
     # Grafana's first listed values: this model's, nothing of the reference one's
     assert variable_values(synthetic, boards()["model-quality-drift"]) == {
-        "feature": "colour", "target": "petal_width", "target_unit": "cm"}
+        "feature": "colour", "numeric_feature": "sepal_length", "target": "petal_width", "target_unit": "cm"}
     assert variable_values(synthetic, boards()["replay-exporter"]) == {"target": "petal_width", "target_unit": "cm"}
     # the numbers the panels show, computed a second time from the synthetic rates
     now = time.time()
@@ -654,6 +810,19 @@ def test_every_panel_query_returns_data_for_another_model(synthetic):
     # 0.3 is under the quality limit, 1.5 x this model's holdout MAE (0.375): no alert
     assert synthetic.query(":model_absolute_error:mean1h > 1.5 * scalar(max(model_holdout_mean_absolute_error))",
                            now) == []
+    values = {"numeric_feature": "sepal_length"}
+    feature = expected_drift(SEPAL_LENGTH, SEPAL_LENGTH_LIVE)
+    for statistic, title in zip(feature["over_threshold"], ("Wasserstein-1 / threshold, per feature",
+                                                            "|Mean shift| / threshold, per feature",
+                                                            "|ln std ratio| / threshold, per feature")):
+        assert by(shown(synthetic, title, "A", now), "feature") == pytest.approx(
+            {("sepal_length",): feature["over_threshold"][statistic]}, rel=1e-9), title
+    for statistic, title in (("mean_shift", "Winsorized mean shift per feature"),
+                             ("std_ratio", "Winsorized std ratio per feature")):
+        assert by(shown(synthetic, title, "A", now), "feature") == pytest.approx(
+            {("sepal_length",): feature["statistics"][statistic]}, rel=1e-9), title
+    assert_distribution_shown(synthetic, now, "$numeric_feature", "", SEPAL_LENGTH, SEPAL_LENGTH_LIVE, values)
+    assert_distribution_shown(synthetic, now, "Prediction", " ($target_unit)", PREDICTION, PREDICTION_LIVE)
 
 
 # --- synthetic series of a classifier --------------------------------------------------------------
@@ -668,9 +837,8 @@ CONFUSION = {("ham", "ham"): 3.0, ("ham", "spam"): 0.5, ("spam", "ham"): 1.0, ("
 # bin (not cumulative), by actual class: as many as that class's feedback pairs
 SCORE_BOUNDS = ("0.1", "0.5", "0.9", "+Inf")
 SCORE_BINS = {"ham": (2.0, 1.0, 0.4, 0.1), "spam": (0.2, 0.8, 1.0, 0.5)}
-REGRESSION_SERIES = re.compile(r"model_(prediction_bucket|prediction_bin_total|prediction_reference_ratio|"
-                               r"absolute_error|squared_error|absolute_percentage_error|holdout_(root_)?mean_|info)|"
-                               r"replay_last_")
+REGRESSION_SERIES = re.compile(r"model_(prediction_|absolute_error|squared_error|absolute_percentage_error|"
+                               r"holdout_(root_)?mean_|info)|replay_last_")
 
 
 def _cumulative(rates) -> list:
@@ -681,12 +849,8 @@ CLASSIFIER_COUNTER_RATES = {
     **{series: rate for series, rate in COUNTER_RATES.items() if not REGRESSION_SERIES.match(series)},
     'model_prediction_bin_total{bin="ham"}': 7.0,
     'model_prediction_bin_total{bin="spam"}': 3.0,
-    'model_confidence_bucket{le="0.6"}': 2.0,
-    'model_confidence_bucket{le="0.8"}': 5.0,
-    'model_confidence_bucket{le="0.95"}': 8.0,
-    'model_confidence_bucket{le="+Inf"}': 10.0,
+    **CONFIDENCE_DRIFT[0],
     'model_confidence_sum': 8.1,
-    'model_confidence_count': 10.0,
     **{f'model_score_bucket{{le="{le}"}}': rate for le, rate in zip(SCORE_BOUNDS, (4.0, 6.0, 8.5, 10.0))},
     'model_score_sum': 3.2,
     'model_score_count': 10.0,
@@ -714,6 +878,7 @@ CLASSIFIER_GAUGES = {
     'model_prediction_reference_ratio{bin="spam"}': 0.4,
     **{f'model_class_reference_ratio{{class="{c}"}}': share for c, share in CLASS_REFERENCE.items()},
     f'model_positive_class{{class="{POSITIVE}"}}': 1.0,
+    **CONFIDENCE_DRIFT[1],
 }
 
 
@@ -733,7 +898,7 @@ def test_every_panel_query_returns_data_for_a_classifier(synthetic_classifier):
     # a classifier exports none of the regression series: its panels would be empty even without the guard
     assert unguarded_data(prom, "regression", unlisted=("target_unit",)) == set()
     assert variable_values(prom, boards()["model-quality-drift"], unlisted=("target_unit",)) == {
-        "feature": "colour", "target": "is_spam", "target_unit": ""}
+        "feature": "colour", "numeric_feature": "sepal_length", "target": "is_spam", "target_unit": ""}
     version = prom.query(substitute(exprs(panel("model-quality-drift", "Model version"))[0], {}))
     assert [s["metric"] for s in version] == [{"name": "mail-filter", "version": "0.2.0", "task": "classification",
                                                "sha256": "abcdef012345"}]
@@ -785,6 +950,7 @@ def test_every_panel_query_returns_data_for_a_classifier(synthetic_classifier):
         (c,): share for c, share in CLASS_REFERENCE.items()}
     assert [by(show("Mean confidence, last 5 min", ref))[()] for ref in "ABC"] == pytest.approx(
         [8.1 / 10, HOLDOUT["mean_confidence"], HOLDOUT["mean_confidence"] - CONFIG.confidence_margin], rel=1e-9)
+    assert_distribution_shown(prom, now, "Confidence", "", CONFIDENCE, CONFIDENCE_LIVE)
     # every live value is above its red line: neither alert's condition holds once both have enough rows
     enough = (f":model_confusion:increase1h >= {CONFIG.quality_min_feedback} and on() "
               f":model_predictions:increase5m >= {CONFIG.drift_min_rows}")
@@ -833,7 +999,8 @@ def test_alert_annotation_and_variables_are_valid_promql(replaying, card):
             replaying.prometheus.query(annotation["expr"])  # raises on invalid PromQL
         values = variable_values(replaying.prometheus, board)
         if name == "model-quality-drift":
-            assert values == {"feature": min(f["name"] for f in card["features"]),
+            distributed = [f for f, found in card["reference"]["features"].items() if "distribution" in found]
+            assert values == {"feature": min(f["name"] for f in card["features"]), "numeric_feature": min(distributed),
                               "target": card["target"]["name"], "target_unit": card["target"]["unit"]}
         if name == "api-golden-signals":
             assert values["instance"].startswith("127.0.0.1:") and values["route"] in ("/feedback", "/predict")
