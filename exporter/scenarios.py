@@ -249,6 +249,8 @@ def _scale(name, features, chosen, factor):
 def _stretch_tail(name, features, chosen, factor, reference):
     """Only the largest values change: the top decile (at or above the card's last decile edge) multiplied.
     Every value stays in the top decile bin, so PSI on deciles cannot see it."""
+    if factor <= 1:
+        raise ScenarioError(f"--factor: {name} stretches the top decile: more than 1, got {factor:g}")
     picked, multiply = _scaler(name, features, chosen, factor, "multiplies the top decile of numeric features")
     tops = {}
     for f in picked:

@@ -181,8 +181,8 @@ def score_panel(title: str, description: str, live: str, holdout: str, *, holdou
 
 
 def over_threshold(q: Quantity, statistic: str | None = None) -> str:
-    """Each score of `q` over its threshold (1 is the alert's line), of one statistic or of every one; a threshold
-    at 0 (unset) leaves its score out, as the alert does."""
+    """Each score of `q` over its threshold (1 is the alert's line), of one statistic or of every one, with the
+    alert's own `> 0` on the threshold."""
     keys = ", ".join((*q.keys, "statistic"))
     matcher = f'statistic="{statistic}"' if statistic else ""
     return (f"{selector(q.score, matcher)} / on ({keys}) "

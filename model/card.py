@@ -151,31 +151,40 @@ def card_problems(card) -> list:
             prediction = card["reference"]["prediction"]
             problems += _bins_problems("$.reference.prediction", prediction,
                                        _numeric_labels("$.reference.prediction", prediction["edges"]))
-        for where, ref in _distribution_owners(card):
-            problems += _distribution_problems(where, ref)
+        for where, ref, numeric in _distribution_owners(card):
+            problems += _distribution_problems(where, ref, numeric)
     except ModelIntegrityError as exc:
         problems.append(str(exc))
     return problems
 
 
 def _distribution_owners(card: dict):
-    """(path, reference entry) of every entry that may hold a distribution."""
+    """(path, reference entry, whether it is a numeric quantity) of every entry that may hold a distribution."""
     refs = card["reference"]
+    kinds = {f["name"]: f["kind"] for f in card["features"]}
     for name, ref in refs["features"].items():
-        yield f"$.reference.features.{name}", ref
-    for key in ("prediction", "confidence"):
-        if key in refs:
-            yield f"$.reference.{key}", refs[key]
+        yield f"$.reference.features.{name}", ref, kinds.get(name) == "numeric"
+    if "prediction" in refs:
+        yield "$.reference.prediction", refs["prediction"], card["task"] == "regression"
+    if "confidence" in refs:
+        yield "$.reference.confidence", refs["confidence"], True
 
 
-def _distribution_problems(where: str, ref: dict) -> list:
+def _distribution_problems(where: str, ref: dict, numeric: bool) -> list:
     """What the schema cannot say of a distribution: the webapp makes a histogram of its edges and
-    PromQL joins the cdf with them edge by edge."""
+    PromQL joins the cdf with them edge by edge; its centered sums must only grow."""
     dist = ref.get("distribution")
-    if dist is None or ref["kind"] != "numeric":  # a wrong kind is said once, by the kind's own check
+    if dist is None:
         return []
     where = f"{where}.distribution"
+    if not numeric:
+        return [f"{where}: only a numeric quantity has one"]
+    if ref["kind"] != "numeric":  # a wrong kind is said once, by the kind's own check
+        return []
     edges, cdf = dist["edges"], dist["cdf"]
+    numbers = [*edges, *cdf, *dist["clip"], dist["center"], dist["mean"], dist["std"], *dist["thresholds"].values()]
+    if not all(math.isfinite(x) for x in numbers):
+        return [f"{where} holds a number that is not finite"]
     problems = []
     if any(b <= a for a, b in zip(edges, edges[1:])):
         problems.append(f"{where}.edges are not strictly increasing")
@@ -185,6 +194,8 @@ def _distribution_problems(where: str, ref: dict) -> list:
         problems.append(f"{where}.cdf decreases")
     if dist["clip"][0] > dist["clip"][1]:
         problems.append(f"{where}.clip is not [low, high]")
+    if dist["center"] > dist["clip"][0]:
+        problems.append(f"{where}.center is above clip's low end: the centered sum would go down")
     return problems
 
 

@@ -44,6 +44,7 @@ QUANTILES = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0
 TAIL_STDS = (0.25, 0.5, 1, 2, 4, 8)  # edges beyond min and max, in reference standard deviations
 CLIP_QUANTILE = 0.005  # moments are of values winsorized at this quantile and its mirror
 EDGE_DIGITS = 4  # edges are `le` label values: 4 significant digits read well and stay distinct
+MAX_MAGNITUDE = 1e100
 CENTER_DIGITS = 2  # the center sums are taken from: round, so integer values give integer sums and squares
 
 # the calibration: the alert's window (monitoring.config's drift_min_rows reads WINDOW_ROWS), the stated
@@ -69,14 +70,19 @@ def distribution(values, minimum: Optional[float] = None, maximum: Optional[floa
     beyond them, since no valid value can.
     """
     v = _finite(values)
-    if len(v) < 2 or v.min() == v.max():
+    # beyond 1e100 the sums of squares could overflow a double: such a quantity is left to PSI
+    if len(v) < 2 or v.min() == v.max() or max(abs(v.min()), abs(v.max())) > MAX_MAGNITUDE:
         return None
     std = float(v.std())
     raw = [float(q) for q in np.quantile(v, QUANTILES)] + [float(v.min()), float(v.max())]
     raw += [float(v.min()) - k * std for k in TAIL_STDS] + [float(v.max()) + k * std for k in TAIL_STDS]
     lo = -math.inf if minimum is None else float(minimum)
     hi = math.inf if maximum is None else float(maximum)
-    edges = sorted({significant(min(max(e, lo), hi), EDGE_DIGITS) for e in raw})
+    # digits enough to resolve a tenth of a deviation however large the values (epoch seconds over a day)
+    digits = max(EDGE_DIGITS, math.ceil(math.log10(max(abs(v.min()), abs(v.max())) / std)) + 2)
+    edges = sorted({significant(min(max(e, lo), hi), digits) for e in raw})
+    if len(edges) < 2:
+        return None
     clip_lo = float(np.quantile(v, CLIP_QUANTILE, method="lower"))
     clip_hi = float(np.quantile(v, 1 - CLIP_QUANTILE, method="higher"))
     clipped = np.clip(v, clip_lo, clip_hi)
@@ -198,7 +204,8 @@ def calibrate(values, dist: dict, rate: float, window_rows: int = WINDOW_ROWS, w
         done += size
     thresholds = {}
     for name, parts in collected.items():
-        ordered = np.sort(np.nan_to_num(np.concatenate(parts), nan=np.inf, posinf=np.inf))
+        # a window without a value scores NaN, which never fires live: it counts as no alarm
+        ordered = np.sort(np.nan_to_num(np.concatenate(parts), nan=-np.inf, posinf=np.inf))
         thresholds[name] = float(ordered[-allowed])
     return thresholds
 
@@ -212,7 +219,8 @@ def statistic_rate(quantities: int, rate: float = FALSE_ALARM_RATE) -> float:
 
 def calibration_entry(window_rows: int = WINDOW_ROWS, rate: float = FALSE_ALARM_RATE,
                       windows: int = CALIBRATION_WINDOWS, seed: int = CALIBRATION_SEED) -> dict:
-    """The card's record of how its thresholds were set; each distribution says its own statistic_rate."""
+    """The card's record of how its thresholds were set (`windows`: at least that many); each distribution
+    says its own statistic_rate and the windows it drew."""
     return {"method": "bootstrap", "window_rows": window_rows, "false_alarm_rate": rate, "windows": windows,
             "confidence": CONFIDENCE, "seed": seed}
 
@@ -221,7 +229,14 @@ def calibrated_distribution(values, minimum=None, maximum=None, *, rate: float, 
     """distribution() with its `thresholds` for `rate` (a statistic_rate()) false alarms per window;
     None where distribution() is."""
     dist = distribution(values, minimum, maximum)
-    if dist is not None:
-        dist["false_alarm_rate"] = rate
-        dist["thresholds"] = calibrate(values, dist, rate, **calibration)
+    if dist is None:
+        return None
+    dist["false_alarm_rate"] = rate
+    dist["windows"] = windows_needed(rate, calibration.get("windows", CALIBRATION_WINDOWS))
+    dist["thresholds"] = calibrate(values, dist, rate, **calibration)
+    if not all(0 < t < math.inf for t in dist["thresholds"].values()):
+        # windows of honest reference rows that already score without bound (a feature almost always 0
+        # scores an infinite deviation ratio on a window of zeros, more often than the rate allows): no
+        # threshold could keep the rate, and the quantity is left to PSI
+        return None
     return dist

@@ -168,7 +168,8 @@ def distribution_rules(quantity: str, config: Config = CONFIG) -> list:
         dict(record=name["wasserstein"], expr=f"{distance}\n  / {scale}",
              why=["Wasserstein-1 distance to the reference, in reference standard deviations: the sum over the",
                   "edges of |F_live - F_ref| times the edge's trapezoid weight. The +Inf bucket has no reference",
-                  "series and drops out of the join; a reference stddev of 0 (retired) gives no series"]),
+                  "series and drops out of the join; a quantity the served card has no distribution for has no",
+                  "reference series (the gauges are made from the live card), and so no distance"]),
         dict(record=name["mean"], expr=f"{_reference(by, f'{metric}_center')}\n  +\n    {_indent(first, 4)}",
              why=["mean of the values winsorized to the card's clip: the webapp counts the sum of (clipped - center)",
                   "with the card's center, which is added back here"]),
@@ -342,7 +343,8 @@ def _holdout_text() -> str:
 
 
 def _over_threshold(score: str, threshold: str, labels: str, indent: int = 4) -> str:
-    """The scores over the card's calibrated threshold for them; a threshold at 0 (none) compares with nothing."""
+    """The scores over the card's calibrated threshold for them; the `> 0` keeps a zero threshold, which no card
+    holds (model/card.py refuses one), from firing on every window."""
     return _indent(f"{score}\n  > on ({labels})\n(max by ({labels}) ({threshold}) > 0)", indent)
 
 
@@ -443,8 +445,8 @@ def alert_groups(config: Config = CONFIG) -> list:
               why=[f"PSI over {psi}, or a statistic of model/drift.py over the threshold the card calibrated for it",
                    f"(label `statistic`). At least {c.drift_min_rows} rows: the thresholds are calibrated on windows "
                    "of that many,",
-                   "and below it sampling noise alone lifts PSI (monitoring/config.py). A threshold gauge at 0 (a",
-                   "retired feature) compares with nothing"]),
+                   "and below it sampling noise alone lifts PSI (monitoring/config.py). A feature the served card has",
+                   "no distribution for has no threshold gauge, and compares with nothing"]),
         alert("PredictionDrift",
               f'(\n    label_replace({n.prediction_psi_short} > {psi}, "statistic", "psi", "", "")\n  or\n'
               f"    {_over_threshold(n.prediction_drift_score, 'model_prediction_drift_threshold', 'statistic')}"

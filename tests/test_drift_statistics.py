@@ -47,6 +47,18 @@ def test_constant_or_near_constant_values_have_no_distribution():
     assert drift.distribution([float("nan")] * 5 + [1.0]) is None
 
 
+def test_quantities_no_threshold_can_serve_have_no_distribution_and_large_values_keep_fine_edges():
+    rng = np.random.default_rng(5)
+    rate = drift.statistic_rate(12)
+    # almost always 0: windows of zeros score an infinite deviation ratio more often than the rate allows
+    assert drift.calibrated_distribution(np.where(rng.random(2000) < 0.01, 1.0, 0.0), rate=rate) is None
+    assert drift.calibrated_distribution(rng.normal(0, 1, 2000) * 1e300, rate=rate) is None  # squares overflow
+    # epoch seconds over one day: edges resolve the day, not the 4 leading digits of 1.7e9
+    seconds = drift.calibrated_distribution(1.7e9 + rng.uniform(0, 86400, 2000), rate=rate)
+    assert len(seconds["edges"]) > 20 and all(0 < t < 1 for t in seconds["thresholds"].values())
+    assert seconds["windows"] == drift.windows_needed(rate) and seconds["false_alarm_rate"] == rate
+
+
 def test_missing_values_are_left_out_of_counts_and_statistics(reference):
     dist = drift.distribution(reference)
     window = np.concatenate([reference[:300], [np.nan] * 50])
@@ -163,5 +175,16 @@ def test_a_card_whose_distribution_does_not_fit_its_edges_is_refused_in_one_line
     bad = copy.deepcopy(card)
     bad["reference"]["features"]["area"]["distribution"]["thresholds"]["wasserstein"] = 0
     assert "thresholds.wasserstein" in card_problems(bad)[0]
+    bad = copy.deepcopy(card)
+    bad["reference"]["features"]["area"]["distribution"]["thresholds"]["wasserstein"] = float("inf")
+    assert card_problems(bad) == ["$.reference.features.area.distribution holds a number that is not finite"]
+    bad = copy.deepcopy(card)
+    dist = bad["reference"]["features"]["area"]["distribution"]
+    dist["center"] = dist["clip"][0] + 1
+    assert card_problems(bad) == ["$.reference.features.area.distribution.center is above clip's low end: the "
+                                  "centered sum would go down"]
+    bad = copy.deepcopy(card)
+    bad["reference"]["features"]["neighborhood"]["distribution"] = dist
+    assert card_problems(bad) == ["$.reference.features.neighborhood.distribution: only a numeric quantity has one"]
     assert card_problems(card) == []
     assert math.isfinite(card["reference"]["prediction"]["distribution"]["std"])

@@ -75,6 +75,8 @@ def test_stretch_tail_multiplies_only_values_at_or_above_the_cards_top_decile_ed
         0, dict(SYNTHETIC_RECORD, width=300.0), 1.0)[0]["width"] == 600.0
     with pytest.raises(scenarios.ScenarioError, match="no decile edges for 'width'"):
         build("stretch-tail", chosen=("width",))
+    with pytest.raises(scenarios.ScenarioError, match="stretches the top decile: more than 1, got 0.5"):
+        build("stretch-tail", chosen=("width",), reference=reference, scenario_factor=0.5)
 
 
 def test_baseline_is_the_identity_and_changes_no_feature():
