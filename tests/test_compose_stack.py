@@ -350,11 +350,13 @@ def test_prometheus_scrapes_every_target_and_records_every_rule(stack):
     managers = requests.get(stack.url("prometheus") + "/api/v1/alertmanagers", timeout=10).json()["data"]
     assert [m["url"] for m in managers["activeAlertmanagers"]] == ["http://alertmanager:9093/api/v2/alerts"]
 
-    # the stack serves the Ames regressor: the classification group's rules read metrics it does not export
+    # the stack serves the Ames regressor: the classification group's rules, and the distribution rules of a
+    # classifier's confidence, read metrics it does not export
     shipped = [g for f in sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
                for g in yaml.safe_load(f.read_text())["groups"]]
-    recorded = [r["record"] for g in shipped if g["name"] != "classification" for r in g["rules"] if "record" in r]
-    classifier_only = [r["record"] for g in shipped if g["name"] == "classification" for r in g["rules"]]
+    rules = [(g["name"], r["record"]) for g in shipped for r in g["rules"] if "record" in r]
+    classifier_only = [name for group, name in rules if group == "classification" or "model_confidence" in name]
+    recorded = [name for _, name in rules if name not in classifier_only]
     assert classifier_only and not any(query(stack, name) for name in classifier_only)
 
     def empty_rules():
@@ -368,7 +370,7 @@ def test_prometheus_scrapes_every_target_and_records_every_rule(stack):
         missing = empty_rules()
     assert not missing, f"recording rules without a finite value: {missing}"
     print(f"\n[stack] all {len(recorded)} recording rules of a regressor have finite values, and the "
-          f"{len(classifier_only)} of the classification group none")
+          f"{len(classifier_only)} of a classifier's none")
 
 
 GONE = 'the killed replica gone from up{job="api"}'
