@@ -2,34 +2,54 @@
 
     .venv/bin/python -m bench.bench_inprocess [--rounds 15] [--requests 300]
 
-Three apps in one process, in multiprocess mode as under gunicorn: without metrics, with the
-HTTP metrics only (prometheus-flask-exporter and the in-progress gauge; model metrics off), and
-with everything. Rounds interleave the three (alternating the order) and the best round of each
-is kept, which is the least noisy estimate of a fixed cost on a shared machine. Also times one
+Four apps in one process, in multiprocess mode as under gunicorn: without metrics, with the
+HTTP metrics only (prometheus-flask-exporter and the in-progress gauge; model metrics off), with
+everything but the distribution statistics (the same model, its card without `distribution`
+entries: PSI bins only, as before model.drift), and with everything. Rounds interleave the four
+(alternating the order) and the best round of each is kept, which is the least noisy estimate of
+a fixed cost on a shared machine. Also times one
 multiprocess counter write. No HTTP server, so it isolates the app's own cost; `make bench`
 gives what that means under wrk. Not run in CI.
 """
 import argparse
+import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 import timeit
+from pathlib import Path
 
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-inprocess-"))
 
 from prometheus_client import CollectorRegistry, Counter, values  # noqa: E402
 
+from model.card import CARD_FILE, PICKLE_FILE  # noqa: E402
 from model.dataset import replay_records  # noqa: E402
 from tests.servers import ROOT  # noqa: E402
 from webapp import create_app, metrics_store  # noqa: E402
 from webapp.metrics import NoMetrics  # noqa: E402
 
 
+def without_distributions(model_dir) -> str:
+    """A copy of model_dir whose card has no `distribution` entries (the pickle, and so its sha256, unchanged)."""
+    copy = Path(tempfile.mkdtemp(prefix="bench-no-distribution-"))
+    shutil.copy(Path(model_dir) / PICKLE_FILE, copy / PICKLE_FILE)
+    card = json.loads((Path(model_dir) / CARD_FILE).read_text())
+    refs = card["reference"]
+    for ref in [*refs["features"].values(), refs["prediction"], refs.get("confidence", {})]:
+        ref.pop("distribution", None)
+    refs.pop("calibration", None)
+    (copy / CARD_FILE).write_text(json.dumps(card))
+    return str(copy)
+
+
 def apps(model_dir) -> dict:
     made = {"no metrics": create_app({"MODEL_DIR": model_dir, "METRICS_ENABLED": False}),
             "HTTP metrics only": create_app({"MODEL_DIR": model_dir}),
+            "no distributions": create_app({"MODEL_DIR": without_distributions(model_dir)}),
             "all metrics": create_app({"MODEL_DIR": model_dir})}
     # the HTTP metrics stay; the model metrics are swapped for the no-op the METRICS_ENABLED=0 app uses
     made["HTTP metrics only"].extensions["model_metrics"] = NoMetrics()
@@ -85,11 +105,14 @@ def main(argv=None) -> int:
     base = best["no metrics"]
     http = best["HTTP metrics only"] - base
     model = best["all metrics"] - best["HTTP metrics only"]
+    distribution = best["all metrics"] - best["no distributions"]
     print(f"single-row /predict in process, best of {args.rounds} interleaved rounds of {args.requests}:")
     for name, us in best.items():
         print(f"  {name:18s} {us:6.0f} µs")
     print(f"  HTTP metrics {http:.0f} µs, model metrics {model:.0f} µs: {http + model:.0f} µs, "
           f"{(http + model) / base:.1%} of the request without metrics")
+    print(f"  of which the distribution statistics {distribution:.0f} µs, {distribution / base:.1%} of the request "
+          f"without metrics")
     print(f"  one multiprocess counter write, median of {args.rounds} interleaved rounds: "
           f"{guarded_us:.2f} µs (webapp/metrics_store.py), {library_us:.2f} µs (prometheus_client's own "
           f"value class), ratio {guarded_us / library_us:.3f}")
