@@ -3,7 +3,6 @@ fresh CollectorRegistry. Every count is checked against model.drift.window_count
 the statistics read from the scrape against model.drift.statistics."""
 import copy
 import json
-import pickle
 import shutil
 from pathlib import Path
 
@@ -19,45 +18,19 @@ from sklearn.preprocessing import OneHotEncoder
 
 from model import drift
 from model.card import CARD_FILE, PICKLE_FILE
-from model.dataset import load_frame, replay_records, split
+from model.dataset import replay_records
 from model.onboard import build_card, write_model
 from tests.scrape import parse
 from webapp import create_app
 from webapp.metrics import ModelMetrics
 from webapp.reference_metrics import ReferenceCollector
 
-MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 # every family the distributions add; a card without distributions has none of them
 NEW_FAMILIES = tuple(f"{prefix}_{name}" for prefix in ("model_feature", "model_prediction", "model_confidence")
                      for name in ("centered_sum", "centered_squares", "reference_cdf", "edge_weight",
                                   "reference_mean", "reference_stddev", "center", "drift_threshold")) + (
     "model_feature_value",)
 # what an older card's distributions get, in place of a calibration (slow, and not what is tested here)
-FIXED_CALIBRATION = {"thresholds": {"wasserstein": 0.125, "mean_shift": 0.25, "std_ratio": 0.0625},
-                     "false_alarm_rate": drift.FALSE_ALARM_RATE}
-
-
-def card_with_distributions(card: dict, model_dir: Path = MODEL_DIR) -> dict:
-    """`card` with a distribution on every numeric feature and the prediction: the card's own where it has
-    one, else model.drift.distribution() of the Ames training rows with fixed thresholds (older cards)."""
-    card = copy.deepcopy(card)
-    refs = card["reference"]
-    train = None
-    for f in card["features"]:
-        if f["kind"] == "numeric" and "distribution" not in refs["features"][f["name"]]:
-            train = split(load_frame())[0] if train is None else train
-            dist = drift.distribution(train[f["name"]].to_numpy(dtype=float), f.get("minimum"), f.get("maximum"))
-            if dist is not None:
-                refs["features"][f["name"]]["distribution"] = dict(dist, **FIXED_CALIBRATION)
-    if "distribution" not in refs["prediction"]:
-        train = split(load_frame())[0] if train is None else train
-        pipeline = pickle.loads((model_dir / PICKLE_FILE).read_bytes())  # the repository's own model
-        names = [f["name"] for f in card["features"]]
-        refs["prediction"]["distribution"] = dict(drift.distribution(pipeline.predict(train[names])),
-                                                  **FIXED_CALIBRATION)
-    return card
-
-
 def without_distributions(card: dict, keep=None) -> dict:
     """`card` with no distribution at all, or only on the features in `keep`."""
     card = copy.deepcopy(card)
@@ -69,17 +42,18 @@ def without_distributions(card: dict, keep=None) -> dict:
     return card
 
 
-def model_dir_with(card: dict, path: Path) -> Path:
-    """A model folder of the Ames pickle and `card`."""
+def model_dir_with(card: dict, path: Path, source: Path) -> Path:
+    """A model folder of the Ames pickle in `source` and `card`."""
     path.mkdir(parents=True, exist_ok=True)
-    shutil.copy(MODEL_DIR / PICKLE_FILE, path / PICKLE_FILE)
+    shutil.copy(source / PICKLE_FILE, path / PICKLE_FILE)
     (path / CARD_FILE).write_text(json.dumps(card, indent=2))
     return path
 
 
 @pytest.fixture(scope="module")
-def ames_card():
-    return card_with_distributions(json.loads((MODEL_DIR / CARD_FILE).read_text()))
+def ames_card(model_dir):
+    """The Ames card as onboarding writes it (conftest's model_dir: trained for the session)."""
+    return json.loads((model_dir / CARD_FILE).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -269,8 +243,9 @@ def test_only_quantities_with_a_distribution_have_its_series(ames_card, known_re
     assert not [n for n, _ in s if n.startswith("model_prediction_") and n.startswith(NEW_FAMILIES)]
 
 
-def test_a_card_without_distributions_serves_without_the_new_families(ames_card, known_records, tmp_path):
-    app = create_app({"MODEL_DIR": str(model_dir_with(without_distributions(ames_card), tmp_path)),
+def test_a_card_without_distributions_serves_without_the_new_families(ames_card, known_records, tmp_path,
+                                                                      model_dir):
+    app = create_app({"MODEL_DIR": str(model_dir_with(without_distributions(ames_card), tmp_path, model_dir)),
                       "TESTING": True})
     client = app.test_client()
     assert client.post("/predict", json={"instances": known_records[:20]}).status_code == 200
@@ -281,9 +256,9 @@ def test_a_card_without_distributions_serves_without_the_new_families(ames_card,
     assert s.sum("model_prediction_count") == 21
 
 
-def test_the_app_counts_what_it_was_sent(ames_card, known_records, tmp_path):
+def test_the_app_counts_what_it_was_sent(ames_card, known_records, tmp_path, model_dir):
     """Through the Flask test client: validation's rows, the real predictions, both paths."""
-    app = create_app({"MODEL_DIR": str(model_dir_with(ames_card, tmp_path)), "TESTING": True})
+    app = create_app({"MODEL_DIR": str(model_dir_with(ames_card, tmp_path, model_dir)), "TESTING": True})
     client = app.test_client()
     predictions = client.post("/predict", json={"instances": known_records[:40]}).get_json()["predictions"]
     for r in known_records[40:]:

@@ -13,8 +13,8 @@ from model.card import CARD_FILE
 from model.dataset import replay_records
 from tests.scrape import scrape
 from tests.servers import gunicorn
-from tests.test_metrics_distribution import (MODEL_DIR, assert_counts_equal, assert_gauges, card_with_distributions,
-                                             les, model_dir_with, numeric_with_distribution, scraped_counts)
+from tests.test_metrics_distribution import (assert_counts_equal, assert_gauges, les, numeric_with_distribution,
+                                             scraped_counts)
 
 
 def records_to_send(offset: int) -> list:
@@ -51,12 +51,12 @@ def kill_a_worker(server, mpdir) -> None:
         time.sleep(0.05)
 
 
-def test_counts_summed_across_workers_and_a_sigkill_equal_window_counts(tmp_path):
-    card = card_with_distributions(json.loads((MODEL_DIR / CARD_FILE).read_text()))
+def test_counts_summed_across_workers_and_a_sigkill_equal_window_counts(tmp_path, model_dir):
+    card = json.loads((model_dir / CARD_FILE).read_text())
     features = numeric_with_distribution(card)
     prediction = card["reference"]["prediction"]["distribution"]
     mpdir = tmp_path / "multiproc"
-    with gunicorn(model_dir_with(card, tmp_path / "model"), workers=2,
+    with gunicorn(model_dir, workers=2,
                   extra_env={"PROMETHEUS_MULTIPROC_DIR": str(mpdir)}) as server:
         start = scrape(server.metrics_url)
         for _, name, dist in features:  # every series at 0 from the first scrape, each with its own le set
