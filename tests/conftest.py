@@ -3,6 +3,7 @@ import pytest
 
 from model.dataset import replay_records
 from model.train import train
+from tests.stack import Stack
 from webapp import create_app
 
 
@@ -37,3 +38,17 @@ def replay():
 @pytest.fixture
 def record(replay):
     return dict(replay[0][0])
+
+
+@pytest.fixture
+def stack_for(model_dir, tmp_path):
+    """A whole monitoring stack (tests/stack.py) of the example model per scenario asked, closed after the test."""
+    stacks = []
+
+    def make(scenario):
+        stacks.append(Stack(model_dir, tmp_path, scenario))
+        return stacks[-1]
+
+    yield make
+    for s in stacks:
+        s.close()

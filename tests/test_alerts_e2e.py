@@ -9,20 +9,7 @@ import time
 import pytest
 
 from monitoring.config import CONFIG
-from tests.stack import GRAFANA_URL, Stack
-
-
-@pytest.fixture
-def stack_for(model_dir, tmp_path):
-    stacks = []
-
-    def make(scenario):
-        stacks.append(Stack(model_dir, tmp_path, scenario))
-        return stacks[-1]
-
-    yield make
-    for s in stacks:
-        s.close()
+from tests.stack import GRAFANA_URL
 
 
 ARRIVALS = {}

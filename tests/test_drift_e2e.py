@@ -14,7 +14,6 @@ from model.frame import rows_to_frame
 from monitoring.config import CONFIG
 from monitoring.rules import Names
 from tests.servers import ROOT, Exporter, Prometheus, gunicorn
-from tests.stack import Stack
 
 FAULT_FROM = 300
 BATCH = 7  # at most SMALL_REQUEST_ROWS: the per-row path; the batch path has tests of its own
@@ -109,23 +108,10 @@ def test_every_distribution_statistic_through_prometheus_equals_its_offline_comp
           + json.dumps({k: round(v, 3) for k, v in refs["features"]["area"]["distribution"]["thresholds"].items()}))
 
 
-@pytest.fixture
-def stack(model_dir, tmp_path):
-    stacks = []
-
-    def make(scenario):
-        stacks.append(Stack(model_dir, tmp_path, scenario))
-        return stacks[-1]
-
-    yield make
-    for s in stacks:
-        s.close()
-
-
-def test_a_ten_percent_scale_change_fires_feature_drift_on_its_statistic_while_psi_stays_low(stack, model_dir):
+def test_a_ten_percent_scale_change_fires_feature_drift_on_its_statistic_while_psi_stays_low(stack_for, model_dir):
     _, card = load_verified_pipeline(model_dir)
     thresholds = card["reference"]["features"]["area"]["distribution"]["thresholds"]
-    s = stack("scale")
+    s = stack_for("scale")
     seconds, alert = s.webhook.wait_for("FeatureDrift", feature="area")
     statistic = alert["labels"]["statistic"]
     assert statistic in ("wasserstein", "mean_shift"), alert["labels"]
