@@ -342,10 +342,19 @@ def _holdout_text() -> str:
     return mae + mape
 
 
-def _over_threshold(score: str, threshold: str, labels: str, indent: int = 4) -> str:
-    """The scores over the card's calibrated threshold for them; the `> 0` keeps a zero threshold, which no card
-    holds (model/card.py refuses one), from firing on every window."""
-    return _indent(f"{score}\n  > on ({labels})\n(max by ({labels}) ({threshold}) > 0)", indent)
+def _over_threshold(score: str, quantity: str, config: Config, indent: int = 4) -> str:
+    """The scores of `quantity` (feature, prediction or confidence) over the card's calibrated threshold for
+    them, where the window holds at least drift_min_rows values of the quantity (its histogram's count). The
+    thresholds are calibrated on windows of that many values present: a field mostly sent as null leaves a
+    few values, whose statistics are noisy (PSI's missing bin sees that case). The `> 0` keeps a zero
+    threshold, which no card holds (model/card.py refuses one), from firing on every window."""
+    labels, by = ("feature, statistic", "feature") if quantity == "feature" else ("statistic", "")
+    values = "model_feature_value" if quantity == "feature" else f"model_{quantity}"
+    count = _sum(f"by ({by}) " if by else "", f"{values}_count", config.short_window)
+    threshold = f"max by ({labels}) (model_{quantity}_drift_threshold)"
+    on = f"on ({by})" if by else "on()"
+    return _indent(f"(\n    {score}\n  > on ({labels})\n    ({threshold} > 0)\n)\n"
+                   f"  and {on}\n    ({count} >= {config.drift_min_rows})", indent)
 
 
 STATISTIC_PHRASES = {
@@ -431,7 +440,7 @@ def alert_groups(config: Config = CONFIG) -> list:
     model = [
         alert("FeatureDrift",
               f'(\n    label_replace({n.feature_psi} > {psi}, "statistic", "psi", "", "")\n  or\n'
-              f"    {_over_threshold(n.feature_drift_score, 'model_feature_drift_threshold', 'feature, statistic')}"
+              f"    {_over_threshold(n.feature_drift_score, 'feature', c)}"
               f"\n)\n  and {enough_rows}",
               c.drift_for, "warning",
               f"Input drift on {{{{ $labels.feature }}}} ({_statistic_value('%.2f')})",
@@ -449,9 +458,9 @@ def alert_groups(config: Config = CONFIG) -> list:
                    "no distribution for has no threshold gauge, and compares with nothing"]),
         alert("PredictionDrift",
               f'(\n    label_replace({n.prediction_psi_short} > {psi}, "statistic", "psi", "", "")\n  or\n'
-              f"    {_over_threshold(n.prediction_drift_score, 'model_prediction_drift_threshold', 'statistic')}"
+              f"    {_over_threshold(n.prediction_drift_score, 'prediction', c)}"
               f"\n  or\n    label_replace(\n"
-              f"      {_over_threshold(n.confidence_drift_score, 'model_confidence_drift_threshold', 'statistic', 6)},"
+              f"      {_over_threshold(n.confidence_drift_score, 'confidence', c, 6)},"
               f'\n      "statistic", "confidence_$1", "statistic", "(.*)"\n    )\n)\n  and {enough_rows}',
               c.drift_for, "warning", f"Prediction drift ({_statistic_value('%.2f')})",
               '{{ if eq $labels.statistic "psi" }}PSI of the predictions against the training-set predictions is '

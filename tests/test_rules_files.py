@@ -101,14 +101,21 @@ def test_another_config_moves_every_threshold_and_window():
         "HighLatencyP99": 'route:flask_http_request_duration_seconds:p95_10m{route="/predict"} > 0.05',
         "Saturation": ":process_cpu_seconds:rate10m_per_worker > 0.8",
         "FeatureDrift": ('(\n    label_replace(feature:model_feature_bin:psi10m > 0.25, "statistic", "psi", "", "")\n'
-                         "  or\n    feature_statistic:model_feature_drift:score10m\n      > on (feature, statistic)\n"
-                         "    (max by (feature, statistic) (model_feature_drift_threshold) > 0)\n)\n"
+                         "  or\n    (\n        feature_statistic:model_feature_drift:score10m\n"
+                         "      > on (feature, statistic)\n"
+                         "        (max by (feature, statistic) (model_feature_drift_threshold) > 0)\n    )\n"
+                         "      and on (feature)\n"
+                         "        (sum by (feature) (increase(model_feature_value_count[10m])) >= 800)\n)\n"
                          "  and on() (:model_predictions:increase10m >= 800)"),
         "PredictionDrift": ('(\n    label_replace(:model_prediction_bin:psi10m > 0.25, "statistic", "psi", "", "")\n'
-                            "  or\n    statistic:model_prediction_drift:score10m\n      > on (statistic)\n"
-                            "    (max by (statistic) (model_prediction_drift_threshold) > 0)\n  or\n"
-                            "    label_replace(\n      statistic:model_confidence_drift:score10m\n"
-                            "        > on (statistic)\n      (max by (statistic) (model_confidence_drift_threshold) > 0),\n"
+                            "  or\n    (\n        statistic:model_prediction_drift:score10m\n"
+                            "      > on (statistic)\n"
+                            "        (max by (statistic) (model_prediction_drift_threshold) > 0)\n    )\n"
+                            "      and on()\n        (sum (increase(model_prediction_count[10m])) >= 800)\n"
+                            "  or\n    label_replace(\n      (\n          statistic:model_confidence_drift:score10m\n"
+                            "        > on (statistic)\n"
+                            "          (max by (statistic) (model_confidence_drift_threshold) > 0)\n      )\n"
+                            "        and on()\n          (sum (increase(model_confidence_count[10m])) >= 800),\n"
                             '      "statistic", "confidence_$1", "statistic", "(.*)"\n    )\n)\n'
                             "  and on() (:model_predictions:increase10m >= 800)"),
         "HighInvalidInputRatio": ":model_input_invalid:ratio_rate10m > 0.1",
@@ -294,14 +301,20 @@ def test_drift_alerts_compare_scores_with_the_cards_thresholds():
     feature, prediction = found["FeatureDrift"]["expr"], found["PredictionDrift"]["expr"]
     # a threshold gauge at 0 (a retired feature, a card without them) is no threshold: `> 0` drops it
     assert ("feature_statistic:model_feature_drift:score5m\n      > on (feature, statistic)\n"
-            "    (max by (feature, statistic) (model_feature_drift_threshold) > 0)") in feature
+            "        (max by (feature, statistic) (model_feature_drift_threshold) > 0)") in feature
+    # the thresholds hold for windows of that many values present: counted per feature, not per request
+    assert ("      and on (feature)\n        (sum by (feature) (increase(model_feature_value_count[5m])) >= 500)"
+            in feature)
+    for quantity in ("prediction", "confidence"):
+        assert f"(sum (increase(model_{quantity}_count[5m])) >= 500)" in prediction, quantity
     for quantity in ("prediction", "confidence"):
         assert (f"statistic:model_{quantity}_drift:score5m\n" in prediction
                 and f"(max by (statistic) (model_{quantity}_drift_threshold) > 0)" in prediction), quantity
     assert '"statistic", "confidence_$1", "statistic", "(.*)"' in prediction
     # the only numbers: PSI's limit, "no threshold" and the row floor (window digits inside names do not count)
     for expr in (feature, prediction):
-        assert [n for n in re.findall(r"(?<![\w.$])\d+(?:\.\d+)?(?![\w.])", expr) if n != "0"] == ["0.2", "500"]
+        numbers = {n for n in re.findall(r"(?<![\w.$])\d+(?:\.\d+)?(?![\w.])", expr) if n != "0"}
+        assert sorted(numbers) == ["0.2", "500"]
     # tests/test_alerts_e2e.py reads PSI's value out of the description: "... is <value> over ..."
     for name in ("FeatureDrift", "PredictionDrift"):
         psi_text = found[name]["annotations"]["description"].split("{{ else }}")[0]
