@@ -86,9 +86,10 @@ STATISTICS = {
     "std_ratio": ("|ln std ratio|", "|ln(live standard deviation / reference standard deviation)|"),
 }
 MOMENTS = f"Means and standard deviations are of values {CLIP}"
-CALIBRATED = (f"Thresholds are calibrated at onboarding on bootstrap windows of the reference rows, so that each drift "
-              f"alert false-alarms on at most {text.percent(C.drift_false_alarm_rate)} of {C.drift_min_rows}-row "
-              "windows, all its statistics and quantities together (each gets an even share of that rate)")
+CALIBRATED = (f"Thresholds are calibrated at onboarding on bootstrap windows of the reference's values, each scored "
+              "against a resample of the reference, so that each drift alert false-alarms on at most "
+              f"{text.percent(C.drift_false_alarm_rate)} of windows of {C.drift_min_rows} values, all its statistics "
+              "and quantities together (each gets an even share of that rate)")
 FINITE_EDGES = 'le!="+Inf"'  # the card has no reference value at +Inf: every CDF is 1 there
 
 

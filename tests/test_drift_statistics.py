@@ -127,7 +127,7 @@ def test_exceedances_allowed_is_a_binomial_lower_bound():
     assert drift.exceedances_allowed(windows, rate) == 1  # the largest score: even that is only just enough
 
 
-def test_calibrated_thresholds_keep_the_false_alarm_rate_on_fresh_reference_windows_under_the_stated_rate():
+def test_calibrated_thresholds_false_alarm_on_windows_of_the_reference_itself_less_than_on_live_ones():
     train, _ = split(load_frame())
     values = train["area"].to_numpy(float)
     dist = drift.calibrated_distribution(values, 0, 100000, rate=drift.FALSE_ALARM_RATE)
@@ -139,8 +139,68 @@ def test_calibrated_thresholds_keep_the_false_alarm_rate_on_fresh_reference_wind
     scores = drift.scores(drift.statistics(drift.window_counts(fresh, dist), dist))
     for name, threshold in dist["thresholds"].items():
         rate = float(np.mean(scores[name] > threshold))
-        # the calibration aims under the stated rate with 99% confidence; 20,000 windows measure it to ~0.0007
-        assert 0.002 < rate <= drift.FALSE_ALARM_RATE, (name, rate)
+        # windows of the reference itself lack the sampling error between reference and live traffic that the
+        # thresholds allow for, so they false-alarm on about 0.3%, not 1%; 20,000 windows measure it to ~0.0004
+        assert 0.001 < rate < 0.005, (name, rate)
+
+
+def in_sample_thresholds(values, dist: dict, rate: float, windows: int, seed: int) -> dict:
+    """Thresholds from windows of the reference scored against the very distribution made of it: the
+    calibration that leaves the reference's own sampling error out."""
+    below, present, shifted = drift._per_value(values, dist)
+    pick = np.random.default_rng(seed).integers(0, len(values), size=(windows, drift.WINDOW_ROWS))
+    counts = drift._counts(below[pick], present[pick], shifted[pick], len(dist["edges"]))
+    scores = drift.scores(drift.statistics(counts, dist))
+    allowed = drift.exceedances_allowed(windows, rate)
+    return {name: float(np.sort(scores[name])[-allowed]) for name in drift.STATISTICS}
+
+
+def lognormal(rng, size):
+    return rng.lognormal(7, 0.4, size)
+
+
+def years(rng, size):  # integer years, most of them recent: many ties, a long early tail
+    return np.maximum(2010 - np.floor(rng.gamma(1.5, 25, size)), 1872.0)
+
+
+@pytest.mark.parametrize("draw", [lognormal, years])
+def test_thresholds_keep_the_stated_rate_on_live_windows_of_the_population_the_reference_was_drawn_from(draw):
+    """The real situation: the reference and live traffic are both samples of one population. References of
+    500 values, each calibrated at a 1% rate per statistic, are tried on fresh windows of that population."""
+    rng = np.random.default_rng(2026)
+    rate, references, windows, live_windows = 0.01, 40, 1000, 200
+    rates = {"double-bootstrap": [], "in-sample": []}
+    for k in range(references):
+        values = draw(rng, 500)
+        dist = drift.distribution(values)
+        thresholds = {"double-bootstrap": drift.calibrate(values, dist, rate, windows=windows, references=50, seed=k),
+                      "in-sample": in_sample_thresholds(values, dist, rate, windows, seed=k)}
+        live = drift.scores(drift.statistics(drift.window_counts(draw(rng, (live_windows, drift.WINDOW_ROWS)), dist),
+                                             dist))
+        for method, chosen in thresholds.items():
+            rates[method].append([np.mean(live[name] > chosen[name]) for name in drift.STATISTICS])
+    mean = {method: float(np.mean(per_reference)) for method, per_reference in rates.items()}
+    # the mean over 40 references and the three statistics is known to 0.1 to 0.3 points (a reference short of
+    # its tail has narrow thresholds and false-alarms on many windows): 0.2% to 0.4% and 2.8% to 4.2% here; over 8
+    # seeds 0.1% to 0.8% and 2.3% to 5.5%. With 10,000 windows and 200 references of 500 values, the double
+    # bootstrap's rate per statistic is 0.4% to 0.8%, the in-sample one's 4.8% to 8.3%
+    assert mean["double-bootstrap"] <= rate, mean
+    assert mean["in-sample"] > 2 * rate, mean
+
+
+def test_calibration_draws_windows_of_present_values_only_and_is_seeded():
+    rng = np.random.default_rng(9)
+    values = rng.lognormal(7, 0.4, 2000)
+    with_missing = np.concatenate([values, [np.nan] * 1000])
+    dist = drift.distribution(values)
+    assert drift.distribution(with_missing) == dist
+    # the missing values change nothing: the draws index the present values alone
+    assert drift.calibrate(with_missing, dist, 0.01) == drift.calibrate(values, dist, 0.01)
+    assert drift.calibrate(values, dist, 0.01, seed=1) != drift.calibrate(values, dist, 0.01)
+    pseudo = drift.pseudo_references(*drift._per_value(values, dist)[::2], dist, 3, np.random.default_rng(4))
+    assert pseudo["cdf"].shape == (3, len(dist["edges"])) and (pseudo["cdf"][:, -1] == 1).all()
+    assert (np.abs(pseudo["mean"] - dist["mean"]) < 0.1 * dist["std"]).all()
+    assert (np.abs(pseudo["std"] / dist["std"] - 1) < 0.1).all() and len(set(pseudo["std"])) == 3
 
 
 def test_the_example_card_holds_a_distribution_for_every_numeric_feature_and_its_prediction(model_dir):
@@ -186,5 +246,13 @@ def test_a_card_whose_distribution_does_not_fit_its_edges_is_refused_in_one_line
     bad = copy.deepcopy(card)
     bad["reference"]["features"]["neighborhood"]["distribution"] = dist
     assert card_problems(bad) == ["$.reference.features.neighborhood.distribution: only a numeric quantity has one"]
+    # a card calibrated before the double bootstrap (no pseudo-references) still loads; an unknown method does not
+    older = copy.deepcopy(card)
+    assert card["reference"]["calibration"]["method"] == "double-bootstrap"
+    older["reference"]["calibration"]["method"] = "bootstrap"
+    del older["reference"]["calibration"]["references"]
+    assert card_problems(older) == []
+    older["reference"]["calibration"]["method"] = "guess"
+    assert len(card_problems(older)) == 1 and "guess" in card_problems(older)[0]
     assert card_problems(card) == []
     assert math.isfinite(card["reference"]["prediction"]["distribution"]["std"])
