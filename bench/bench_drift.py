@@ -8,7 +8,8 @@ one row at a time) and every statistic is computed on each window as the recordi
   __missing__), shares floored at psi_floor, above psi_limit: today's FeatureDrift;
 - wasserstein, mean_shift, std_ratio: model.drift's scores against the thresholds onboarding stores
   (model.onboard.feature_bins: calibrated_distribution() of the reference column within the feature's hard
-  bounds, at the false-alarm rate statistic_rate() gives each statistic of each numeric feature);
+  bounds, at the false-alarm rate statistic_rate() gives each statistic of each numeric feature); as in the
+  alert, only where the window holds as many values of the feature as the thresholds were calibrated for;
 - project_any: either of the above (the FeatureDrift alert once the new statistics are in);
 - psi_fine: PSI on the distribution's fine `le` buckets plus a missing bin, at the same psi_limit: whether
   the fine edges could serve PSI too (a categorical feature, or a numeric one without a distribution,
@@ -25,6 +26,14 @@ the first window holds none. The noise rate is measured on windows drawn with re
 reference rows, with a seed the thresholds were not calibrated with. The faults are also applied to a
 stationary replay (reference rows in a random order), which has no drift of its own: for the hotel example,
 whose own replay drifts with the season in every window, that is the only replay the faults can be seen on.
+
+What the scaled faults (x1.05, x1.10) would take:
+- the oracle: the one-sided test on a window's mean of log(value), the natural statistic for a known
+  scale-up, its threshold the plain quantile of bootstrap windows of reference values (at the rate each
+  project statistic gets, and at 1% for a single test): the most a test of the window's location does
+  on the same windows;
+- longer windows: project_any with thresholds calibrated for windows of WINDOW_LENGTHS rows (drift.calibrate's
+  window_rows, the same rate), on every reference row in a random order and on windows drawn from the reference.
 
 Prints markdown tables and writes every figure to bench/results/drift.json (drift-quick.json with --quick).
 """
@@ -61,6 +70,9 @@ NOISE_SEED = 4242  # not drift.CALIBRATION_SEED: noise windows the thresholds ha
 FAULT_SEED = 7  # which rows lose a value, how a feature is shuffled
 MISSING_SHARE = 0.3
 STATIONARY_ROWS, STATIONARY_SEED = 1000, 11  # the hotel's faulted replay: reference rows, shuffled
+# longer windows, each with thresholds calibrated for its length (drift.calibrate's window_rows), at the same rate
+WINDOW_LENGTHS = (ROWS, 2 * ROWS, 3 * ROWS, 4 * ROWS, 6 * ROWS)
+ORACLE_SEED = 5151  # the oracle's own bootstrap windows: neither the calibration's nor the noise's
 TOP_QUANTILE, TOP_FACTOR = 0.9, 1.5
 PROJECT = ("psi_deciles", "wasserstein", "mean_shift", "std_ratio", "project_any", "psi_fine")
 EVIDENTLY = "evidently"
@@ -68,17 +80,19 @@ EVIDENTLY = "evidently"
 
 @dataclass(frozen=True)
 class Settings:
-    noise_windows: int
+    noise_windows: int  # also the bootstrap windows of each length in the window-length comparison
     stride: int  # the project's methods evaluate every stride-th sliding window
     evidently_stride: dict  # example -> Evidently evaluates every this-many-th window (a multiple of stride)
     evidently_noise: int  # the first this-many noise windows go to Evidently too
     evidently_other_stride: int  # Evidently's windows of a replay measured as a baseline only
+    oracle_windows: int  # bootstrap windows the oracle's threshold is the quantile of
 
 
 # Evidently takes 0.3-1.5 s a window on a shared 2-core machine (the hotel's 9,842 reference rows the slower):
 # its strides keep the full run near 10 minutes
-FULL = Settings(2000, 1, {"ames": 10, "hotel": 25}, 100, 250)
-QUICK = Settings(300, 5, {"ames": 50, "hotel": 100}, 10, 1000)
+# the oracle's windows: about 100 above the threshold at the smallest per-statistic rate (Ames: 1 in 3,600)
+FULL = Settings(2000, 1, {"ames": 10, "hotel": 25}, 100, 250, 400_000)
+QUICK = Settings(300, 5, {"ames": 50, "hotel": 100}, 10, 1000, 50_000)
 
 
 # -- the examples --------------------------------------------------------------------------------
@@ -103,6 +117,8 @@ class Example:
     other_baselines: dict = field(default_factory=dict)  # name -> another replay, measured without a fault
     has_card: bool = False  # psi_reference is a card's on disk (not computed here)
     stationary: Optional[pd.DataFrame] = None  # reference rows the faults also change: the statistics' own power
+    scale_faults: list = field(default_factory=list)  # the scaled faults (x1.05, x1.10): the oracle's and lengths'
+    shuffled_reference: Optional[pd.DataFrame] = None  # every reference row in a random order: room for long windows
     distributions: dict = field(default_factory=dict)  # numeric feature -> calibrated distribution
 
     @property
@@ -120,6 +136,9 @@ def scaled(feature: str, factor: float) -> Fault:
         rows[feature] = rows[feature] * factor
         return rows
     return Fault(f"{feature} x{factor:g}", (feature,), apply, f"every {feature} value times {factor:g}")
+
+
+SCALE_FACTORS = (1.05, 1.10)
 
 
 def top_decile(feature: str, reference: pd.DataFrame) -> Fault:
@@ -179,17 +198,19 @@ def ames() -> Example:
     card = read_card(ROOT / "model")
     reference, replay = split(load_frame())
     features = card["features"]
-    faults = [scaled("area", 1.05), scaled("area", 1.10), top_decile("area", reference),
+    scale = [scaled("area", factor) for factor in SCALE_FACTORS]
+    faults = [*scale, top_decile("area", reference),
               *(from_exporter(n, features) for n in ("unit-change", "missing", "new-category")),
               missing_at_random("total_bsmt_sf"), shuffled("area")]
+    every_row = stationary_replay(reference, len(reference))
     return Example("ames", reference, replay, features, card["reference"]["features"], faults,
                    "reference: 2006-2008 sales; replay: 2009-2010 sales in sale order", has_card=True,
-                   stationary=stationary_replay(reference))
+                   stationary=every_row, scale_faults=scale, shuffled_reference=every_row)
 
 
-def stationary_replay(reference: pd.DataFrame) -> pd.DataFrame:
-    """Reference rows in a random order: a replay without drift of its own."""
-    return reference.sample(n=STATIONARY_ROWS, random_state=STATIONARY_SEED).reset_index(drop=True)
+def stationary_replay(reference: pd.DataFrame, rows: int = STATIONARY_ROWS) -> pd.DataFrame:
+    """`rows` reference rows in a random order: a replay without drift of its own."""
+    return reference.sample(n=rows, random_state=STATIONARY_SEED).reset_index(drop=True)
 
 
 def most_important_numeric(reference: pd.DataFrame) -> tuple:
@@ -208,7 +229,8 @@ def hotel() -> Example:
     spec = onboard.read_overrides(ROOT / "examples" / "hotel_rates" / "features.json")
     features = onboard.infer_features(reference, hotel_fit.FEATURES, spec.get("features", {}))
     key, coef = most_important_numeric(reference)
-    faults = [scaled(key, 1.05), scaled(key, 1.10), top_decile(key, reference),
+    scale = [scaled(key, factor) for factor in SCALE_FACTORS]
+    faults = [*scale, top_decile(key, reference),
               *(from_exporter(n, features) for n in ("missing", "new-category")),
               missing_at_random(key), shuffled(key)]
     psi_reference = onboard.feature_bins(reference, features)
@@ -216,7 +238,8 @@ def hotel() -> Example:
                    f"reference: arrivals before {hotel_fit.SPLIT_DATE}; faults on a stationary replay: "
                    f"{STATIONARY_ROWS} reference rows in a random order (seed {STATIONARY_SEED}); "
                    f"most important numeric feature: {key} ({coef:.1f} EUR per standard deviation of it)",
-                   {"real replay": replay})
+                   {"real replay": replay}, scale_faults=scale,
+                   shuffled_reference=stationary_replay(reference, len(reference)))
 
 
 def faulted(example: Example, fault: Optional[Fault], start: int, replay=None) -> pd.DataFrame:
@@ -262,17 +285,31 @@ class Detector:
     """Everything one example's methods know of its reference, set up once."""
     example: Example
     fine_reference: dict = field(default_factory=dict)  # feature -> reference shares of fine_bins
+    thresholds: dict = field(default_factory=dict)  # feature -> statistic -> threshold, for windows of `rows`
+    rows: int = ROWS  # the window the thresholds are calibrated for; the statistics wait for as many values
 
     @classmethod
     def calibrated(cls, example: Example) -> "Detector":
         """The distributions and thresholds onboarding stores (model.onboard.feature_bins) for the reference."""
         onboarded = onboard.feature_bins(example.reference, example.features)
         example.distributions.update({n: r["distribution"] for n, r in onboarded.items() if "distribution" in r})
-        detector = cls(example)
+        detector = cls(example, thresholds={n: d["thresholds"] for n, d in example.distributions.items()})
         for name, dist in example.distributions.items():
             rows = fine_bins(example.reference[name].to_numpy(dtype=float), dist)
             detector.fine_reference[name] = bins.fractions(rows, len(dist["edges"]) + 2)
         return detector
+
+    def for_windows_of(self, rows: int, names: list) -> "Detector":
+        """The same detector with the thresholds of the features `names` (the only ones it may then test)
+        calibrated for windows of `rows` values, as onboarding calibrates them (the same reference values, rate
+        and seed; only the window changes)."""
+        if rows == self.rows:
+            return self
+        dists = {n: self.example.distributions[n] for n in names if n in self.example.distributions}
+        thresholds = {n: drift.calibrate(reference_values(self.example.reference[n]), d, d["false_alarm_rate"],
+                                         window_rows=rows)
+                      for n, d in dists.items()}
+        return Detector(self.example, self.fine_reference, thresholds, rows)
 
     def flags(self, frame: pd.DataFrame, index: np.ndarray, names=None) -> dict:
         """method -> feature -> one bool per window (a row of `index`, positions in `frame`), for the
@@ -289,12 +326,15 @@ class Detector:
                 continue
             values = frame[name].to_numpy(dtype=float)
             out["psi_fine"][name] = psi(fine_bins(values, dist), index, self.fine_reference[name]) > CONFIG.psi_limit
-            scores = drift.scores(drift.statistics(drift.window_counts(values[index], dist), dist))
+            counts = drift.window_counts(values[index], dist)
+            scores = drift.scores(drift.statistics(counts, dist))
+            # as the alert: the statistics speak only over as many values present as they were calibrated for
+            enough = counts["n"] >= self.rows
             anything = out["psi_deciles"][name].copy()
             for statistic in drift.STATISTICS:
-                threshold = dist["thresholds"][statistic]
+                threshold = self.thresholds[name][statistic]
                 with np.errstate(invalid="ignore"):  # a window without a value: NaN, which never alerts
-                    flagged = (scores[statistic] > threshold) & (threshold > 0)
+                    flagged = (scores[statistic] > threshold) & (threshold > 0) & enough
                 out[statistic][name] = flagged
                 anything |= flagged
             out["project_any"][name] = anything
@@ -310,7 +350,7 @@ class Detector:
             values = frame[name].to_numpy(dtype=float)
             stats = drift.statistics(drift.window_counts(values[index], dist), dist)
             scores = drift.scores(stats)
-            out[name] = {s: {"score": _quantile(scores[s], quantile), "threshold": dist["thresholds"][s],
+            out[name] = {s: {"score": _quantile(scores[s], quantile), "threshold": self.thresholds[name][s],
                              "statistic": _quantile(stats[s], quantile)} for s in drift.STATISTICS}
         return out
 
@@ -322,8 +362,13 @@ def _quantile(values: np.ndarray, q: float) -> float:
     return float(np.quantile(present, q, method="nearest")) if len(present) else float("nan")
 
 
-def window_index(starts) -> np.ndarray:
-    return np.asarray(starts, dtype=int)[:, None] + np.arange(ROWS)
+def reference_values(column: pd.Series) -> np.ndarray:
+    """A reference column as onboarding hands it to the calibration (model.onboard.feature_bins)."""
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+
+
+def window_index(starts, rows: int = ROWS) -> np.ndarray:
+    return np.asarray(starts, dtype=int)[:, None] + np.arange(rows)
 
 
 # -- Evidently, in its own venv --------------------------------------------------------------------
@@ -555,6 +600,108 @@ def stationary_summary(detector: Detector, example: Example) -> dict:
                       for f in example.faults}}
 
 
+# -- the oracle and longer windows -----------------------------------------------------------------
+
+def log_means(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Each window's (a row of `index`) mean of log(value), over its values present; in chunks, since the
+    oracle's bootstrap windows hold hundreds of millions of values."""
+    logs = np.log(values)
+    chunk = max(1, 2_000_000 // index.shape[1])
+    with np.errstate(invalid="ignore"):  # a window without a value: NaN, which never flags
+        return np.concatenate([np.nanmean(logs[index[i:i + chunk]], axis=1)
+                               for i in range(0, len(index), chunk)]) if len(index) else np.empty(0)
+
+
+def oracle_tests(values: np.ndarray, rates: dict, windows: int) -> dict:
+    """The oracle's thresholds on a window's mean of log(value), for each of `rates` (name -> false alarms per
+    window), from `windows` bootstrap windows of ROWS values drawn from the reference's present `values`:
+    - NAME: their plain (1 - rate) quantile. It keeps the rate only on average, and the reference's own
+      sampling error is left out: generous on purpose, so that no such test at that rate does better;
+    - NAME_project_rule: what drift.calibrate takes, the exceedances_allowed()-th largest of the first
+      windows_needed() windows (99% sure to keep the rate), for comparison."""
+    logs = np.log(values[np.isfinite(values)])
+    rng = np.random.default_rng(ORACLE_SEED)
+    chunk = max(1, 2_000_000 // ROWS)
+    means = np.concatenate([logs[rng.integers(0, len(logs), size=(min(chunk, windows - done), ROWS))].mean(axis=1)
+                            for done in range(0, windows, chunk)])
+    tests = {}
+    for name, rate in rates.items():
+        needed = min(drift.windows_needed(rate), windows)
+        project = np.sort(means[:needed])[-drift.exceedances_allowed(needed, rate)]
+        tests[name] = {"rate": rate, "rule": "quantile", "threshold": float(np.quantile(means, 1 - rate))}
+        tests[f"{name}_project_rule"] = {"rate": rate, "rule": "project_rule", "threshold": float(project)}
+    return tests
+
+
+def oracle_summary(example: Example, settings: Settings, noise_index: np.ndarray) -> dict:
+    """The most a test of the window's location can do against a known upward scaling of the scaled faults'
+    feature: the one-sided test on the window's mean of log(value) (a scale factor c adds ln c to every log
+    value), on the replay and on every reference row shuffled. Shares of post-fault and of entirely faulty
+    windows, as fault_summary's. A lumpy feature can do better through bins its values leave (PSI)."""
+    feature = example.scale_faults[0].features[0]
+    values = reference_values(example.reference[feature])
+    if not (values[np.isfinite(values)] > 0).all():
+        return {"feature": feature, "skipped": f"{feature} has values <= 0: no log"}
+    reference_log_mean = float(np.mean(np.log(values[np.isfinite(values)])))
+    rates = {"per_statistic": drift.statistic_rate(len(example.distributions)), "single_test": drift.FALSE_ALARM_RATE}
+    tests = oracle_tests(values, rates, settings.oracle_windows)
+    noise = log_means(values, noise_index)
+    out = {"feature": feature, "reference_log_mean": reference_log_mean, "windows": settings.oracle_windows,
+           "seed": ORACLE_SEED, "tests": tests,
+           "noise": {name: share(noise > t["threshold"]) for name, t in tests.items()}, "replays": {}}
+    for label, replay in (("replay", example.replay), ("shuffled_reference", example.shuffled_reference)):
+        starts = np.arange(0, len(replay) - ROWS + 1)
+        index = window_index(starts)
+        post = starts + ROWS - 1 >= FAULT_FROM
+        entirely = starts >= FAULT_FROM
+        entry = {"rows": len(replay), "windows": len(starts), "entirely_faulty_windows": int(entirely.sum()),
+                 "scenarios": {}}
+        for fault in [None, *example.scale_faults]:
+            means = log_means(faulted(example, fault, FAULT_FROM, replay)[feature].to_numpy(dtype=float), index)
+            name = "baseline" if fault is None else fault.name
+            entry["scenarios"][name] = {
+                "median_faulty_log_mean_shift": float(np.median(means[entirely]) - reference_log_mean),
+                **{test: {"post_fault": share(means[post] > t["threshold"]),
+                          "entirely_faulty": share(means[entirely] > t["threshold"])}
+                   for test, t in tests.items()}}
+        out["replays"][label] = entry
+    return out
+
+
+def detected(flags: dict, feature: str) -> dict:
+    """The share of windows flagging `feature`: by project_any, and by the distribution statistics alone."""
+    statistics = np.logical_or.reduce([flags[s][feature] for s in drift.STATISTICS])
+    return {"project_any": share(flags["project_any"][feature]), "statistics": share(statistics)}
+
+
+def window_lengths_summary(detector: Detector, example: Example, settings: Settings) -> dict:
+    """*project, any* on the scaled faults' feature in windows of each of WINDOW_LENGTHS rows, its thresholds
+    calibrated for that length at the same rate: on every reference row in a random order (the faults from row
+    FAULT_FROM; the windows entirely faulty), and on `noise_windows` windows of that many rows drawn with
+    replacement from the reference (the fault applied to every row; without a fault, the noise rate)."""
+    feature = example.scale_faults[0].features[0]
+    replay = example.shuffled_reference
+    frames = {f.name: faulted(example, f, FAULT_FROM, replay) for f in example.scale_faults}
+    reference = example.reference[example.names]
+    faulty_reference = {f.name: f.apply(reference.copy()) for f in example.scale_faults}
+    rng = np.random.default_rng(NOISE_SEED)
+    out = {"feature": feature, "replay_rows": len(replay), "bootstrap_windows": settings.noise_windows,
+           "lengths": {}}
+    for rows in WINDOW_LENGTHS:
+        at = detector.for_windows_of(rows, [feature])
+        starts = np.arange(FAULT_FROM, len(replay) - rows + 1)  # the entirely faulty windows
+        drawn = rng.integers(0, len(reference), size=(settings.noise_windows, rows))
+        entry = {"entirely_faulty_windows": len(starts), "thresholds": at.thresholds[feature],
+                 "noise": detected(at.flags(reference, drawn, [feature]), feature), "scenarios": {}}
+        for fault in example.scale_faults:
+            on_replay = (detected(at.flags(frames[fault.name], window_index(starts, rows), [feature]), feature)
+                         if len(starts) else None)
+            on_drawn = detected(at.flags(faulty_reference[fault.name], drawn, [feature]), feature)
+            entry["scenarios"][fault.name] = {"entirely_faulty": on_replay, "bootstrap": on_drawn}
+        out["lengths"][rows] = entry
+    return out
+
+
 def picked(flags: dict, keep) -> dict:
     """flags (method -> feature -> per window) of the windows `keep` (a mask or a slice) only."""
     return {m: {n: f[keep] for n, f in by_feature.items()} for m, by_feature in flags.items()}
@@ -609,6 +756,9 @@ def evaluate(p: Plan, evidently_python: Optional[Path]) -> dict:
                        for f in example.faults}
     if example.stationary is not None:
         result["stationary"] = stationary_summary(detector, example)
+    if example.scale_faults:
+        result["oracle"] = oracle_summary(example, settings, p.noise_index)
+        result["window_lengths"] = window_lengths_summary(detector, example, settings)
     other_flags = {name: detector.flags(frame, window_index(other_starts))
                    for name, (frame, other_starts, _) in p.others.items()}
     result["other_baselines"] = {
@@ -784,9 +934,56 @@ def report(name: str, result: dict) -> str:
                   f"{ONSET_FROM})", table(header, rows)]
     parts += [f"\nThe new statistics on windows made only of faulty rows (starting at or after row {FAULT_FROM}), "
               "median over the windows", faulty_scores_table(result)]
+    if "oracle" in result:
+        parts.append(oracle_report(result["oracle"]))
+    if "window_lengths" in result:
+        parts.append(window_lengths_report(result["window_lengths"]))
     if result.get("evidently_skipped"):
         parts.append(f"\nEvidently skipped: {result['evidently_skipped']}")
     return "\n".join(parts)
+
+
+def oracle_report(oracle: dict) -> str:
+    if "skipped" in oracle:
+        return f"\nThe oracle: skipped ({oracle['skipped']})"
+    tests = oracle["tests"]
+
+    def name(test):
+        t = tests[test]
+        rule = "99% sure, as drift.calibrate" if t["rule"] == "project_rule" else "plain quantile"
+        factor = math.exp(t["threshold"] - oracle["reference_log_mean"])
+        return f"rate {pct(t['rate'])}, {rule} (fires above x{factor:.4f})"
+
+    rows = [["noise (reference rows drawn with replacement)"] + [pct(oracle["noise"][t]) for t in tests]]
+    for label, entry in oracle["replays"].items():
+        for scenario, cells in entry["scenarios"].items():
+            shift = math.exp(cells["median_faulty_log_mean_shift"])
+            rows.append([f"{label} ({entry['rows']} rows): {scenario} (faulty windows' median x{shift:.4f})"]
+                        + [f"{pct(cells[t]['post_fault'])} / {pct(cells[t]['entirely_faulty'])}" for t in tests])
+    return (f"\nThe oracle: a one-sided test on the window's mean of log({oracle['feature']}), its threshold from "
+            f"{oracle['windows']:,} bootstrap windows of {ROWS} reference values (seed {oracle['seed']}); "
+            "post-fault / entirely faulty windows flagged. The scale factor is exp(threshold or window mean - the "
+            "reference's mean log)\n" + table(["windows"] + [name(t) for t in tests], rows))
+
+
+def window_lengths_report(lengths: dict) -> str:
+    entries = lengths["lengths"]
+    faults = list(next(iter(entries.values()))["scenarios"])
+
+    def cell(entry: Optional[dict]) -> str:
+        return "n/a" if entry is None else f"{pct(entry['project_any'])} ({pct(entry['statistics'])})"
+
+    rows = [[n, e["entirely_faulty_windows"], " / ".join(f"{e['thresholds'][s]:.3f}" for s in drift.STATISTICS),
+             cell(e["noise"])]
+            + [f"{cell(e['scenarios'][f]['entirely_faulty'])} / {cell(e['scenarios'][f]['bootstrap'])}" for f in faults]
+            for n, e in entries.items()]
+    return (f"\nLonger windows: project any on {lengths['feature']} (in brackets its three distribution statistics "
+            "alone), the thresholds calibrated for each length at the same rate. Entirely faulty windows of every "
+            f"reference row in a random order ({lengths['replay_rows']} rows, faults from row {FAULT_FROM}) / "
+            f"{lengths['bootstrap_windows']} windows drawn with replacement from the reference (noise: those "
+            "without a fault)\n"
+            + table(["rows", "entirely faulty windows", f"{lengths['feature']} thresholds W1 / mean shift / std ratio",
+                     "noise"] + [f"{f}: replay / drawn" for f in faults], rows))
 
 
 def main(argv=None) -> int:
