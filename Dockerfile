@@ -28,7 +28,16 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY data/ames.csv data/ames.csv
 COPY model/ model/
 COPY webapp/ webapp/
-RUN python -m model.train
+# gcc compiles the tree ensemble into a shared library (model/compiled.py), then leaves the image in the
+# same layer: the library needs only libc and libm at run time
+RUN if command -v gcc >/dev/null; then python -m model.train; \
+    else apt-get update -qq \
+        && apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null \
+        && python -m model.train \
+        && apt-get purge -y -qq --auto-remove gcc libc6-dev >/dev/null \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi \
+    && ls model/model-*.so
 
 COPY exporter/ exporter/
 # code and model stay root-owned: the app user can read them, never change them

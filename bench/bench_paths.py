@@ -1,8 +1,9 @@
-"""The two serving paths of webapp.predictor, timed in one process: numpy fast path vs pipeline.predict.
+"""The serving paths of webapp.predictor, timed in one process: compiled trees, numpy fast path, pipeline.predict.
 
     .venv/bin/python -m bench.bench_paths [--model-dir DIR] [--rounds 15] [--calls 200]
 
-For the model in MODEL_DIR (default model/), one-row and 100-row predict() calls on both paths,
+For the model in MODEL_DIR (default model/), one-row and 100-row predict() calls on each path (the
+compiled one where the card brings a library that passes the self-check),
 rounds interleaved (the order alternates) so that a busy machine slows both alike; medians of the
 per-round µs per call, and their ratio; and, timed alike, what each path builds from the rows
 before scikit-learn runs (the fast path's matrix; the general path's DataFrame of model.frame).
@@ -21,7 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from model.card import ModelIntegrityError, load_verified_pipeline  # noqa: E402
+from model.card import ModelIntegrityError, load_verified_library, load_verified_pipeline  # noqa: E402
 from webapp.predictor import PipelinePredictor, build_predictor, probe_rows  # noqa: E402
 
 BATCH = 100
@@ -84,27 +85,33 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=200,
                         help=f"one-row calls per path per round ({BATCH}-row calls: a tenth as many)")
     args = parser.parse_args(argv)
+    library, note = None, ""
     try:
         pipeline, card = load_verified_pipeline(args.model_dir)
         source = args.model_dir
+        library, note = load_verified_library(args.model_dir, card, pipeline)
     except ModelIntegrityError as exc:
         print(f"no model in {args.model_dir} ({exc}); fitting the Ames pipeline here")
         pipeline, card = ames_pipeline()
         source = "fitted by the bench"
     start = time.perf_counter()
-    chosen = build_predictor(pipeline, card, log=print)
+    chosen = build_predictor(pipeline, card, log=print, library=library, library_note=note)
     startup_ms = (time.perf_counter() - start) * 1e3
     paths = {"pipeline": PipelinePredictor(pipeline, card["features"], "bench")}
-    if chosen.path == "numpy":
-        paths = {"numpy": chosen, **paths}
+    fast = chosen if chosen.path == "numpy" else build_predictor(pipeline, card)
+    if fast.path == "numpy":
+        paths = {"numpy": fast, **paths}
+    if chosen.path == "compiled":
+        paths = {"compiled": chosen, **paths}
     rows = bench_rows(card)
     batch = (rows * (BATCH // len(rows) + 1))[:BATCH]
     single = rows[:1]
     for predictor in paths.values():  # warm-up, and the two paths agree on these rows
         predictor.predict(batch)
-    if "numpy" in paths and not np.allclose(paths["numpy"].predict(batch), paths["pipeline"].predict(batch),
-                                            rtol=1e-9, atol=0):
-        sys.exit("bench: the two paths disagree on the bench rows")
+    for path in ("compiled", "numpy"):
+        if path in paths and not np.allclose(paths[path].predict(batch), paths["pipeline"].predict(batch),
+                                             rtol=1e-9, atol=0):
+            sys.exit(f"bench: the {path} path and the pipeline disagree on the bench rows")
     sizes = {1: (single, args.calls), BATCH: (batch, max(1, args.calls // 10))}
     # besides predict(): the input stage alone, the numpy matrix and the DataFrame
     timed = {path: predictor.predict for path, predictor in paths.items()}
@@ -120,14 +127,16 @@ def main(argv=None) -> int:
     median = {key: statistics.median(values) for key, values in times.items()}
     print(f"model: {card['name']} {card['version']} ({source}); build_predictor with self-check {startup_ms:.0f} ms")
     print(f"{args.rounds} interleaved rounds, median µs per call, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
-    header = ["rows", "numpy", "of which matrix", "pipeline", "of which frame", "pipeline / numpy"]
+    header = ["rows", "compiled", "numpy", "of which matrix", "pipeline", "of which frame", "numpy / compiled",
+              "pipeline / numpy"]
     print(" | ".join(f"{h:>{max(6, len(h))}}" for h in header))
     print("-+-".join("-" * max(6, len(h)) for h in header))
     for n in sizes:
-        fast = median.get(("numpy", n))
-        cells = [f"{n:,}", "-" if fast is None else f"{fast:,.0f}",
+        trees, fast = median.get(("compiled", n)), median.get(("numpy", n))
+        cells = [f"{n:,}", "-" if trees is None else f"{trees:,.0f}", "-" if fast is None else f"{fast:,.0f}",
                  "-" if fast is None else f"{median[('matrix', n)]:,.0f}", f"{median[('pipeline', n)]:,.0f}",
-                 f"{median[('frame', n)]:,.0f}", "-" if fast is None else f"{median[('pipeline', n)] / fast:.1f}×"]
+                 f"{median[('frame', n)]:,.0f}", "-" if None in (trees, fast) else f"{fast / trees:.1f}×",
+                 "-" if fast is None else f"{median[('pipeline', n)] / fast:.1f}×"]
         print(" | ".join(f"{c:>{max(6, len(h))}}" for c, h in zip(cells, header)))
     return 0
 

@@ -282,3 +282,37 @@ def load_verified_pipeline(model_dir: Path):
 
 
 _VALIDATOR = _schema_validator()
+
+
+def load_verified_library(model_dir: Path, card: dict, pipeline):
+    """(the card's compiled tree ensemble, loaded, or None; why it is None where the pipeline ends in a
+    tree ensemble, else ""). Like the pickle, a library is loaded only after its sha256 matches the
+    card's (loading a shared library runs its code): a missing or different file is refused with
+    ModelIntegrityError. A library that loads but cannot serve (another machine's architecture, say)
+    is only not served."""
+    from . import compiled
+    from .onboard import final_estimator  # onboard imports this module: a late import breaks the cycle
+
+    ensemble = compiled.tree_ensemble(final_estimator(pipeline))
+    entry = card.get("compiled")
+    if ensemble is None:
+        return None, ""
+    if not entry:
+        return None, (f"the card has no compiled library for its {type(ensemble).__name__}: onboard it where a C "
+                      "compiler is installed")
+    name = entry["file"]
+    path = Path(model_dir) / name
+    if Path(name).name != name:
+        raise ModelIntegrityError("model card compiled.file must be a plain file name")
+    try:
+        actual = sha256_of(path)
+    except FileNotFoundError:
+        raise ModelIntegrityError(f"compiled library {path} not found; run `python -m model.train` or "
+                                  "`python -m model.onboard` again") from None
+    if actual != entry["sha256"]:
+        raise ModelIntegrityError(f"sha256 of {path} is {actual[:12]}..., the card expects {entry['sha256'][:12]}... "
+                                  "(tampered or stale; retrain)")
+    try:
+        return compiled.CompiledEnsemble(path, entry["sha256"], ensemble), ""
+    except Exception as exc:  # noqa: BLE001 - a library that cannot load leaves the trees to scikit-learn
+        return None, "compiled trees not served: " + " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -45,7 +45,7 @@ from sklearn.metrics import (accuracy_score, f1_score, log_loss, mean_absolute_e
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
 
-from . import bins, drift
+from . import bins, compiled, drift
 from .card import BOOLEAN_CATEGORIES, CARD_FILE, PICKLE_FILE, ModelIntegrityError, check_card, sha256_of, write_card
 from .classes import (ClassIndex, ClassLabelError, check_classes, label_text, label_type,
                       native, parse_label)
@@ -777,11 +777,51 @@ def _describe(estimator) -> str:
     return "Pipeline: " + " -> ".join(type(step).__name__ for _, step in steps)
 
 
-def write_model(out_dir, estimator, card: dict) -> dict:
-    """Pickle `estimator` into out_dir/model.pkl and write its card with the pickle's sha256; returns the card.
+def final_estimator(estimator):
+    """The estimator a pipeline ends in: a Pipeline's last step, or that of a TransformedTargetRegressor's
+    fitted Pipeline (the same split as the webapp's fast path). A TransformedTargetRegressor around the
+    estimator itself is returned whole: model.compiled.tree_ensemble opens it."""
+    if isinstance(estimator, Pipeline):
+        return final_estimator(estimator.steps[-1][1])
+    if isinstance(estimator, TransformedTargetRegressor) and isinstance(getattr(estimator, "regressor_", None),
+                                                                        Pipeline):
+        return final_estimator(estimator.regressor_)
+    return estimator
+
+
+def compile_trees(out_dir: Path, estimator) -> dict:
+    """The card's `compiled` entry for the tree ensemble `estimator` ends in, compiled into out_dir; {} when
+    it ends in none, or when it cannot be compiled here (one line on stderr says why: the API then serves
+    the trees through scikit-learn, as it would any model)."""
+    ensemble = compiled.tree_ensemble(final_estimator(estimator))
+    if ensemble is None:
+        return {}
+    try:
+        return {"compiled": compiled.compile_ensemble(ensemble, out_dir)}
+    except compiled.CompileUnavailable as exc:
+        print(f"model.onboard: the {type(ensemble).__name__} is not compiled ({_one_line(exc)}); the API serves "
+              "it through scikit-learn", file=sys.stderr)
+        return {}
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split())
+
+
+def _remove_stale_libraries(out_dir: Path, keep: str) -> None:
+    """Compiled libraries of models this folder held before: named by content, so never reused."""
+    for stale in out_dir.glob(compiled.LIBRARY_GLOB):
+        if stale.name != keep:
+            stale.unlink(missing_ok=True)
+
+
+def write_model(out_dir, estimator, card: dict, compile_trees_here: bool = True) -> dict:
+    """Pickle `estimator` into out_dir/model.pkl, compile its tree ensemble if it ends in one
+    (model.compiled), and write its card with the sha256 of each; returns the card.
 
     The pickle is written atomically, so that a crash never leaves a half file beside a valid card,
     and the card is checked before it is written, so that no card the API would refuse is written.
+    The compiled library is named by its content: a server still running the previous one keeps it.
     """
     check_servable(estimator, card)
     out_dir = Path(out_dir)
@@ -793,7 +833,10 @@ def write_model(out_dir, estimator, card: dict) -> dict:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a non-root server user must read it
         card = dict(card, artifact={"file": PICKLE_FILE, "sha256": sha256_of(Path(tmp)),
                                     "scikit_learn": sklearn.__version__, "python": platform.python_version()})
-        ordered = {k: card[k] for k in ("name", "version", "description", "task", "artifact") if k in card}
+        card.pop("compiled", None)
+        card.update(compile_trees(out_dir, estimator) if compile_trees_here else {})
+        ordered = {k: card[k] for k in ("name", "version", "description", "task", "artifact", "compiled")
+                   if k in card}
         ordered.update({k: v for k, v in card.items() if k not in ordered})
         check_card(ordered, out_dir / CARD_FILE)
         os.replace(tmp, out_dir / PICKLE_FILE)
@@ -801,6 +844,7 @@ def write_model(out_dir, estimator, card: dict) -> dict:
         Path(tmp).unlink(missing_ok=True)
         raise
     write_card(out_dir, ordered)
+    _remove_stale_libraries(out_dir, ordered.get("compiled", {}).get("file", ""))
     return ordered
 
 

@@ -42,6 +42,16 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
 
+# model.train and model.onboard compile a tree ensemble into a shared library with gcc (model/compiled.py);
+# without a compiler they still work, and the API serves the trees through scikit-learn
+if ! command -v gcc >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt_install gcc libc6-dev
+    else
+        echo "bootstrap: no gcc: tree ensembles will not be compiled (sudo apt-get install -y gcc libc6-dev)" >&2
+    fi
+fi
+
 # the local stack and the tests run the real Prometheus and Alertmanager from Debian's packages
 if [ "$profile" = dev ] || [ "$profile" = stack ]; then
     missing=()

@@ -194,9 +194,10 @@ def test_health_ready_model(client, card):
     assert client.get("/health").get_json() == {"status": "ok", "metrics": "ok", "unwritten_series": 0}
     assert client.get("/ready").get_json() == {"status": "ready", "model_version": "1.0.0"}
     served = client.get("/model").get_json()
-    assert "artifact" not in served
-    assert served == dict({k: v for k, v in card.items() if k != "artifact"},
-                          serving={"path": "numpy", "reason": ""})  # the Ames pipeline takes the fast path
+    assert "artifact" not in served and "compiled" not in served
+    # the Ames pipeline takes the fast path, its trees compiled
+    assert served == dict({k: v for k, v in card.items() if k not in ("artifact", "compiled")},
+                          serving={"path": "compiled", "reason": ""})
 
 
 def test_unknown_route_and_method_are_json(client):

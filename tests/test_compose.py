@@ -402,6 +402,8 @@ def test_dockerfile_trains_the_model_and_serves_like_the_procfile():
     runs = [args for kw, args in steps if kw == "RUN"]
     assert any("pip install --no-cache-dir -r requirements.txt" in r for r in runs)
     assert any("python -m model.train" in r for r in runs)
+    # the compiled trees are part of the image: its build fails without them
+    assert any("python -m model.train" in r and r.rstrip().endswith("ls model/model-*.so") for r in runs)
     assert ("ENV", "PYTHONUNBUFFERED=1") in steps or any(
         kw == "ENV" and re.search(r"\bPYTHONUNBUFFERED=1\b", args) for kw, args in steps)
     cmd = json.loads([args for kw, args in steps if kw == "CMD"][-1])
@@ -421,7 +423,7 @@ def test_dockerignore_keeps_secrets_and_local_artifacts_out_of_the_build():
             source = args.split()[0].rstrip("/")
             assert source in allowed and (ROOT / source).exists(), source
     assert not allowed & {".env", ".venv", ".git", ".run"}
-    assert {"model/model.pkl", "model/model_card.json"} <= set(patterns)
+    assert {"model/model.pkl", "model/model_card.json", "model/model-*.so"} <= set(patterns)
 
 
 def test_security_options_use_the_current_separator(services):

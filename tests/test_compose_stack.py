@@ -547,8 +547,14 @@ def test_the_killed_replica_fires_api_replica_lost(stack, fast_files):
 
 
 def test_unit_change_fires_feature_drift_in_alertmanager(stack, fast_files):
-    """README step 5, sped up: the exporter switches to unit-change, FeatureDrift reaches Alertmanager."""
-    assert not query(stack, 'ALERTS{alertname=~"FeatureDrift|PredictionDrift"}'), "no drift before the fault"
+    """README step 5, sped up: the exporter switches to unit-change, FeatureDrift reaches Alertmanager.
+
+    Before the fault, area's PSI is under its limit: the alert that follows is the fault's. The distribution
+    statistics are not asked to be quiet here: the replicas the tests above started and killed lie inside
+    the 5-minute window, and a series that starts inside it is extrapolated by increase() with a factor of
+    its own, which the moments' E[d^2] - E[d]^2 does not survive (README, Drift statistics, Limits)."""
+    psi = query(stack, 'feature:model_feature_bin:psi5m{feature="area"}')
+    assert len(psi) == 1 and float(psi[0]["value"][1]) < 0.2, psi
     replicas = [c["Id"] for c in stack.containers("api")]
     started = time.monotonic()
     stack.compose("up", "-d", "--no-build", "--pull", "never", "--no-deps", "exporter", files=fast_files,

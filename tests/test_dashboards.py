@@ -335,7 +335,7 @@ def test_distribution_panels_draw_the_alerts_lines():
     the same score with the same gauge; the moments' red lines are where the scores reach it; the texts read the
     config, not the model."""
     c = CONFIG
-    calibrated = f"false-alarms on at most {text.percent(c.drift_false_alarm_rate)} of {c.drift_min_rows}-row windows"
+    calibrated = f"false-alarms on at most {text.percent(c.drift_false_alarm_rate)} of windows of {c.drift_min_rows} values"
     fires = (f"fires above it with {c.drift_min_rows} rows predicted in {text.duration(c.short_window)}, for "
              f"{text.duration(c.drift_for)}")
     over = re.compile(r"/ on \((feature, )?statistic\) \(max by \((feature, )?statistic\) "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flask import Flask, g, request
 
-from model.card import CARD_FILE, ModelIntegrityError, load_verified_pipeline
+from model.card import CARD_FILE, ModelIntegrityError, load_verified_library, load_verified_pipeline
 from model.classes import ClassIndex
 
 from . import config
@@ -46,8 +46,13 @@ class ModelService:
 def load_model_service(cfg) -> ModelService:
     pipeline, card = load_verified_pipeline(cfg["MODEL_DIR"])
     features = card["features"]
+    serving = cfg.get("SERVING_PATH", "auto")
+    library, note = None, f"SERVING_PATH={serving}"
+    if serving == "auto":
+        library, note = load_verified_library(cfg["MODEL_DIR"], card, pipeline)
     try:
-        predictor = build_predictor(pipeline, card, allow_fast=cfg.get("SERVING_PATH", "auto") != "pipeline")
+        predictor = build_predictor(pipeline, card, allow_fast=serving != "pipeline", library=library,
+                                    library_note=note)
     except ModelIntegrityError as exc:
         raise ModelIntegrityError(f"model card {Path(cfg['MODEL_DIR']) / CARD_FILE} does not match its pickle: "
                                   f"{exc}") from None

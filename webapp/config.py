@@ -83,12 +83,13 @@ def _body_read_timeout():
     return timeout / 2 if timeout > 0 else None
 
 
-SERVING_PATHS = ("auto", "pipeline")
+SERVING_PATHS = ("auto", "numpy", "pipeline")
 
 
 def serving_path() -> str:
-    """SERVING_PATH: `auto` (the fast numpy path where its self-check passes) or `pipeline` (always
-    pipeline.predict: to rule the fast path out, or to measure it)."""
+    """SERVING_PATH: `auto` (the card's compiled trees and the fast numpy path, each where its self-check
+    passes), `numpy` (the fast path with scikit-learn's own trees) or `pipeline` (always pipeline.predict):
+    to rule a path out, or to measure it."""
     raw = os.environ.get("SERVING_PATH", "").strip().lower() or "auto"
     if raw not in SERVING_PATHS:
         raise SystemExit(f"config error: SERVING_PATH={raw!r} is none of {', '.join(SERVING_PATHS)}")

@@ -4,7 +4,7 @@
     predictor.task               # "regression" or "classification", as the card says
     predictor.predict(rows)      # a regressor: rows (tuples in card feature order, None = missing) -> float64
     predictor.classify(rows)     # a classifier: (positions in predictor.classes, probabilities or None)
-    predictor.path, .reason      # "numpy" and "", or "pipeline" and why
+    predictor.path, .reason      # "compiled" or "numpy" (and why not compiled), or "pipeline" and why
 
 A DataFrame per request costs milliseconds in ColumnTransformer and the transformers' input
 checks. `FastPredictor` compiles the fitted preprocessing (ColumnTransformer entries, nested
@@ -12,8 +12,11 @@ Pipelines, imputers, scalers, encoders) into a few numpy operations, the same op
 the same order as scikit-learn's transform, and hands the matrix to the final estimator.
 Whatever it cannot reproduce, and any disagreement with the pipeline on probe rows at start,
 leaves the model to `PipelinePredictor`: pipeline.predict on the frame of model.frame, which
-is always right. Only a card that does not describe the pipeline (its columns; a classifier's
-classes and whether it has predict_proba) is refused.
+is always right. A final tree ensemble the card brings compiled (model.compiled) is served
+through its library rather than scikit-learn's per-tree Python loop, once the same self-check
+finds its answers equal; on any difference the trees go back to scikit-learn, reason said.
+Only a card that does not describe the pipeline (its columns; a classifier's classes and
+whether it has predict_proba) is refused.
 
 A classifier (`FastClassifier`, `PipelineClassifier`) answers probabilities and labels. Calling
 predict as well as predict_proba would nearly double a request, so a label is the class of the
@@ -515,7 +518,21 @@ class FastPredictor:
             self.top_ops = []
             self._merge_probe_values(top)
         self.final = _matrix_estimator(final)
+        self.serve_sklearn()
+
+    def serve_compiled(self, library) -> None:
+        """Predict through `library` (a model.compiled.CompiledEnsemble of the final estimator's tree
+        ensemble) instead of scikit-learn; a TransformedTargetRegressor keeps its inverse transform."""
+        final = library
+        if isinstance(self.final, TransformedTargetRegressor):
+            final = copy.copy(self.final)
+            final.regressor_ = library
+        self._predict_encoded = self._target_shortcut(final) or final.predict
+        self.path = "compiled"
+
+    def serve_sklearn(self) -> None:
         self._predict_encoded = self._target_shortcut(self.final) or self.final.predict
+        self.path = "numpy"
 
     def _compile_columns(self, transformer: ColumnTransformer, position: dict, card_kinds: dict):
         names_in = [str(c) for c in transformer.feature_names_in_]
@@ -865,8 +882,21 @@ class FastClassifier(_Classifier, FastPredictor):
     def __init__(self, pipeline, feature_names: list, kinds=None, has_probabilities: bool = False):
         FastPredictor.__init__(self, pipeline, feature_names, kinds)
         self._set_classes(pipeline.classes_, has_probabilities)
+        self.serve_sklearn()
+
+    def serve_compiled(self, library) -> None:
+        """Probabilities through `library`; labels that need predict (near ties, estimators whose label is
+        not the most probable class) still come from scikit-learn."""
+        self._proba = library.predict_proba if self.has_probabilities else None
+        self._labels = self.final.predict
+        self.path = "compiled"
+
+    def serve_sklearn(self) -> None:
+        if not hasattr(self, "classes"):  # FastPredictor.__init__: the classes are not set yet
+            return
         self._proba = self.final.predict_proba if self.has_probabilities else None
         self._labels = self.final.predict
+        self.path = "numpy"
 
     @staticmethod
     def _take(X, positions):
@@ -1024,13 +1054,16 @@ def _check_classifier_answers(predictor, rows: list) -> None:
                                   "not 1")
 
 
-def build_predictor(pipeline, card: dict, log=None, allow_fast: bool = True):
+def build_predictor(pipeline, card: dict, log=None, allow_fast: bool = True, library=None,
+                    library_note: str = ""):
     """The fast path if it is built and passes its self-check, else the general path; never refuses a
     pipeline that predicts, only a card that does not describe it (ModelIntegrityError): features that
     are not the pipeline's columns, a classifier's classes or probabilities other than the pipeline's.
 
     `log`: a logger (or any callable taking a string) told the serving path in one line.
     `allow_fast=False` (SERVING_PATH=pipeline) serves the pipeline without trying the fast path.
+    `library`: the card's compiled tree ensemble (model.card.load_verified_library), tried first on the
+    fast path; `library_note` says why there is none, where the trees could have been served compiled.
     """
     if not callable(getattr(pipeline, "predict", None)):
         raise ModelIntegrityError(f"the pickle holds a {type(pipeline).__name__}, which has no predict()")
@@ -1043,14 +1076,17 @@ def build_predictor(pipeline, card: dict, log=None, allow_fast: bool = True):
     check_card_kinds(pipeline, features)
     if task == CLASSIFICATION:
         has_probabilities = check_card_classes(pipeline, card)
-        return _told(_build_classifier(pipeline, features, has_probabilities, allow_fast), log)
+        return _told(_build_classifier(pipeline, features, has_probabilities, allow_fast, library, library_note),
+                     log)
     if not allow_fast:
         predictor = PipelinePredictor(pipeline, features, f"SERVING_PATH=pipeline; {SERVING_GENERAL}")
         check_general_path(predictor, features)
         return _told(predictor, log)
     try:
         predictor = FastPredictor(pipeline, names, kinds={f["name"]: f["kind"] for f in features})
-        predictor.self_check(features)
+        predictor.reason = _try_compiled(predictor, library, library_note, features)
+        if predictor.path != "compiled":
+            predictor.self_check(features)
     except (FastPathUnsupported, SelfCheckFailed) as exc:
         predictor = PipelinePredictor(pipeline, features, f"{_one_line(exc)}; {SERVING_GENERAL}")
     except Exception as exc:  # noqa: BLE001 - whatever the fast path trips on, the general path serves
@@ -1060,7 +1096,22 @@ def build_predictor(pipeline, card: dict, log=None, allow_fast: bool = True):
     return _told(predictor, log)
 
 
-def _build_classifier(pipeline, features: list, has_probabilities: bool, allow_fast: bool):
+def _try_compiled(fast, library, note: str, features: list) -> str:
+    """Serve `fast`'s trees through `library` if its self-check then passes, else through scikit-learn again;
+    returns the reason the trees are not served compiled ("" when they are)."""
+    if library is None:
+        return note
+    fast.serve_compiled(library)
+    try:
+        fast.self_check(features)
+        return ""
+    except Exception as exc:  # noqa: BLE001 - whatever the library trips on, scikit-learn serves
+        fast.serve_sklearn()
+        return f"compiled trees not served: {_one_line(exc)}"
+
+
+def _build_classifier(pipeline, features: list, has_probabilities: bool, allow_fast: bool, library=None,
+                      library_note: str = ""):
     """build_predictor for a classifier: the label strategy is chosen once, on the probe rows of both
     paths, and the fast path must then give pipeline.predict's labels and predict_proba's probabilities."""
     general = PipelineClassifier(pipeline, features, has_probabilities=has_probabilities)
@@ -1078,9 +1129,10 @@ def _build_classifier(pipeline, features: list, has_probabilities: bool, allow_f
     general.labels_from_probabilities = has_probabilities and not why
     if fast is not None:
         fast.labels_from_probabilities = general.labels_from_probabilities
-        fast.reason = labels_note
+        fast.reason = "; ".join(r for r in (_try_compiled(fast, library, library_note, features), labels_note) if r)
         try:
-            fast.self_check(features)
+            if fast.path != "compiled":
+                fast.self_check(features)
         except SelfCheckFailed as exc:
             fast, failure = None, _one_line(exc)
         except Exception as exc:  # noqa: BLE001 - as for a fast path that fails to build
@@ -1099,8 +1151,8 @@ def _build_classifier(pipeline, features: list, has_probabilities: bool, allow_f
 
 def _told(predictor, log):
     if log is not None:
-        if predictor.path == "numpy":
-            line = "serving path: numpy" + (f" ({predictor.reason})" if predictor.reason else "")
+        if predictor.path in ("compiled", "numpy"):
+            line = f"serving path: {predictor.path}" + (f" ({predictor.reason})" if predictor.reason else "")
         else:
             line = f"serving path: pipeline ({predictor.reason})"
         (log.info if hasattr(log, "info") else log)(line)

@@ -12,7 +12,7 @@ from .validation import parse_feedback
 bp = Blueprint("api", __name__)
 
 # card sections that describe the artifact on disk, not the model: not served
-INTERNAL_CARD_KEYS = ("artifact",)
+INTERNAL_CARD_KEYS = ("artifact", "compiled")
 
 
 def _service():
