@@ -317,8 +317,9 @@ def build() -> dashboard.Dashboard:
                 "{{name}} {{version}}, {{task}} ({{sha256}})"),
         width=8, text_mode=BigValueTextMode.NAME))
     board.with_panel(single(
-        "Serving path", "How the live model predicts (model_info's serving_path): numpy, the fast path that "
-        "encodes rows straight into the final estimator's matrix; or pipeline, the model's own scikit-learn "
+        "Serving path", "How the live model predicts (model_info's serving_path): compiled, the fast path with "
+        "the card's tree ensemble compiled to a shared library; numpy, the fast path that encodes rows "
+        "straight into the final estimator's matrix; or pipeline, the model's own scikit-learn "
         "pipeline on a DataFrame, for a pipeline the fast path cannot reproduce (the API's start-up log says "
         "why). Expect higher latency on the pipeline path.", "none",
         instant("max by (serving_path) (model_info == 1)", "{{serving_path}}"),

@@ -35,9 +35,12 @@ threads at all (fork-safe under gunicorn, nthread=1 by construction), the GIL re
 (ctypes does), re-entrant (the generated code keeps no state). treelite and tl2cgen are imported only to
 compile.
 
-A library is loaded only from bytes whose sha256 was checked: they are copied to a fresh private
-directory and loaded from there (dlopen caches by path; a file changed after the check is never the one
-loaded). Files are named by content (model-<sha256[:16]>.so), so a reload never runs an old library.
+A library is loaded only from bytes whose sha256 was checked: they are written to an anonymous memory
+file (memfd) and loaded from it, so a file changed after the check is never the one loaded, and a folder
+mounted noexec (a container's tmpfs) does not stop it. dlopen recognises a library already loaded by its
+path: the memory file's descriptor stays open for the life of the process (one per library loaded, as a
+SIGHUP reload loads one), so its /proc/self/fd path is never taken again. Where there is no memfd, a
+fresh private directory serves instead. Files on disk are named by content (model-<sha256[:16]>.so).
 """
 import contextlib
 import copy

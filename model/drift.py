@@ -10,9 +10,10 @@ also holds a `distribution` made here, and the webapp counts live values against
   bounds), so every bin between the outer edges is bounded;
 - `cdf`: the share of the reference's non-missing values <= each edge (Prometheus's `le`);
 - the moments of the reference's values winsorized at `clip` (its 0.5% and 99.5% quantiles,
-  both values of the data), and a round `center` at or below clip's low end: the live sums are
-  of (clip(x) - center) and its square, never negative, and small where the values are large
-  (years, prices), so their variance loses few digits to cancellation.
+  both values of the data), and a round `center` within half a deviation of their mean: the
+  live sums are of (clip(x) - center), those above the center and those below apart (a
+  counter only goes up), and of its square, so that the variance loses few digits to
+  cancellation (center_near says why that matters).
 
 From these, over a window of live values, exactly as the recording rules compute them:
 - wasserstein: Wasserstein-1 distance between the live and reference distributions over the
@@ -56,7 +57,6 @@ TAIL_STDS = (0.25, 0.5, 1, 2, 4, 8)  # edges beyond min and max, in reference st
 CLIP_QUANTILE = 0.005  # moments are of values winsorized at this quantile and its mirror
 EDGE_DIGITS = 4  # edges are `le` label values: 4 significant digits read well and stay distinct
 MAX_MAGNITUDE = 1e100
-CENTER_DIGITS = 2  # the center sums are taken from: round, so integer values give integer sums and squares
 
 # the calibration: the alert's window of present values (monitoring.config's drift_min_rows reads
 # WINDOW_ROWS), the stated false-alarm rate per window of each drift alert (split evenly over the statistics
@@ -105,21 +105,18 @@ def distribution(values, minimum: Optional[float] = None, maximum: Optional[floa
         return None
     sorted_v = np.sort(v)
     cdf = [float(np.searchsorted(sorted_v, e, side="right") / len(v)) for e in edges]
-    return {"edges": edges, "cdf": cdf, "clip": [clip_lo, clip_hi], "center": round_down(clip_lo, CENTER_DIGITS),
+    return {"edges": edges, "cdf": cdf, "clip": [clip_lo, clip_hi], "center": center_near(mean, clipped_std),
             "mean": mean, "std": clipped_std, "rows": int(len(v))}
 
 
-def round_down(value: float, digits: int) -> float:
-    """The largest number of `digits` significant digits at or below `value`. As the center of the live
-    sums, at or below the lowest clipped value: every (clip(x) - center) is >= 0, and so is every
-    increment of the sum counter (a Prometheus counter only goes up; PromQL reads a drop as a reset)."""
-    if value == 0 or not math.isfinite(value):
-        return float(value)
-    step = 10.0 ** (math.floor(math.log10(abs(value))) - (digits - 1))
-    center = math.floor(value / step) * step
-    while center > value:  # value / step may round up to a whole number
-        center -= step
-    return float(center)
+def center_near(mean: float, std: float) -> float:
+    """A round number within half a deviation of `mean` (a multiple of the power of ten at or below `std`),
+    which the live sums are taken about. Near the mean, E[d^2] - E[d]^2 loses little to cancellation even
+    when the sums' increases are scaled a little apart (increase() extrapolates a series that starts inside
+    its window by a factor of its own); far from it (years about a round number below them, ~3 deviations
+    away), a few percent apart leaves no variance at all. Round, so that integer values give integer sums."""
+    step = 10.0 ** math.floor(math.log10(std))
+    return float(round(round(mean / step) * step, max(0, -math.floor(math.log10(step)))))
 
 
 def edge_weights(edges) -> list:
@@ -150,8 +147,11 @@ def _cumulative(below: np.ndarray, n_edges: int) -> np.ndarray:
 
 
 def _counts(below: np.ndarray, present: np.ndarray, shifted: np.ndarray, n_edges: int) -> dict:
-    return {"n": present.sum(axis=-1), "cumulative": _cumulative(below, n_edges),
-            "sum": shifted.sum(axis=-1), "squares": (shifted * shifted).sum(axis=-1)}
+    """`sum` is what the rules compute from the two counters the webapp keeps, `above` - `below`: a counter
+    only goes up, so the values above the center and those below it are summed apart."""
+    above, under = np.maximum(shifted, 0.0).sum(axis=-1), np.maximum(-shifted, 0.0).sum(axis=-1)
+    return {"n": present.sum(axis=-1), "cumulative": _cumulative(below, n_edges), "above": above, "below": under,
+            "sum": above - under, "squares": (shifted * shifted).sum(axis=-1)}
 
 
 def window_counts(values, dist: dict) -> dict:

@@ -150,7 +150,8 @@ def distribution_rules(quantity: str, config: Config = CONFIG) -> list:
     name = {statistic: getattr(n, f"{quantity}_{statistic}")
             for statistic in ("cdf", "wasserstein", "mean", "stddev", "mean_shift", "std_ratio", "drift_score")}
     rows = _sum(by, f"{histogram}_count", s)
-    first = f"{_sum(by, f'{metric}_centered_sum_total', s)}\n  / {rows}"
+    first = (f"(\n    {_sum(by, f'{metric}_above_center_sum_total', s)}\n  -\n    "
+             f"{_sum(by, f'{metric}_below_center_sum_total', s)}\n)\n  / {rows}")
     second = f"{_sum(by, f'{metric}_centered_squares_total', s)}\n  / {rows}"
     scale = f"({_reference(by, f'{metric}_reference_stddev')} > 0)"
     distance = (f"sum {by}(\n    abs(\n        {name['cdf']}\n      - {on_le}\n"
@@ -171,8 +172,8 @@ def distribution_rules(quantity: str, config: Config = CONFIG) -> list:
                   "series and drops out of the join; a quantity the served card has no distribution for has no",
                   "reference series (the gauges are made from the live card), and so no distance"]),
         dict(record=name["mean"], expr=f"{_reference(by, f'{metric}_center')}\n  +\n    {_indent(first, 4)}",
-             why=["mean of the values winsorized to the card's clip: the webapp counts the sum of (clipped - center)",
-                  "with the card's center, which is added back here"]),
+             why=["mean of the values winsorized to the card's clip: the webapp sums (clipped - center) above the",
+                  "card's center and below it apart (a counter only goes up); the center is added back here"]),
         dict(record=name["stddev"],
              expr=(f"sqrt(\n  clamp_min(\n      {_indent(second, 6)}\n    -\n      (\n"
                    f"          {_indent(first, 10)}\n      ) ^ 2,\n    0\n  )\n)"),

@@ -574,7 +574,9 @@ def distribution_series(prefix: str, histogram: str, dist: dict, live: dict, **l
     les = [floatToGoString(e) for e in dist["edges"]]
     counters = {series(f"{histogram}_bucket", le=le): count for le, count in zip(les, live["cumulative"])}
     counters[series(f"{histogram}_bucket", le="+Inf")] = counters[series(f"{histogram}_count")] = live["n"]
-    counters[series(f"{prefix}_centered_sum_total")] = live["sum"]
+    # the net sum, split as the webapp keeps it: above the center and below it
+    counters[series(f"{prefix}_above_center_sum_total")] = live["sum"] + 1.0
+    counters[series(f"{prefix}_below_center_sum_total")] = 1.0
     counters[series(f"{prefix}_centered_squares_total")] = live["squares"]
     gauges = {series(f"{prefix}_reference_cdf", le=le): cdf for le, cdf in zip(les, dist["cdf"])}
     gauges.update({series(f"{prefix}_edge_weight", le=le): w for le, w in zip(les, edge_weights(dist["edges"]))})

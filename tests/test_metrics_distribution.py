@@ -27,7 +27,8 @@ from webapp.reference_metrics import ReferenceCollector
 
 # every family the distributions add; a card without distributions has none of them
 NEW_FAMILIES = tuple(f"{prefix}_{name}" for prefix in ("model_feature", "model_prediction", "model_confidence")
-                     for name in ("centered_sum", "centered_squares", "reference_cdf", "edge_weight",
+                     for name in ("above_center_sum", "below_center_sum", "centered_squares", "reference_cdf",
+                                  "edge_weight",
                                   "reference_mean", "reference_stddev", "center", "drift_threshold")) + (
     "model_feature_value",)
 # what an older card's distributions get, in place of a calibration (slow, and not what is tested here)
@@ -43,9 +44,11 @@ def without_distributions(card: dict, keep=None) -> dict:
 
 
 def model_dir_with(card: dict, path: Path, source: Path) -> Path:
-    """A model folder of the Ames pickle in `source` and `card`."""
+    """A model folder of the Ames pickle in `source` (and its compiled trees, if the card names them) and `card`."""
     path.mkdir(parents=True, exist_ok=True)
     shutil.copy(source / PICKLE_FILE, path / PICKLE_FILE)
+    if "compiled" in card:
+        shutil.copy(source / card["compiled"]["file"], path / card["compiled"]["file"])
     (path / CARD_FILE).write_text(json.dumps(card, indent=2))
     return path
 
@@ -96,7 +99,10 @@ def scraped_counts(s, family: str, prefix: str, dist: dict, **labels) -> dict:
     assert list(buckets) == les(dist) + ["+Inf"]  # the family's own le set, in order
     return {"n": s.sum(f"{family}_count", **labels),
             "cumulative": np.array([buckets[le] for le in les(dist)]),
-            "sum": s.sum(f"{prefix}_centered_sum_total", **labels),
+            "above": s.sum(f"{prefix}_above_center_sum_total", **labels),
+            "below": s.sum(f"{prefix}_below_center_sum_total", **labels),
+            "sum": s.sum(f"{prefix}_above_center_sum_total", **labels) - s.sum(f"{prefix}_below_center_sum_total",
+                                                                                 **labels),
             "squares": s.sum(f"{prefix}_centered_squares_total", **labels),
             "inf": buckets["+Inf"], "raw_sum": s.sum(f"{family}_sum", **labels)}
 
@@ -119,9 +125,11 @@ def assert_counts_equal(got: dict, observed, dist: dict, prefix: str, s, **label
     whole = np.all(observed[np.isfinite(observed)] % 1 == 0)
     raw = float(np.nansum(observed))
     if whole and float(dist["center"]).is_integer():  # integer values about an integer center: exact sums
-        assert (got["sum"], got["squares"], got["raw_sum"]) == (expected["sum"], expected["squares"], raw)
+        assert (got["above"], got["below"], got["squares"], got["raw_sum"]) == (
+            expected["above"], expected["below"], expected["squares"], raw)
     else:
-        assert got["sum"] == pytest.approx(expected["sum"], rel=1e-12, abs=1e-9)
+        assert got["above"] == pytest.approx(expected["above"], rel=1e-12, abs=1e-9)
+        assert got["below"] == pytest.approx(expected["below"], rel=1e-12, abs=1e-9)
         assert got["squares"] == pytest.approx(expected["squares"], rel=1e-12)
         assert got["raw_sum"] == pytest.approx(raw, rel=1e-12)
     from_scrape = drift.statistics(got, gauge_distribution(s, prefix, **labels))
@@ -173,7 +181,8 @@ def test_the_plain_and_numpy_paths_count_alike(ames_card, known_records):
         registry = CollectorRegistry()
         observe(metrics_with_reference(ames_card, registry), rows, predictions, layout)
         scrapes.append({k: v for k, v in scrape(registry).items() if not k[0].endswith("_created")
-                        and k[0].startswith(("model_feature_value", "model_feature_centered", "model_prediction"))})
+                        and k[0].startswith(("model_feature_value", "model_feature_centered", "model_feature_above",
+                                                         "model_feature_below", "model_prediction"))})
     singles, batch = scrapes
     # the sums too, to the last bit: a batch into fresh counters adds its values in the order single calls do
     assert singles == batch
@@ -187,8 +196,8 @@ def test_every_series_exists_at_0_and_the_gauges_hold_the_card(ames_card):
     for _, name, dist in numeric_with_distribution(ames_card):
         assert s.by("model_feature_value_bucket", "le", feature=name) == dict.fromkeys(les(dist) + ["+Inf"], 0.0)
         assert_gauges(s, "model_feature", dist, feature=name)
-        for series in ("model_feature_value_count", "model_feature_value_sum", "model_feature_centered_sum_total",
-                       "model_feature_centered_squares_total"):
+        for series in ("model_feature_value_count", "model_feature_value_sum", "model_feature_above_center_sum_total",
+                       "model_feature_below_center_sum_total", "model_feature_centered_squares_total"):
             assert s.series(series) == 12 and s.sum(series, feature=name) == 0, series
     dist = ames_card["reference"]["prediction"]["distribution"]
     assert s.by("model_prediction_bucket", "le") == dict.fromkeys(les(dist) + ["+Inf"], 0.0)
@@ -233,7 +242,7 @@ def test_only_quantities_with_a_distribution_have_its_series(ames_card, known_re
     rows = rows_of(card, known_records)
     observe(metrics, rows, np.full(len(rows), 200_000.0), "mixed")
     s = scrape(registry)
-    for family in ("model_feature_value_count", "model_feature_centered_sum_total", "model_feature_reference_mean",
+    for family in ("model_feature_value_count", "model_feature_above_center_sum_total", "model_feature_reference_mean",
                    "model_feature_drift_threshold"):
         assert set(s.by(family, "feature")) == {"area", "overall_qual"}, family
     assert s.sum("model_feature_value_count", feature="overall_qual") == len(rows)
@@ -274,8 +283,8 @@ def test_the_app_counts_what_it_was_sent(ames_card, known_records, tmp_path, mod
 
 def test_writes_per_row(ames_card, known_records, monkeypatch):
     """Each increment is one write to a worker's file in multiprocess mode: a one-row request with every value
-    present adds 4 per numeric feature with a distribution (bucket, sum, centered sum and squares) and 2 for
-    the prediction (its centered sums); a missing value adds none."""
+    present adds 4 per numeric feature with a distribution (bucket, sum, the sum above or below the center,
+    and squares) and 2 for the prediction (its centered sums); a missing value adds none."""
     rows = rows_of(ames_card, known_records)
     full, missing = rows[10], rows[0]  # rows[0]: area missing
     assert None not in full and missing.count(None) == 1

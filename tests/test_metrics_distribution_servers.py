@@ -63,7 +63,8 @@ def test_counts_summed_across_workers_and_a_sigkill_equal_window_counts(tmp_path
             assert start.by("model_feature_value_bucket", "le", feature=name) == dict.fromkeys(
                 les(dist) + ["+Inf"], 0.0)
             assert start.sum("model_feature_value_count", feature=name) == 0
-            assert start.sum("model_feature_centered_sum_total", feature=name) == 0
+            assert start.sum("model_feature_above_center_sum_total", feature=name) == 0
+            assert start.sum("model_feature_below_center_sum_total", feature=name) == 0
             assert_gauges(start, "model_feature", dist, feature=name)
         assert start.by("model_prediction_bucket", "le") == dict.fromkeys(les(prediction) + ["+Inf"], 0.0)
         assert_gauges(start, "model_prediction", prediction)

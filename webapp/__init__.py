@@ -80,7 +80,8 @@ def load_model_service(cfg) -> ModelService:
 
 
 def serving_line(service: ModelService) -> str:
-    """The one log line that says how predictions are made: `serving path: numpy` or why not."""
+    """The one log line that says how predictions are made: `serving path: compiled`, or which path and why
+    not the faster one."""
     predictor = service.predictor
     return f"serving path: {predictor.path}" + (f" ({predictor.reason})" if predictor.reason else "")
 

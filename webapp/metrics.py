@@ -28,14 +28,16 @@ histograms split by the actual class, from which PromQL computes ROC AUC.
 
 Distribution drift (model.drift defines every statistic): each numeric quantity whose card entry
 has a `distribution` (a numeric feature, a regressor's prediction, a classifier's confidence) is
-counted in a histogram whose bucket bounds are that distribution's edges, plus the sum of its
-values winsorized to the card's `clip` and taken about its `center`, and the sum of their
-squares; the card's reference cdf, edge weights, moments, center and calibrated thresholds are
-gauges made from the card at each scrape (webapp.reference_metrics). Each feature has its own edges in the one family model_feature_value: see
-HistogramFamily. A quantity without a distribution (an older card, constant reference values)
-has none of these series. In the plain-Python path each non-missing value of such a quantity
-costs four increments (its bucket, the histogram's sum, the two centered sums: a write each in
-multiprocess mode); a batch costs one per distinct bucket and three per quantity.
+counted in a histogram whose bucket bounds are that distribution's edges, plus the sums of its
+values winsorized to the card's `clip` and taken about its `center` (those above the center and
+those below apart: a counter only goes up), and the sum of their squares; the card's reference
+cdf, edge weights, moments, center and calibrated thresholds are gauges made from the card at each
+scrape (webapp.reference_metrics). Each feature has its own edges in the one family
+model_feature_value: see HistogramFamily. A quantity without a distribution (an older card,
+constant reference values) has none of these series. In the plain-Python path each non-missing
+value of such a quantity costs four increments (its bucket, the histogram's sum, the sum above or
+below the center, the squares: a write each in multiprocess mode); a batch costs one per distinct
+bucket and four per quantity.
 """
 import bisect
 import math
@@ -165,20 +167,23 @@ class DistributionSeries:
 
     def __init__(self, prefix: str, what: str, labelnames: list, registry):
         labelnames = list(labelnames)
-        self._centered = Counter(f"{prefix}_centered_sum", f"Sum of (clip(x) - center) over {what}: values "
-                                 "winsorized to the card's clip, about its center", labelnames, registry=registry)
+        self._above = Counter(f"{prefix}_above_center_sum", f"Sum of clip(x) - center over {what} above the "
+                              "card's center: values winsorized to the card's clip", labelnames, registry=registry)
+        self._below = Counter(f"{prefix}_below_center_sum", f"Sum of center - clip(x) over {what} below the "
+                              "card's center", labelnames, registry=registry)
         self._squares = Counter(f"{prefix}_centered_squares", f"Sum of (clip(x) - center)^2 over {what}",
                                 labelnames, registry=registry)
 
     def add(self, labelvalues: tuple, dist: dict, histogram) -> tuple:
         """The tuple observe_value and observe_values take, for one quantity whose histogram child `histogram`
         has dist's edges as its bounds."""
-        centered, squares = _child(self._centered, labelvalues), _child(self._squares, labelvalues)
-        # their value objects, written directly as the histogram's are: the card's center is at or below clip's
-        # low end (model.drift.round_down), so every amount is >= 0 and Counter.inc's check is not needed
+        above, below = _child(self._above, labelvalues), _child(self._below, labelvalues)
+        squares = _child(self._squares, labelvalues)
+        # their value objects, written directly as the histogram's are: every amount written is >= 0 (the
+        # part of a value above the center, or below it), so Counter.inc's check is not needed
         return (histogram._upper_bounds, np.array(histogram._upper_bounds), float(dist["clip"][0]),
                 float(dist["clip"][1]), float(dist["center"]), histogram._buckets, histogram._sum,
-                centered._value, squares._value)
+                above._value, below._value, squares._value)
 
 
 def running_total(columns: np.ndarray) -> np.ndarray:
@@ -189,11 +194,14 @@ def running_total(columns: np.ndarray) -> np.ndarray:
 
 def observe_value(quantity: tuple, value) -> None:
     """One non-missing value into its histogram (le: value <= bound, as Histogram.observe) and centered sums."""
-    bounds, _, low, high, center, buckets, total, centered, squares = quantity
+    bounds, _, low, high, center, buckets, total, above, below, squares = quantity
     buckets[bisect.bisect_left(bounds, value)].inc(1)
     total.inc(value)
     shifted = (low if value < low else high if value > high else value) - center
-    centered.inc(shifted)
+    if shifted >= 0:
+        above.inc(shifted)
+    else:
+        below.inc(-shifted)
     squares.inc(shifted * shifted)
 
 
@@ -202,13 +210,14 @@ def observe_values(quantity: tuple, values: np.ndarray) -> None:
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return
-    _, bounds, low, high, center, buckets, total, centered, squares = quantity
+    _, bounds, low, high, center, buckets, total, above, below, squares = quantity
     counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
     for i in np.flatnonzero(counts):
         buckets[i].inc(int(counts[i]))
     total.inc(float(running_total(values)))
     shifted = np.clip(values, low, high) - center
-    centered.inc(float(running_total(shifted)))
+    above.inc(float(running_total(np.maximum(shifted, 0.0))))
+    below.inc(float(running_total(np.maximum(-shifted, 0.0))))
     squares.inc(float(running_total(shifted * shifted)))
 
 
@@ -579,14 +588,16 @@ class ModelMetrics:
         counts = np.bincount(index.ravel(), minlength=self._value_slots)
         totals = running_total(np.where(present, values, 0.0))
         shifted = np.where(present, np.clip(values, self._value_low, self._value_high) - self._value_center, 0.0)
-        sums, squares = running_total(shifted), running_total(shifted * shifted)
+        aboves, belows = running_total(np.maximum(shifted, 0.0)), running_total(np.maximum(-shifted, 0.0))
+        squares = running_total(shifted * shifted)
         for k in np.flatnonzero(present.any(axis=0)):
-            _, _, _, _, _, buckets, total, centered, squared = self._value_quantities[k]
+            _, _, _, _, _, buckets, total, above, below, squared = self._value_quantities[k]
             feature_counts = counts[self._value_offsets[k]:self._value_offsets[k] + len(buckets)]
             for i in np.flatnonzero(feature_counts):
                 buckets[i].inc(int(feature_counts[i]))
             total.inc(float(totals[k]))
-            centered.inc(float(sums[k]))
+            above.inc(float(aboves[k]))
+            below.inc(float(belows[k]))
             squared.inc(float(squares[k]))
 
     def observe_invalid(self, reason: str) -> None:

@@ -40,6 +40,7 @@ from sklearn.svm import SVC, NuSVC
 
 from model.card import ModelIntegrityError
 from model.classes import ClassLabelError, check_classes, label_text, native
+from model.compiled import tree_ensemble
 from model.frame import FrameBuilder
 from model.onboard import fitted_encoders
 
@@ -523,6 +524,7 @@ class FastPredictor:
     def serve_compiled(self, library) -> None:
         """Predict through `library` (a model.compiled.CompiledEnsemble of the final estimator's tree
         ensemble) instead of scikit-learn; a TransformedTargetRegressor keeps its inverse transform."""
+        _check_library_fits(self.final, library)
         final = library
         if isinstance(self.final, TransformedTargetRegressor):
             final = copy.copy(self.final)
@@ -887,6 +889,7 @@ class FastClassifier(_Classifier, FastPredictor):
     def serve_compiled(self, library) -> None:
         """Probabilities through `library`; labels that need predict (near ties, estimators whose label is
         not the most probable class) still come from scikit-learn."""
+        _check_library_fits(self.final, library)
         self._proba = library.predict_proba if self.has_probabilities else None
         self._labels = self.final.predict
         self.path = "compiled"
@@ -1094,6 +1097,14 @@ def build_predictor(pipeline, card: dict, log=None, allow_fast: bool = True, lib
             f"fast path failed to build: {type(exc).__name__}: {exc}") + f"; {SERVING_GENERAL}")
     check_general_path(predictor, features)
     return _told(predictor, log)
+
+
+def _check_library_fits(final, library) -> None:
+    """ValueError unless the library stands for the very ensemble the fast path's final estimator is (or wraps
+    in a TransformedTargetRegressor): a final step that is itself a Pipeline has steps of its own to run."""
+    if tree_ensemble(final) is not library.ensemble and type(tree_ensemble(final)) is not type(library.ensemble):
+        raise ValueError(f"the library holds a {type(library.ensemble).__name__}, the fast path ends in a "
+                         f"{type(final).__name__}")
 
 
 def _try_compiled(fast, library, note: str, features: list) -> str:
