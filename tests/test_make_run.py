@@ -26,6 +26,12 @@ def procfile(folder: Path) -> Path:
     return path
 
 
+def _terminal_signals() -> None:
+    """SIGINT as a terminal's child gets it: a runner started in the background (`cmd &` in a script)
+    passes SIGINT on ignored, and make would then outlive the Ctrl-C it is tested with."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class MakeRun:
     """make run in a session of its own, its output collected; Ctrl-C is SIGINT to the whole group,
     as a terminal sends it."""
@@ -35,7 +41,7 @@ class MakeRun:
         self.proc = subprocess.Popen(
             ["make", "--no-print-directory", "run", f"PROCFILE={procfile(tmp_path)}", f"MODEL_DIR={model_dir}"],
             cwd=ROOT, env={"PATH": path, "HOME": str(tmp_path), **env}, start_new_session=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_terminal_signals)
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
         self.reader.start()
 
