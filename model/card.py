@@ -251,28 +251,34 @@ def check_card(card, path) -> None:
         raise ModelIntegrityError(f"model card {path} does not describe the model: {problems[0]}{more}")
 
 
+def _verified_bytes(path: Path, entry: dict, section: str, what: str, remedy: str) -> bytes:
+    """The bytes of `path`, the card's `section` entry {file, sha256}, read once and refused with
+    ModelIntegrityError unless its file is a plain name in the model folder and their sha256 is the card's."""
+    if Path(entry["file"]).name != entry["file"]:
+        raise ModelIntegrityError(f"model card {section}.file must be a plain file name")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelIntegrityError(f"{what} {path} not found; {remedy}") from None
+    except OSError as exc:
+        raise ModelIntegrityError(f"{what} {path} is unreadable: {exc}") from None
+    actual, expected = hashlib.sha256(data).hexdigest(), entry["sha256"]
+    if actual != expected:
+        raise ModelIntegrityError(
+            f"sha256 of {path} is {actual[:12]}..., the card expects {expected[:12]}... (tampered or stale; retrain)")
+    return data
+
+
 def load_verified_pipeline(model_dir: Path):
     """Return (pipeline, card), refusing any pickle whose sha256 differs from the card's."""
     model_dir = Path(model_dir)
     card = read_card(model_dir)
     check_card(card, model_dir / CARD_FILE)
-    expected = card["artifact"]["sha256"]
     pickle_path = model_dir / card["artifact"]["file"]
-    if Path(card["artifact"]["file"]).name != card["artifact"]["file"]:
-        raise ModelIntegrityError("model card artifact.file must be a plain file name")
     # read once, then hash and unpickle the same bytes: a file swapped between the check and
     # the load (time of check to time of use) cannot slip an unverified pickle through
-    try:
-        data = pickle_path.read_bytes()
-    except FileNotFoundError:
-        raise ModelIntegrityError(f"model file {pickle_path} not found; run `python -m model.train` or `python -m model.onboard`") from None
-    except OSError as exc:
-        raise ModelIntegrityError(f"model file {pickle_path} is unreadable: {exc}") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise ModelIntegrityError(
-            f"sha256 of {pickle_path} is {actual[:12]}..., the card expects {expected[:12]}... (tampered or stale; retrain)"
-        )
+    data = _verified_bytes(pickle_path, card["artifact"], "artifact", "model file",
+                           "run `python -m model.train` or `python -m model.onboard`")
     try:
         pipeline = pickle.loads(data)  # safe: these very bytes were verified against the card above
     except Exception as exc:  # a corrupt pickle can raise almost anything
@@ -299,20 +305,9 @@ def load_verified_library(model_dir: Path, card: dict, pipeline):
     if not entry:
         return None, (f"the card has no compiled library for its {type(ensemble).__name__}: onboard it where a C "
                       "compiler is installed")
-    name = entry["file"]
-    path = Path(model_dir) / name
-    if Path(name).name != name:
-        raise ModelIntegrityError("model card compiled.file must be a plain file name")
-    try:
-        actual = sha256_of(path)
-    except FileNotFoundError:
-        raise ModelIntegrityError(f"compiled library {path} not found; run `python -m model.train` or "
-                                  "`python -m model.onboard` again") from None
-    except OSError as exc:
-        raise ModelIntegrityError(f"compiled library {path} is unreadable: {exc}") from None
-    if actual != entry["sha256"]:
-        raise ModelIntegrityError(f"sha256 of {path} is {actual[:12]}..., the card expects {entry['sha256'][:12]}... "
-                                  "(tampered or stale; retrain)")
+    path = Path(model_dir) / entry["file"]
+    _verified_bytes(path, entry, "compiled", "compiled library",
+                    "run `python -m model.train` or `python -m model.onboard` again")
     try:
         return compiled.CompiledEnsemble(path, entry["sha256"], ensemble), ""
     except Exception as exc:  # noqa: BLE001 - a library that cannot load leaves the trees to scikit-learn
