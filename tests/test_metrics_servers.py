@@ -194,17 +194,12 @@ def test_mae_and_rmse_from_promql_equal_numpy(stack, replay):
     assert mape == pytest.approx(np.mean(np.abs(err) / actual), rel=1e-9)
 
 
-def test_scrape_cost_after_the_whole_replay_set(stack, replay):
+def test_scrape_size_after_the_whole_replay_set(stack, replay):
     server, _ = stack
     with requests.Session() as http:
         for r, _ in replay:  # one row per request: every route, bin and histogram bucket in use
             http.post(server.url + "/predict", json=r)
-        sizes, seconds = [], []
-        for _ in range(20):
-            start = time.perf_counter()
-            body = http.get(server.metrics_url).content
-            seconds.append(time.perf_counter() - start)
-            sizes.append(len(body))
+        body = http.get(server.metrics_url).content
+    # its time is a benchmark figure (`make bench`, bench/README.md), not an assert: it swings with the machine's load
     assert parse(body.decode()).sum("model_predictions_total") >= len(replay)
-    assert max(sizes) < 200_000
-    assert sorted(seconds)[len(seconds) // 2] < 0.050  # median of 20; bench/README.md records the figure
+    assert len(body) < 200_000
