@@ -2,10 +2,12 @@
 
     .venv/bin/python -m bench.bench_inprocess [--rounds 15] [--requests 300]
 
-Four apps in one process, in multiprocess mode as under gunicorn: without metrics, with the
-HTTP metrics only (prometheus-flask-exporter and the in-progress gauge; model metrics off), with
-everything but the distribution statistics (the same model, its card without `distribution`
-entries: PSI bins only, as before model.drift), and with everything. Rounds interleave the four
+Five apps in one process, in multiprocess mode as under gunicorn: without metrics, with the
+HTTP metrics only (webapp.http_metrics; model metrics off), with prometheus-flask-exporter's
+HTTP metrics instead (what webapp.http_metrics replaced, wired as it was: its hooks grouped by
+route, and the in-progress gauge in a middleware of its own), with everything but the
+distribution statistics (the same model, its card without `distribution` entries: PSI bins
+only, as before model.drift), and with everything. Rounds interleave the four
 (alternating the order) and the best round of each is kept, which is the least noisy estimate of
 a fixed cost on a shared machine. Also times one
 multiprocess counter write. No HTTP server, so it isolates the app's own cost; `make bench`
@@ -24,20 +26,25 @@ from pathlib import Path
 
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-inprocess-"))
 
-from prometheus_client import CollectorRegistry, Counter, values  # noqa: E402
+from prometheus_client import CollectorRegistry, Counter, Gauge, values  # noqa: E402
+from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics  # noqa: E402
 
 from model.card import CARD_FILE, PICKLE_FILE  # noqa: E402
 from model.dataset import replay_records  # noqa: E402
 from tests.servers import ROOT  # noqa: E402
 from webapp import create_app, metrics_store  # noqa: E402
-from webapp.metrics import NoMetrics  # noqa: E402
+from webapp.http_metrics import route  # noqa: E402
+from webapp.metrics import LATENCY_BUCKETS, NoMetrics  # noqa: E402
 
 
 def without_distributions(model_dir) -> str:
-    """A copy of model_dir whose card has no `distribution` entries (the pickle, and so its sha256, unchanged)."""
+    """A copy of model_dir whose card has no `distribution` entries (the pickle and the compiled library, and
+    so their sha256, unchanged)."""
     copy = Path(tempfile.mkdtemp(prefix="bench-no-distribution-"))
     shutil.copy(Path(model_dir) / PICKLE_FILE, copy / PICKLE_FILE)
     card = json.loads((Path(model_dir) / CARD_FILE).read_text())
+    if "compiled" in card:
+        shutil.copy(Path(model_dir) / card["compiled"]["file"], copy / card["compiled"]["file"])
     refs = card["reference"]
     for ref in [*refs["features"].values(), refs["prediction"], refs.get("confidence", {})]:
         ref.pop("distribution", None)
@@ -46,9 +53,30 @@ def without_distributions(model_dir) -> str:
     return str(copy)
 
 
+def with_flask_exporter(app):
+    """app (built without metrics) with the HTTP metrics as prometheus-flask-exporter gave them."""
+    registry = CollectorRegistry()
+    metrics_store.install()
+    GunicornPrometheusMetrics(app, group_by=route, buckets=LATENCY_BUCKETS, registry=registry)
+    in_progress = Gauge("flask_http_requests_in_progress", "in progress", multiprocess_mode="livesum",
+                        registry=registry)
+    inner = app.wsgi_app
+
+    def counted(environ, start_response):
+        in_progress.inc()
+        try:
+            return inner(environ, start_response)
+        finally:
+            in_progress.dec()
+    app.wsgi_app = counted
+    return app
+
+
 def apps(model_dir) -> dict:
     made = {"no metrics": create_app({"MODEL_DIR": model_dir, "METRICS_ENABLED": False}),
             "HTTP metrics only": create_app({"MODEL_DIR": model_dir}),
+            "flask-exporter HTTP": with_flask_exporter(create_app({"MODEL_DIR": model_dir,
+                                                                   "METRICS_ENABLED": False})),
             "no distributions": create_app({"MODEL_DIR": without_distributions(model_dir)}),
             "all metrics": create_app({"MODEL_DIR": model_dir})}
     # the HTTP metrics stay; the model metrics are swapped for the no-op the METRICS_ENABLED=0 app uses
@@ -104,13 +132,15 @@ def main(argv=None) -> int:
 
     base = best["no metrics"]
     http = best["HTTP metrics only"] - base
+    exporter = best["flask-exporter HTTP"] - base
     model = best["all metrics"] - best["HTTP metrics only"]
     distribution = best["all metrics"] - best["no distributions"]
     print(f"single-row /predict in process, best of {args.rounds} interleaved rounds of {args.requests}:")
     for name, us in best.items():
-        print(f"  {name:18s} {us:6.0f} µs")
+        print(f"  {name:20s} {us:6.0f} µs")
     print(f"  HTTP metrics {http:.0f} µs, model metrics {model:.0f} µs: {http + model:.0f} µs, "
           f"{(http + model) / base:.1%} of the request without metrics")
+    print(f"  HTTP metrics by prometheus-flask-exporter instead: {exporter:.0f} µs, {exporter / base:.1%}")
     print(f"  of which the distribution statistics {distribution:.0f} µs, {distribution / base:.1%} of the request "
           f"without metrics")
     print(f"  one multiprocess counter write, median of {args.rounds} interleaved rounds: "

@@ -113,3 +113,40 @@ def test_a_new_file_appears_only_once_its_space_is_reserved(tmp_path, monkeypatc
     with pytest.raises(OSError):
         metrics_store.ReservedMmapedDict(str(tmp_path / "counter_1.db"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_series_block_adds_to_the_very_values_inc_adds_to_across_a_fork_and_a_failing_folder(monkeypatch,
+                                                                                                tmp_path):
+    pid = [11]
+    folder = tmp_path / "not-yet"
+    failures = metrics_store.WriteFailures()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    cls = metrics_store.guarded_value_class(failures, lambda: pid[0])
+    monkeypatch.setattr(values, "ValueClass", cls)
+    registry = CollectorRegistry()
+    counter = Counter("jobs", "jobs", ["kind"], registry=registry)
+    histogram = Histogram("latency", "latency", buckets=(1, 2), registry=registry)
+    series = [counter.labels("a")._value, counter.labels("b")._value, *histogram._buckets, histogram._sum]
+    block = metrics_store.SeriesBlock(series)
+
+    # no folder yet: every series is held in memory, and the block goes through each value's inc()
+    block.add([0, 1, 1, 5], [2, 1, 1, 0.5])  # 5: the histogram's sum
+    assert failures.count == len(series) + 4 and metrics_store.unwritten_series() == len(series)
+    folder.mkdir()
+    metrics_store.flush(force=True)  # the held amounts are written; the series have their places now
+    block.add([0, 2, 5, 5], [1, 1, 0.25, 0.25])  # a position may repeat; 2: the bucket le=1
+    counter.labels("a").inc(10)  # inc() and the block add to the same float in the file
+    histogram.observe(1.5)
+    samples = read(folder)
+    assert samples.by("jobs_total", "kind") == {"a": 13, "b": 2}
+    assert samples.sum("latency_sum") == 2.5 and samples.sum("latency_count") == 2
+    assert counter.labels("a")._value.get() == 13
+
+    pid[0] = 12  # a fork: the child writes its own file, from 0, and the parent's counts stay where they are
+    block.add([0, 1], [1, 1])
+    counter.labels("b").inc(1)
+    samples = read(folder)
+    assert samples.by("jobs_total", "kind") == {"a": 14, "b": 4}
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("counter_")) == ["counter_11.db",
+                                                                                           "counter_12.db"]
+    assert counter.labels("a")._value.get() == 1 and failures.count == len(series) + 4

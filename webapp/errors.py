@@ -3,7 +3,7 @@
 `reason` is a short code from a fixed set (it becomes a metric label later), and
 `details` lists {"field", "problem"} pairs.  No handler ever returns a traceback:
 an unhandled exception goes through Flask's own handle_exception (which logs it
-and lets prometheus-flask-exporter count it) and reaches the client as a bare 500.
+and lets webapp.http_metrics count it) and reaches the client as a bare 500.
 """
 from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException

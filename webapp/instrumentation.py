@@ -1,28 +1,19 @@
 """Wire metrics into the Flask app: HTTP golden signals and the model metrics.
 
-Under gunicorn (PROMETHEUS_MULTIPROC_DIR set) prometheus-flask-exporter's
-GunicornPrometheusMetrics writes to the shared multiprocess folder, and the
-gunicorn master serves the sum on METRICS_PORT (webapp/metrics_server.py).
-Without it (Flask's test client, a single process) the same metrics go to a
-registry of the app's own, at app.extensions["metrics_registry"].
+Under gunicorn (PROMETHEUS_MULTIPROC_DIR set) every metric is written to the shared
+multiprocess folder, and the gunicorn master serves the sum on METRICS_PORT
+(webapp/metrics_server.py). Without it (Flask's test client, a single process) the
+same metrics go to a registry of the app's own, at app.extensions["metrics_registry"].
 """
 import os
 
 from flask import Flask, request
-from prometheus_client import CollectorRegistry, Gauge
-from prometheus_flask_exporter import PrometheusMetrics
-from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
+from prometheus_client import CollectorRegistry
 
 from . import metrics_store, rejections
+from .http_metrics import HttpMetrics
 from .metrics import LATENCY_BUCKETS, ModelMetrics, NoMetrics
 from .reference_metrics import ReferenceCollector
-
-UNMATCHED_ROUTE = "<unmatched>"
-
-
-def route(req) -> str:
-    """The route template (e.g. /predict), never the raw path: label values stay bounded."""
-    return req.url_rule.rule if req.url_rule is not None else UNMATCHED_ROUTE
 
 
 def multiprocess_mode() -> bool:
@@ -38,17 +29,12 @@ def init_instrumentation(app: Flask, card: dict, predictor) -> None:
     if multiprocess_mode():
         metrics_store.install()  # before the first metric is made: see webapp/metrics_store.py
     registry = CollectorRegistry()  # exposed directly in single-process mode; unused under gunicorn
-    exporter_class = GunicornPrometheusMetrics if multiprocess_mode() else PrometheusMetrics
-    exporter_kwargs = {"registry": registry}
-    if exporter_class is PrometheusMetrics:
-        exporter_kwargs["path"] = None  # metrics are never served on the API port
-    exporter_class(app, group_by=route, buckets=LATENCY_BUCKETS, **exporter_kwargs)
-    _create_request_series(registry)
-
-    in_progress = Gauge("flask_http_requests_in_progress", "Requests being handled now, summed over live workers",
-                        multiprocess_mode="livesum", registry=registry)
-    app.wsgi_app = _count_in_progress(app.wsgi_app, in_progress)
-    # outermost: an unknown method never reaches prometheus-flask-exporter, whose labels it would become
+    http = HttpMetrics(registry, LATENCY_BUCKETS)
+    for method, statuses in REQUEST_SERIES.items():
+        for status in statuses:
+            http.create(method, status)
+    http.instrument(app)
+    # outermost: an unknown method never reaches the HTTP metrics, whose label it would become
     app.extensions["http_rejections"] = rejections.rejection_counter(registry)
     app.wsgi_app = rejections.refuse_unknown_methods(app.wsgi_app, app.extensions["http_rejections"])
 
@@ -76,28 +62,6 @@ def replace_model_metrics(app: Flask, card: dict, predictor) -> None:
 # what the app's routes answer (webapp/errors.py, webapp/routes.py): their request counters exist at 0
 # from the first scrape, so a ratio or a rate sees the first 4xx or 5xx as an increase from 0
 REQUEST_SERIES = {"GET": (200, 404, 405, 500), "POST": (200, 202, 400, 404, 405, 408, 413, 415, 422, 500)}
-
-
-def _create_request_series(registry) -> None:
-    # prometheus-flask-exporter creates its series on first use and keeps no reference to its
-    # counter, so it is found in the registry by name
-    counter = registry._names_to_collectors.get("flask_http_request_total")  # noqa: SLF001
-    if counter is None:
-        raise RuntimeError("prometheus-flask-exporter no longer registers flask_http_request_total")
-    for method, statuses in REQUEST_SERIES.items():
-        for status in statuses:
-            counter.labels(method, status)
-
-
-def _count_in_progress(wsgi_app, gauge):
-    """WSGI middleware around the whole request (cheaper than two Flask hooks, and it sees every request)."""
-    def app(environ, start_response):
-        gauge.inc()
-        try:
-            return wsgi_app(environ, start_response)
-        finally:
-            gauge.dec()
-    return app
 
 
 def model_metrics(app: Flask):

@@ -53,6 +53,8 @@ from model import bins
 from model.bins import OTHER, significant
 from model.classes import label_text
 
+from .metrics_store import SeriesBlock
+
 # 1 ms to 2.5 s, with an edge at 20 ms: the p99 target of a one-row /predict (bench/README.md)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
@@ -175,8 +177,8 @@ class DistributionSeries:
                                 labelnames, registry=registry)
 
     def add(self, labelvalues: tuple, dist: dict, histogram) -> tuple:
-        """The tuple observe_value and observe_values take, for one quantity whose histogram child `histogram`
-        has dist's edges as its bounds."""
+        """The tuple observe_values takes (and ModelMetrics turns into value_writes's), for one quantity whose
+        histogram child `histogram` has dist's edges as its bounds."""
         above, below = _child(self._above, labelvalues), _child(self._below, labelvalues)
         squares = _child(self._squares, labelvalues)
         # their value objects, written directly as the histogram's are: every amount written is >= 0 (the
@@ -192,21 +194,26 @@ def running_total(columns: np.ndarray) -> np.ndarray:
     return np.cumsum(columns, axis=0)[-1]
 
 
-def observe_value(quantity: tuple, value) -> None:
-    """One non-missing value into its histogram (le: value <= bound, as Histogram.observe) and centered sums."""
-    bounds, _, low, high, center, buckets, total, above, below, squares = quantity
-    buckets[bisect.bisect_left(bounds, value)].inc(1)
-    total.inc(value)
+def value_writes(quantity: tuple, value, positions: list, amounts: list) -> None:
+    """The writes of one non-missing value of a quantity (row_quantity's tuple) into its histogram (le: value <=
+    bound, as Histogram.observe) and its centered sums, appended to positions and amounts (SeriesBlock.add)."""
+    bounds, first_bucket, total, low, high, center, above, below, squares = quantity
     shifted = (low if value < low else high if value > high else value) - center
-    if shifted >= 0:
-        above.inc(shifted)
-    else:
-        below.inc(-shifted)
-    squares.inc(shifted * shifted)
+    positions += (first_bucket + bisect.bisect_left(bounds, value), total,
+                  above if shifted >= 0 else below, squares)
+    amounts += (1, value, shifted if shifted >= 0 else -shifted, shifted * shifted)
+
+
+def histogram_writes(histogram: tuple, value, positions: list, amounts: list) -> None:
+    """The writes of Histogram.observe(value) for a row_histogram tuple."""
+    bounds, first_bucket, total = histogram
+    positions += (first_bucket + bisect.bisect_left(bounds, value), total)
+    amounts += (1, value)
 
 
 def observe_values(quantity: tuple, values: np.ndarray) -> None:
-    """observe_value for every finite value, with one write per bucket and per sum."""
+    """Every finite value into the quantity's histogram and centered sums (DistributionSeries.add's tuple), with
+    one write per bucket and per sum."""
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return
@@ -256,6 +263,7 @@ class ModelMetrics:
             self._init_classification(card, registry)
         else:
             self._init_regression(card, registry)
+        self._prepare_rows()
         self.publish()
 
     def _holdout_gauges(self, registry, holdout: dict, gauges) -> None:
@@ -346,7 +354,7 @@ class ModelMetrics:
 
     def _distribution_histogram(self, registry, name: str, documentation: str, buckets, dist, what: str) -> tuple:
         """(histogram, quantity): an unlabelled histogram, and when the card has its distribution (whose edges
-        are then `buckets`) the centered sums and reference gauges too, with the quantity observe_value takes."""
+        are then `buckets`) the centered sums and reference gauges too, with the quantity observe_values takes."""
         histogram = HistogramFamily(name, documentation, registry=registry).add((), buckets)
         if dist is None:
             return histogram, None
@@ -456,54 +464,113 @@ class ModelMetrics:
         for child, _ in self._published:
             child.set(0)
 
-    def _observe_call(self, rows: list, seconds: float) -> None:
-        n = len(rows)
-        self.predictions.inc(n)
-        self.batch.observe(n)
-        self.inference.observe(seconds)
-        if n <= SMALL_REQUEST_ROWS:
-            self._observe_rows(rows)
+    def _prepare_rows(self) -> None:
+        """The plain-Python path's layout: every series it writes gets a position in one SeriesBlock, and each
+        spec holds positions instead of metric objects."""
+        series, position = [], {}
+
+        def slot(value) -> int:
+            k = position.get(id(value))
+            if k is None:
+                k = position[id(value)] = len(series)
+                series.append(value)
+            return k
+
+        def row_histogram(histogram) -> tuple:
+            buckets = [slot(bucket) for bucket in histogram._buckets]  # consecutive: the first + the bucket index
+            return list(histogram._upper_bounds), buckets[0], slot(histogram._sum)
+
+        def row_quantity(quantity):
+            if quantity is None:
+                return None
+            bounds, _, low, high, center, buckets, total, above, below, squares = quantity
+            first = [slot(bucket) for bucket in buckets][0]
+            return list(bounds), first, slot(total), low, high, center, slot(above), slot(below), slot(squares)
+
+        self._predictions_slot = slot(self.predictions._value)
+        self._batch_row = row_histogram(self.batch)
+        self._inference_row = row_histogram(self.inference)
+        bin_slots = [slot(child._value) for child in self._bin_children]  # consecutive, as the children
+        first_bin = bin_slots[0] if bin_slots else 0
+        self._numeric_rows = [(i, edges, first_bin + offset, low, high, slot(missing._value), slot(outside._value))
+                              for i, edges, offset, low, high, missing, outside in self._numeric_specs]
+        self._categorical_rows = [(i, positions, first_bin + first, n, slot(missing._value), slot(unknown._value))
+                                  for i, positions, first, n, missing, unknown in self._categorical_specs]
+        self._value_rows = [(i, row_quantity(quantity)) for i, quantity in self._value_specs]
+        prediction_slots = [slot(child._value) for child in self._prediction_bins]
+        self._first_prediction_bin = prediction_slots[0]
+        if self.task == "classification":
+            self._confidence_row = row_quantity(self._confidence_quantity)
+            self._confidence_histogram_row = row_histogram(self.confidence) if self.confidence is not None else None
+            self._score_row = row_histogram(self.score) if self.score is not None else None
         else:
-            self._observe_batch(rows)
+            self._prediction_row = row_quantity(self._prediction_quantity)
+            self._prediction_histogram_row = row_histogram(self.prediction)
+        self._block = SeriesBlock(series)
+
+    def _call_writes(self, rows: list, seconds: float) -> tuple:
+        """(positions, amounts) of a small call's own series and of its rows' features."""
+        n = len(rows)
+        positions, amounts = [self._predictions_slot], [n]
+        histogram_writes(self._batch_row, n, positions, amounts)
+        histogram_writes(self._inference_row, seconds, positions, amounts)
+        self._row_writes(rows, positions, amounts)
+        return positions, amounts
+
+    def _observe_call(self, rows: list, seconds: float) -> None:
+        self.predictions.inc(len(rows))
+        self.batch.observe(len(rows))
+        self.inference.observe(seconds)
+        self._observe_batch(rows)
 
     def observe_predictions(self, rows: list, predictions: np.ndarray, seconds: float) -> None:
         """Record one successful /predict call of a regressor: rows (validated tuples in card order) and answers."""
-        self._observe_call(rows, seconds)
         quantity = self._prediction_quantity
         if len(rows) <= SMALL_REQUEST_ROWS:
+            positions, amounts = self._call_writes(rows, seconds)
+            row, histogram = self._prediction_row, self._prediction_histogram_row
+            edges, first_bin = self._prediction_edge_list, self._first_prediction_bin
             for p in predictions.tolist():
-                if quantity is not None:
-                    observe_value(quantity, p)
+                if row is not None:
+                    value_writes(row, p, positions, amounts)
                 else:
-                    self.prediction.observe(p)
-                self._prediction_bins[bins.numeric_index(self._prediction_edge_list, p)].inc()
+                    histogram_writes(histogram, p, positions, amounts)
+                positions.append(first_bin + bins.numeric_index(edges, p))
+                amounts.append(1)
+            self._block.add(positions, amounts)
+            return
+        self._observe_call(rows, seconds)
+        if quantity is not None:
+            observe_values(quantity, predictions)
         else:
-            if quantity is not None:
-                observe_values(quantity, predictions)
-            else:
-                observe_many(self.prediction, predictions)
-            pred_counts = np.bincount(bins.numeric_indices(self._prediction_edges, predictions),
-                                      minlength=len(self._prediction_bins))
-            for i in np.flatnonzero(pred_counts):
-                self._prediction_bins[i].inc(int(pred_counts[i]))
+            observe_many(self.prediction, predictions)
+        pred_counts = np.bincount(bins.numeric_indices(self._prediction_edges, predictions),
+                                  minlength=len(self._prediction_bins))
+        for i in np.flatnonzero(pred_counts):
+            self._prediction_bins[i].inc(int(pred_counts[i]))
 
     def observe_classes(self, rows: list, indices: np.ndarray, probabilities, seconds: float) -> None:
         """Record one successful /predict call of a classifier: rows, the predicted class positions, and the
         probabilities ((n, classes) array, or None for a model without them)."""
-        self._observe_call(rows, seconds)
         if len(rows) <= SMALL_REQUEST_ROWS:
+            positions, amounts = self._call_writes(rows, seconds)
+            first_bin = self._first_prediction_bin
             for i in indices.tolist():
-                self._prediction_bins[i].inc()
+                positions.append(first_bin + i)
+                amounts.append(1)
             if probabilities is not None:
+                row, histogram = self._confidence_row, self._confidence_histogram_row
                 for p in probabilities.max(axis=1).tolist():
-                    if self._confidence_quantity is not None:
-                        observe_value(self._confidence_quantity, p)
+                    if row is not None:
+                        value_writes(row, p, positions, amounts)
                     else:
-                        self.confidence.observe(p)
-                if self.score is not None:
+                        histogram_writes(histogram, p, positions, amounts)
+                if self._score_row is not None:
                     for p in probabilities[:, 1].tolist():
-                        self.score.observe(p)
+                        histogram_writes(self._score_row, p, positions, amounts)
+            self._block.add(positions, amounts)
             return
+        self._observe_call(rows, seconds)
         counts = np.bincount(indices, minlength=self._n_classes)
         for i in np.flatnonzero(counts):
             self._prediction_bins[i].inc(int(counts[i]))
@@ -515,29 +582,35 @@ class ModelMetrics:
             if self.score is not None:
                 observe_many(self.score, probabilities[:, 1])
 
-    def _observe_rows(self, rows: list) -> None:
-        """Plain Python, one increment per value: the faster way for a handful of rows."""
-        children = self._bin_children
+    def _row_writes(self, rows: list, positions: list, amounts: list) -> None:
+        """Plain Python, a position and an amount per write: the faster way for a handful of rows."""
+        add, amount = positions.append, amounts.append
         for row in rows:
-            for src, edges, offset, low, high, missing, out_of_range in self._numeric_specs:
+            for src, edges, first, low, high, missing, outside in self._numeric_rows:
                 value = row[src]
-                children[offset + bins.numeric_index(edges, value)].inc()
+                add(first + bins.numeric_index(edges, value))
+                amount(1)
                 if value is None:
-                    missing.inc()
+                    add(missing)
+                    amount(1)
                 elif value < low or value > high:
-                    out_of_range.inc()
-            for src, positions, first, n_categories, missing, unknown in self._categorical_specs:
+                    add(outside)
+                    amount(1)
+            for src, categories, first, n_categories, missing, unknown in self._categorical_rows:
                 value = row[src]
-                index = bins.categorical_index(positions, value)
-                children[first + index].inc()
+                index = bins.categorical_index(categories, value)
+                add(first + index)
+                amount(1)
                 if value is None:
-                    missing.inc()
+                    add(missing)
+                    amount(1)
                 elif index == n_categories:
-                    unknown.inc()
-            for src, quantity in self._value_specs:
+                    add(unknown)
+                    amount(1)
+            for src, quantity in self._value_rows:
                 value = row[src]
                 if value is not None and value == value:  # NaN != NaN: missing too
-                    observe_value(quantity, value)
+                    value_writes(quantity, value, positions, amounts)
 
     def _observe_batch(self, rows: list) -> None:
         """Vectorised: per request, one numpy pass per column and one increment per distinct series."""

@@ -15,6 +15,13 @@ dies in the middle of a request, and so does its replacement. Here instead:
 - every update that could not be written is counted in memory the gunicorn master
   shares with its workers (made before they fork), so the master can export the count
   even when the folder has no room for one more byte.
+
+A row makes dozens of writes, so a write is kept to a float added through a view of the
+file's mapping at the series' place (the library's write looks the key up and packs the value
+and its timestamp each time), and the fork check compares a pid cached at fork instead of
+asking the kernel (os.getpid is a system call) on every write. Once a series has its place,
+the file holds its value and nothing else does: so SeriesBlock can add to many series at once
+without a call per write, and the two ways mix freely.
 """
 import logging
 import multiprocessing
@@ -70,6 +77,15 @@ def _create_reserved(filename) -> None:
         raise
 
 
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
+
+def current_pid() -> int:
+    """os.getpid(), without a system call: the cache is renewed in every child at fork."""
+    return _pid[0]
+
+
 class WriteFailures:
     """Metric updates that could not be written, counted in memory shared across fork()."""
 
@@ -90,16 +106,18 @@ class WriteFailures:
         return self._count.value
 
 
-def guarded_value_class(failures: WriteFailures, process_identifier=os.getpid):
+def guarded_value_class(failures: WriteFailures, process_identifier=current_pid):
     """A ValueClass for prometheus_client, like its MultiProcessValue but never raising on a write.
 
     Same files, names and fork handling (values start from this process's file after a
     fork), so MultiProcessCollector reads them as it reads the library's own.
     """
     files = {}
+    views = {}  # id of a mapping -> (mapping, its float64 view); a grown file has a new mapping, the old stays valid
     instances = []
     pending = set()  # values whose latest amount is not in their file yet
-    state = {"pid": process_identifier(), "retry_at": 0.0, "logged_at": -_LOG_SECONDS}
+    # generation: changes whenever a series gains, loses or moves its place (SeriesBlock retakes them then)
+    state = {"pid": process_identifier(), "retry_at": 0.0, "logged_at": -_LOG_SECONDS, "generation": 0}
     lock = threading.Lock()
 
     def file_for(prefix):
@@ -130,11 +148,28 @@ def guarded_value_class(failures: WriteFailures, process_identifier=os.getpid):
                 return
             pending.discard(value)
 
+    def view_of(f):
+        """Float64 view of f's current mapping, shared by the series it holds."""
+        entry = views.get(id(f._m))
+        if entry is None or entry[0] is not f._m:
+            entry = views[id(f._m)] = (f._m, memoryview(f._m).cast("d"))
+        return entry[1]
+
+    def release_views() -> None:
+        # a mapping with a view exported cannot be closed (BufferError)
+        state["generation"] += 1
+        for value in instances:
+            value._view = None
+        for _, view in views.values():
+            view.release()
+        views.clear()
+
     def check_for_fork() -> None:
         actual = process_identifier()
         if state["pid"] == actual:
             return
         state["pid"] = actual
+        release_views()
         for f in files.values():
             f.close()
         files.clear()
@@ -157,20 +192,26 @@ def guarded_value_class(failures: WriteFailures, process_identifier=os.getpid):
 
         def _load(self) -> None:
             """This process's value from its file (0 for a new series); pending when the file refuses."""
-            self._file = None
+            self._file = self._view = None
             self._value, self._timestamp = 0.0, 0.0
             try:
                 f = file_for(self._prefix)
                 self._value, self._timestamp = f.read_value(self._key)
-                self._file = f
+                self._place(f)
             except Exception as exc:  # noqa: BLE001
                 pending.add(self)
                 failed(exc)
 
+        def _place(self, f) -> None:
+            self._file = f
+            self._view, self._index = view_of(f), f._positions[self._key] // 8
+            state["generation"] += 1
+
         def _write(self) -> None:
+            """The amount held in memory, written where the series had no place yet (so it is the whole value)."""
             f = file_for(self._prefix)
             f.write_value(self._key, self._value, self._timestamp)
-            self._file = f
+            self._place(f)
 
         def _store(self) -> None:
             if self._file is not None:  # the series has its place in the file: no new space needed
@@ -186,11 +227,14 @@ def guarded_value_class(failures: WriteFailures, process_identifier=os.getpid):
             with lock:
                 if state["pid"] != process_identifier():
                     check_for_fork()
-                self._value += amount
-                self._timestamp = 0.0
-                if self._file is not None and not pending:  # the usual case, inline: one write
-                    self._file.write_value(self._key, self._value, 0.0)
+                view = self._view
+                if view is not None:  # the usual case: one add in place
+                    view[self._index] += amount
+                    if pending:
+                        retry_pending()
                 else:
+                    self._value += amount
+                    self._timestamp = 0.0
                     self._store()
 
         def set(self, value, timestamp=None):
@@ -207,7 +251,7 @@ def guarded_value_class(failures: WriteFailures, process_identifier=os.getpid):
         def get(self):
             with lock:
                 check_for_fork()
-                return self._value
+                return self._view[self._index] if self._view is not None else self._value
 
         def get_exemplar(self):
             return None
@@ -217,9 +261,76 @@ def guarded_value_class(failures: WriteFailures, process_identifier=os.getpid):
             if pending and state["pid"] == process_identifier():
                 retry_pending(force)
 
+    def generation() -> int:
+        """After the fork check and a retry of what is pending: changes whenever any series' place does."""
+        with lock:
+            check_for_fork()
+            if pending:
+                retry_pending()
+            return state["generation"]
+
+    def places(series: list):
+        """Each series' (view, index) in this process's files, or None while any of them has no place."""
+        with lock:
+            if any(value._view is None for value in series):
+                return None
+            return [value._view for value in series], [value._index for value in series]
+
     GuardedValue.pending = pending
     GuardedValue.flush = staticmethod(flush)
+    GuardedValue.lock = lock
+    GuardedValue.generation = staticmethod(generation)
+    GuardedValue.places = staticmethod(places)
     return GuardedValue
+
+
+class SeriesBlock:
+    """Series a hot path adds to many at a time, without a method call per write.
+
+    A one-row request adds to dozens of series; at the value class's inc() (lock, fork check, call)
+    that costs more than the metric logic around it. Here the amounts go straight into the files'
+    mappings at the series' places, under the value class's lock once per call. The places are
+    retaken after a fork or whenever a series moves; while any series has no place (a full folder),
+    and in single-process mode (prometheus_client's own values), each value's inc() does the work.
+    """
+
+    def __init__(self, series: list):
+        self.series = list(series)
+        cls = type(self.series[0]) if self.series else None
+        self._generation = getattr(cls, "generation", None)
+        self._places = getattr(cls, "places", None)
+        self._lock = getattr(cls, "lock", None)
+        self._taken_at = None
+        self._views = self._index = None
+
+    def extend(self, series: list) -> int:
+        """Take more series in; returns the position of the first (the others follow it)."""
+        first = len(self.series)
+        self.series += series
+        if self._generation is None and series:
+            cls = type(series[0])
+            self._generation, self._places, self._lock = (getattr(cls, "generation", None),
+                                                         getattr(cls, "places", None), getattr(cls, "lock", None))
+        self._taken_at = None
+        return first
+
+    def add(self, positions, amounts) -> None:
+        """Add amounts[i] to series[positions[i]] (a position may repeat)."""
+        if self._generation is not None:
+            generation = self._generation()
+            if generation != self._taken_at:
+                places = self._places(self.series)
+                self._views, self._index = places if places is not None else (None, None)
+                self._taken_at = generation if places is not None else None
+            if self._views is not None:
+                views, index = self._views, self._index
+                with self._lock:
+                    for k, amount in zip(positions, amounts):
+                        views[k][index[k]] += amount
+                return
+        series = self.series
+        for k, amount in zip(positions, amounts):
+            series[k].inc(amount)
 
 
 _failures = None

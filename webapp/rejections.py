@@ -5,7 +5,7 @@ Two places refuse a request before Flask routes it:
   headers arrive too slowly;
 - the WSGI middleware below, for methods outside the fixed list of HTTP methods.
 
-prometheus-flask-exporter labels every request with its method, and a method is any
+The HTTP metrics (webapp.http_metrics) label every request with its method, and a method is any
 token a client cares to send: each new one would be a new set of series, and new
 space in the multiprocess folder, without bound. Those requests are answered here
 instead, and counted in `http_requests_rejected_total{reason}`, whose reasons are a
