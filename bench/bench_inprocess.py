@@ -87,7 +87,7 @@ def apps(model_dir) -> dict:
 def per_request_us(client, record, requests: int) -> float:
     start = time.perf_counter()
     for _ in range(requests):
-        resp = client.post("/predict", json=record)
+        resp = client.post("/predict", json=record)  # a batch too: {"instances": [...]}
     if resp.status_code != 200:
         sys.exit(f"bench: /predict answered {resp.status_code}: {resp.get_data(as_text=True)[:200]}")
     return (time.perf_counter() - start) / requests * 1e6
@@ -128,6 +128,15 @@ def main(argv=None) -> int:
             rounds[name].append(per_request_us(clients[name], record, args.requests))
     best = {name: min(times) for name, times in rounds.items()}
 
+    # a batch of exactly 1,000 rows, the two ends only: without metrics and with all of them
+    rows = [r for r, _ in replay_records()]
+    batch = {"instances": (rows * (1000 // len(rows) + 1))[:1000]}
+    batch_rounds = {name: [] for name in ("no metrics", "all metrics")}
+    for i in range(max(3, args.rounds // 2)):
+        for name in (list(batch_rounds) if i % 2 == 0 else list(batch_rounds)[::-1]):
+            batch_rounds[name].append(per_request_us(clients[name], batch, max(3, args.requests // 100)))
+    batch_best = {name: min(times) for name, times in batch_rounds.items()}
+
     library_us, guarded_us = write_costs(args.rounds)
 
     base = best["no metrics"]
@@ -143,6 +152,10 @@ def main(argv=None) -> int:
     print(f"  HTTP metrics by prometheus-flask-exporter instead: {exporter:.0f} µs, {exporter / base:.1%}")
     print(f"  of which the distribution statistics {distribution:.0f} µs, {distribution / base:.1%} of the request "
           f"without metrics")
+    batch_cost = batch_best["all metrics"] - batch_best["no metrics"]
+    print(f"a batch of 1,000 rows: {batch_best['no metrics'] / 1000:.0f} ms without metrics, "
+          f"{batch_best['all metrics'] / 1000:.0f} ms with all; metrics {batch_cost / 1000:.2f} ms, "
+          f"{batch_cost / batch_best['no metrics']:.1%} of the request without metrics")
     print(f"  one multiprocess counter write, median of {args.rounds} interleaved rounds: "
           f"{guarded_us:.2f} µs (webapp/metrics_store.py), {library_us:.2f} µs (prometheus_client's own "
           f"value class), ratio {guarded_us / library_us:.3f}")

@@ -89,7 +89,8 @@ def main(argv=None) -> int:
     record = replay_records()[0][0]
     single, batch = tmp / "single.json", tmp / "batch.json"
     single.write_text(json.dumps(record))
-    batch.write_text(json.dumps({"instances": [r for r, _ in replay_records()[:1000]]}))
+    rows = [r for r, _ in replay_records()]
+    batch.write_text(json.dumps({"instances": (rows * (1000 // len(rows) + 1))[:1000]}))  # exactly 1,000 rows
 
     runs = []
     for i in range(args.runs):

@@ -13,11 +13,13 @@ Drift and data-quality counts are taken from the validated rows (tuples in the c
 feature order), never from what the pipeline makes of them, so they mean the same for
 any pipeline and any serving path.
 
-Hot-path cost matters (a one-row request is ~0.5 ms).  Small requests take a
+Hot-path cost matters (a one-row request is a few hundred µs).  Small requests take a
 plain-Python path (model.bins.numeric_index and categorical_index per value; numpy
-calls cost more than they save on one row).  Larger batches find bins a column at a
-time (model.bins.numeric_indices, one count per category) and increment each distinct
-series once, whatever the batch size.
+calls cost more than they save on one row) that lists each write as a position and an
+amount, and hands the list to one SeriesBlock (webapp.metrics_store) rather than calling
+a metric per write.  Larger batches find bins a column at a time
+(model.bins.numeric_indices, one count per category) and increment each distinct series
+once, whatever the batch size.
 Both paths count with model.bins, the rule training used; tests check they agree.
 
 A classifier's predictions are classes: they are counted per class in the prediction bins (the
@@ -35,9 +37,8 @@ cdf, edge weights, moments, center and calibrated thresholds are gauges made fro
 scrape (webapp.reference_metrics). Each feature has its own edges in the one family
 model_feature_value: see HistogramFamily. A quantity without a distribution (an older card,
 constant reference values) has none of these series. In the plain-Python path each non-missing
-value of such a quantity costs four increments (its bucket, the histogram's sum, the sum above or
-below the center, the squares: a write each in multiprocess mode); a batch costs one per distinct
-bucket and four per quantity.
+value of such a quantity costs four writes (its bucket, the histogram's sum, the sum above or
+below the center, the squares); a batch costs one per distinct bucket and four per quantity.
 """
 import bisect
 import math
