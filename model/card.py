@@ -306,9 +306,9 @@ def load_verified_library(model_dir: Path, card: dict, pipeline):
         return None, (f"the card has no compiled library for its {type(ensemble).__name__}: onboard it where a C "
                       "compiler is installed")
     path = Path(model_dir) / entry["file"]
-    _verified_bytes(path, entry, "compiled", "compiled library",
-                    "run `python -m model.train` or `python -m model.onboard` again")
+    data = _verified_bytes(path, entry, "compiled", "compiled library",
+                           "run `python -m model.train` or `python -m model.onboard` again")
     try:
-        return compiled.CompiledEnsemble(path, entry["sha256"], ensemble), ""
+        return compiled.CompiledEnsemble(path, entry["sha256"], ensemble, data=data), ""
     except Exception as exc:  # noqa: BLE001 - a library that cannot load leaves the trees to scikit-learn
         return None, "compiled trees not served: " + " ".join(f"{type(exc).__name__}: {exc}".split())

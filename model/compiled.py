@@ -361,15 +361,16 @@ class CompiledEnsemble:
     """A compiled library, loaded after its sha256 is checked, predicting exactly as `ensemble` does.
 
     `ensemble` is the fitted scikit-learn object the library was compiled from: it gives the classes, the
-    number of features, and predicts the rows the library refuses. Raises ValueError (one line) for a
+    number of features, and predicts the rows the library refuses. `data`, when given, are the file's bytes
+    as the caller read them (they are hashed here all the same). Raises ValueError (one line) for a
     missing file, a sha256 mismatch, or a library that does not fit the ensemble."""
 
-    def __init__(self, path, sha256: str, ensemble):
+    def __init__(self, path, sha256: str, ensemble, data: bytes = None):
         path = Path(path)
         if type(ensemble) not in SUPPORTED:
             raise ValueError(f"{type(ensemble).__name__} is not a supported tree ensemble")
         try:
-            data = path.read_bytes()
+            data = path.read_bytes() if data is None else data
         except FileNotFoundError:
             raise ValueError(f"compiled library {path} not found") from None
         except OSError as exc:

@@ -257,6 +257,23 @@ def test_unhandled_exception_is_counted(fresh, record, monkeypatch):
     assert math.isclose(s.sum("model_predictions_total"), 0)
 
 
+def test_a_request_cut_short_by_a_worker_timeout_keeps_its_route_and_counts_as_an_exception(fresh, record,
+                                                                                              monkeypatch):
+    app, client, samples = fresh
+
+    def timed_out(X):
+        raise SystemExit(1)  # what gunicorn's timeout handler raises in a sync worker
+
+    monkeypatch.setattr(app.extensions["model_service"].predictor, "predict", timed_out)
+    with pytest.raises(SystemExit):
+        post(client, "/predict", record)
+    s = samples()
+    assert s.by("flask_http_request_duration_seconds_count", "route") == {"/predict": 1}
+    assert s.sum("flask_http_request_exceptions_total") == 1
+    assert s.sum("flask_http_request_total", status="500") == 1
+    assert s.sum("flask_http_requests_in_progress") == 0
+
+
 def test_small_and_batch_paths_count_the_same(model_dir, card, replay):
     """The plain-Python path (small requests) and the numpy path (batches) give identical metrics."""
     records = [dict(r) for r, _ in replay[:200]]

@@ -3,24 +3,28 @@
 The metric names, labels and meanings are prometheus-flask-exporter's, which this module
 replaced: its hooks (two Flask hooks, label dicts and three value writes a request) cost more
 than everything a request's model metrics write (bench/bench_inprocess.py measures both side
-by side). Here one WSGI middleware times the app and reads the status from start_response, an
-after_request hook leaves the route in the WSGI environ (Flask empties its request's place there
-when the request ends), and a request's writes go through SeriesBlock.
+by side). Here one WSGI middleware times the whole Flask app (context, routing, view, answer
+and teardown) and reads the status from start_response; a teardown_request hook, which runs
+for every request however it ended, leaves the route in the WSGI environ (Flask empties its
+request's place there when the request ends) and counts an exception no handler took; a
+request's writes go through SeriesBlock. The exporter's flask_exporter_info gauge (its own
+version) is not kept.
 
 - flask_http_request_total{method, status}
 - flask_http_request_duration_seconds{method, route, status}: `route` is the URL rule, never
   the raw path (UNMATCHED_ROUTE when none matched)
 - flask_http_request_exceptions_total{method, status}: requests whose exception no handler
-  took (Flask logs it and answers 500)
+  took (Flask logs it and answers 500), or that a worker's timeout cut short
 - flask_http_requests_in_progress: livesum over the workers
 
 Label values are bounded: methods by webapp.rejections (the middleware outside this one),
-routes by the app's URL rules, statuses by what the app answers.
+routes by the app's URL rules, statuses by what the app answers. One thread per process writes
+(gunicorn's sync workers); SeriesBlock holds its lock where its state changes.
 """
 import bisect
 import time
 
-from flask import Flask, got_request_exception, request
+from flask import Flask, request
 from prometheus_client import Counter, Gauge, Histogram
 
 from .metrics_store import SeriesBlock
@@ -88,14 +92,11 @@ class HttpMetrics:
         return app
 
     def instrument(self, app: Flask) -> None:
-        """Wrap app's WSGI app, and hook into Flask where the route and unhandled exceptions are known."""
+        """Wrap app's WSGI app, and hook into Flask where the route and an unhandled exception are known."""
         app.wsgi_app = self.wrap(app.wsgi_app)
 
-        @app.after_request
-        def _note_route(response):
+        @app.teardown_request
+        def _note_route(exception=None):
             request.environ[ROUTE_KEY] = route(request)
-            return response
-
-        def counted(sender, exception, **extra):  # what no error handler took: Flask answers it 500
-            self.exceptions.labels(request.method, "500").inc()
-        got_request_exception.connect(counted, app, weak=False)
+            if exception is not None:  # no error handler took it: Flask answered 500, or a timeout cut it short
+                self.exceptions.labels(request.method, "500").inc()

@@ -498,6 +498,17 @@ class ModelMetrics:
         self._categorical_rows = [(i, positions, first_bin + first, n, slot(missing._value), slot(unknown._value))
                                   for i, positions, first, n, missing, unknown in self._categorical_specs]
         self._value_rows = [(i, row_quantity(quantity)) for i, quantity in self._value_specs]
+        # the batch path's positions: bins are first_bin + their flat index, bincount slots map to bucket positions
+        self._first_bin = first_bin
+        self._num_missing_slots = np.array([spec[5] for spec in self._numeric_rows], dtype=np.intp)
+        self._num_outside_slots = np.array([spec[6] for spec in self._numeric_rows], dtype=np.intp)
+        if self._value_rows:
+            self._value_slot_map = np.full(self._value_slots, -1, dtype=np.intp)  # -1: a NaN's slot, not written
+            for k, (_, quantity) in enumerate(self._value_rows):
+                start = self._value_offsets[k]
+                self._value_slot_map[start:start + len(quantity[0])] = quantity[1] + np.arange(len(quantity[0]))
+            # total, above, below, squares of each quantity, in the order of the running totals
+            self._value_sum_slots = [[q[2], q[6], q[7], q[8]] for _, q in self._value_rows]
         prediction_slots = [slot(child._value) for child in self._prediction_bins]
         self._first_prediction_bin = prediction_slots[0]
         if self.task == "classification":
@@ -519,10 +530,13 @@ class ModelMetrics:
         return positions, amounts
 
     def _observe_call(self, rows: list, seconds: float) -> None:
-        self.predictions.inc(len(rows))
-        self.batch.observe(len(rows))
-        self.inference.observe(seconds)
-        self._observe_batch(rows)
+        """A batch call's own series and its rows' features, in one SeriesBlock.add."""
+        n = len(rows)
+        positions, amounts = [self._predictions_slot], [n]
+        histogram_writes(self._batch_row, n, positions, amounts)
+        histogram_writes(self._inference_row, seconds, positions, amounts)
+        self._batch_writes(rows, positions, amounts)
+        self._block.add(positions, amounts)
 
     def observe_predictions(self, rows: list, predictions: np.ndarray, seconds: float) -> None:
         """Record one successful /predict call of a regressor: rows (validated tuples in card order) and answers."""
@@ -613,8 +627,8 @@ class ModelMetrics:
                 if value is not None and value == value:  # NaN != NaN: missing too
                     value_writes(quantity, value, positions, amounts)
 
-    def _observe_batch(self, rows: list) -> None:
-        """Vectorised: per request, one numpy pass per column and one increment per distinct series."""
+    def _batch_writes(self, rows: list, positions: list, amounts: list) -> None:
+        """Vectorised: per request, one numpy pass per column, and one write per distinct series."""
         counts = np.zeros(self._n_bins, dtype=np.int64)
 
         columns = list(zip(*rows))  # one transpose in C; each column is then counted whole
@@ -625,54 +639,57 @@ class ModelMetrics:
                 index[:, j] = bins.numeric_indices(edges, values[:, j])
             index += self._num_offset
             counts[:self._n_numeric_bins] = np.bincount(index.ravel(), minlength=self._n_numeric_bins)
-            outside = ((values < self._train_min) | (values > self._train_max)).sum(axis=0)
-            nan_count = np.isnan(values).sum(axis=0)
-            for j in np.flatnonzero(outside):
-                self._out_of_range[self._numeric[j]].inc(int(outside[j]))
-            for j in np.flatnonzero(nan_count):
-                self._missing[self._numeric[j]].inc(int(nan_count[j]))
+            for slots, per_feature in ((self._num_outside_slots,
+                                        ((values < self._train_min) | (values > self._train_max)).sum(axis=0)),
+                                       (self._num_missing_slots, np.isnan(values).sum(axis=0))):
+                where = np.flatnonzero(per_feature)
+                positions += slots[where].tolist()
+                amounts += per_feature[where].tolist()
             if self._value_quantities:
-                self._observe_feature_values(values[:, self._value_columns])
+                self._feature_value_writes(values[:, self._value_columns], positions, amounts)
 
-        for src, positions, first, n_categories, missing, unknown in self._categorical_specs:
+        for src, categories, first, n_categories, missing, unknown in self._categorical_rows:
             n_missing = n_other = 0
+            first -= self._first_bin  # counts is indexed by bin, not by position
             for value, count in Tally(columns[src]).items():
-                index = bins.categorical_index(positions, value)
+                index = bins.categorical_index(categories, value)
                 counts[first + index] += count
                 if value is None:
                     n_missing += count
                 elif index == n_categories:
                     n_other += count
             if n_missing:
-                missing.inc(n_missing)
+                positions.append(missing)
+                amounts.append(n_missing)
             if n_other:
-                unknown.inc(n_other)
+                positions.append(unknown)
+                amounts.append(n_other)
 
-        for i in np.flatnonzero(counts):
-            self._bin_children[i].inc(int(counts[i]))
+        where = np.flatnonzero(counts)
+        positions += (where + self._first_bin).tolist()
+        amounts += counts[where].tolist()
 
-    def _observe_feature_values(self, values: np.ndarray) -> None:
-        """observe_values for every feature with a distribution (the columns of `values`, NaN missing), with one
-        numpy pass for the sums of all of them and one bincount for their buckets."""
+    def _feature_value_writes(self, values: np.ndarray, positions: list, amounts: list) -> None:
+        """The bucket counts and sums of every feature with a distribution (the columns of `values`, NaN missing),
+        with one numpy pass for the sums of all of them and one bincount for their buckets."""
         present = ~np.isnan(values)
         index = np.empty(values.shape, dtype=np.intp)
         for k, quantity in enumerate(self._value_quantities):
             index[:, k] = np.searchsorted(quantity[1], values[:, k], side="left")
         index += self._value_offsets
         counts = np.bincount(index.ravel(), minlength=self._value_slots)
+        where = np.flatnonzero(counts)
+        targets = self._value_slot_map[where]
+        written = targets >= 0
+        positions += targets[written].tolist()
+        amounts += counts[where][written].tolist()
         totals = running_total(np.where(present, values, 0.0))
         shifted = np.where(present, np.clip(values, self._value_low, self._value_high) - self._value_center, 0.0)
-        aboves, belows = running_total(np.maximum(shifted, 0.0)), running_total(np.maximum(-shifted, 0.0))
-        squares = running_total(shifted * shifted)
-        for k in np.flatnonzero(present.any(axis=0)):
-            _, _, _, _, _, buckets, total, above, below, squared = self._value_quantities[k]
-            feature_counts = counts[self._value_offsets[k]:self._value_offsets[k] + len(buckets)]
-            for i in np.flatnonzero(feature_counts):
-                buckets[i].inc(int(feature_counts[i]))
-            total.inc(float(totals[k]))
-            above.inc(float(aboves[k]))
-            below.inc(float(belows[k]))
-            squared.inc(float(squares[k]))
+        sums = (totals, running_total(np.maximum(shifted, 0.0)), running_total(np.maximum(-shifted, 0.0)),
+                running_total(shifted * shifted))
+        for k in np.flatnonzero(present.any(axis=0)).tolist():
+            positions += self._value_sum_slots[k]
+            amounts += [float(column[k]) for column in sums]
 
     def observe_invalid(self, reason: str) -> None:
         child = self.invalid.get(reason)

@@ -23,6 +23,7 @@ asking the kernel (os.getpid is a system call) on every write. Once a series has
 the file holds its value and nothing else does: so SeriesBlock can add to many series at once
 without a call per write, and the two ways mix freely.
 """
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -262,19 +263,19 @@ def guarded_value_class(failures: WriteFailures, process_identifier=current_pid)
                 retry_pending(force)
 
     def generation() -> int:
-        """After the fork check and a retry of what is pending: changes whenever any series' place does."""
-        with lock:
-            check_for_fork()
-            if pending:
-                retry_pending()
-            return state["generation"]
+        """After the fork check and a retry of what is pending: changes whenever any series' place does.
+        The caller holds the lock."""
+        check_for_fork()
+        if pending:
+            retry_pending()
+        return state["generation"]
 
     def places(series: list):
-        """Each series' (view, index) in this process's files, or None while any of them has no place."""
-        with lock:
-            if any(value._view is None for value in series):
-                return None
-            return [value._view for value in series], [value._index for value in series]
+        """Each series' (view, index) in this process's files, or None while any of them has no place.
+        The caller holds the lock."""
+        if any(value._view is None for value in series):
+            return None
+        return [value._view for value in series], [value._index for value in series]
 
     GuardedValue.pending = pending
     GuardedValue.flush = staticmethod(flush)
@@ -295,40 +296,39 @@ class SeriesBlock:
     """
 
     def __init__(self, series: list):
-        self.series = list(series)
-        cls = type(self.series[0]) if self.series else None
-        self._generation = getattr(cls, "generation", None)
-        self._places = getattr(cls, "places", None)
-        self._lock = getattr(cls, "lock", None)
-        self._taken_at = None
-        self._views = self._index = None
+        self.series = []
+        self._lock = self._generation = self._places = None
+        self._taken_at = self._views = self._index = None
+        self.extend(series)
 
     def extend(self, series: list) -> int:
         """Take more series in; returns the position of the first (the others follow it)."""
-        first = len(self.series)
-        self.series += series
-        if self._generation is None and series:
+        if self._lock is None and series:
             cls = type(series[0])
-            self._generation, self._places, self._lock = (getattr(cls, "generation", None),
-                                                         getattr(cls, "places", None), getattr(cls, "lock", None))
-        self._taken_at = None
+            self._lock, self._generation, self._places = (getattr(cls, "lock", None),
+                                                         getattr(cls, "generation", None),
+                                                         getattr(cls, "places", None))
+        with self._lock or contextlib.nullcontext():
+            first = len(self.series)
+            self.series = self.series + list(series)
+            self._taken_at = None
         return first
 
     def add(self, positions, amounts) -> None:
         """Add amounts[i] to series[positions[i]] (a position may repeat)."""
         if self._generation is not None:
-            generation = self._generation()
-            if generation != self._taken_at:
-                places = self._places(self.series)
-                self._views, self._index = places if places is not None else (None, None)
-                self._taken_at = generation if places is not None else None
-            if self._views is not None:
+            with self._lock:
+                generation = self._generation()
+                if generation != self._taken_at:
+                    places = self._places(self.series)
+                    self._views, self._index = places if places is not None else (None, None)
+                    self._taken_at = generation if places is not None else None
                 views, index = self._views, self._index
-                with self._lock:
+                if views is not None:
                     for k, amount in zip(positions, amounts):
                         views[k][index[k]] += amount
-                return
-        series = self.series
+                    return
+        series = self.series  # each value's inc() takes the lock itself
         for k, amount in zip(positions, amounts):
             series[k].inc(amount)
 
