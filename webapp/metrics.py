@@ -520,29 +520,25 @@ class ModelMetrics:
             self._prediction_histogram_row = row_histogram(self.prediction)
         self._block = SeriesBlock(series)
 
-    def _call_writes(self, rows: list, seconds: float) -> tuple:
-        """(positions, amounts) of a small call's own series and of its rows' features."""
+    def _call_writes(self, rows: list, seconds: float, feature_writes) -> tuple:
+        """(positions, amounts) of a call's own series, and of its rows' features by `feature_writes`
+        (_row_writes or _batch_writes)."""
         n = len(rows)
         positions, amounts = [self._predictions_slot], [n]
         histogram_writes(self._batch_row, n, positions, amounts)
         histogram_writes(self._inference_row, seconds, positions, amounts)
-        self._row_writes(rows, positions, amounts)
+        feature_writes(rows, positions, amounts)
         return positions, amounts
 
     def _observe_call(self, rows: list, seconds: float) -> None:
         """A batch call's own series and its rows' features, in one SeriesBlock.add."""
-        n = len(rows)
-        positions, amounts = [self._predictions_slot], [n]
-        histogram_writes(self._batch_row, n, positions, amounts)
-        histogram_writes(self._inference_row, seconds, positions, amounts)
-        self._batch_writes(rows, positions, amounts)
-        self._block.add(positions, amounts)
+        self._block.add(*self._call_writes(rows, seconds, self._batch_writes))
 
     def observe_predictions(self, rows: list, predictions: np.ndarray, seconds: float) -> None:
         """Record one successful /predict call of a regressor: rows (validated tuples in card order) and answers."""
         quantity = self._prediction_quantity
         if len(rows) <= SMALL_REQUEST_ROWS:
-            positions, amounts = self._call_writes(rows, seconds)
+            positions, amounts = self._call_writes(rows, seconds, self._row_writes)
             row, histogram = self._prediction_row, self._prediction_histogram_row
             edges, first_bin = self._prediction_edge_list, self._first_prediction_bin
             for p in predictions.tolist():
@@ -568,7 +564,7 @@ class ModelMetrics:
         """Record one successful /predict call of a classifier: rows, the predicted class positions, and the
         probabilities ((n, classes) array, or None for a model without them)."""
         if len(rows) <= SMALL_REQUEST_ROWS:
-            positions, amounts = self._call_writes(rows, seconds)
+            positions, amounts = self._call_writes(rows, seconds, self._row_writes)
             first_bin = self._first_prediction_bin
             for i in indices.tolist():
                 positions.append(first_bin + i)
