@@ -20,6 +20,7 @@ from .classes import ClassIndex, ClassLabelError, check_classes, label_text
 
 CARD_FILE = "model_card.json"
 PICKLE_FILE = "model.pkl"
+ROUTING_FILE = "routing.json"  # beside version folders: a deployment of several versions (webapp.routing)
 SCHEMA_FILE = Path(__file__).with_name("model_card.schema.json")
 _FRACTION_SUM_TOLERANCE = 1e-6
 BOOLEAN_CATEGORIES = ["false", "true"]  # the bins of a boolean feature, before __other__ and __missing__

@@ -17,7 +17,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from .card import CARD_FILE, PICKLE_FILE, ModelIntegrityError, card_problems, read_card, sha256_of
+from .card import CARD_FILE, PICKLE_FILE, ROUTING_FILE, ModelIntegrityError, card_problems, read_card, sha256_of
 from .dataset import DEFAULT_CSV, load_frame, split
 from .features import CATEGORICAL, FEATURES, LAST_TRAINING_YEAR, NUMERIC
 from .onboard import build_card, write_model
@@ -95,6 +95,13 @@ def main(argv=None) -> int:
     model_dir = Path(args.model_dir)
     if args.is_example:
         return 0 if _card_on_disk(model_dir)[0] == MODEL_NAME else 1
+    if (model_dir / ROUTING_FILE).exists():  # a deployment of several versions: each has its own folder
+        if args.if_missing:
+            print(f"{model_dir} is a deployment folder ({ROUTING_FILE}); its versions are served as they are")
+            return 0
+        print(f"model.train: {model_dir} is a deployment folder ({ROUTING_FILE}); train into one of its version "
+              "folders instead", file=sys.stderr)
+        return 1
     if (args.if_missing and (model_dir / PICKLE_FILE).exists() and not (model_dir / CARD_FILE).exists()
             and model_dir.resolve() != DEFAULT_MODEL_DIR):
         # a pickle of the user's, not onboarded yet: never replaced by the example

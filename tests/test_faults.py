@@ -28,7 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from model.bins import numeric_labels
 from tests.scrape import parse, scrape
-from tests.servers import ROOT, Exporter, Gunicorn, Prometheus, free_port, gunicorn, gunicorn_command, start_process
+from tests.servers import ROOT, Exporter, Gunicorn, Prometheus, free_port, gunicorn, gunicorn_command, start_process, wait_until
 
 JSON = {"Content-Type": "application/json"}
 
@@ -38,17 +38,6 @@ def mp_count(directory, name, **labels) -> float:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))
     return parse(generate_latest(registry).decode()).sum(name, **labels)
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout} s")
-        time.sleep(interval)
 
 
 # -- 1. a worker SIGKILLed under load ----------------------------------------------------------

@@ -81,7 +81,7 @@ def rows_of(card: dict, records: list) -> list:
 def metrics_with_reference(card: dict, registry) -> ModelMetrics:
     """ModelMetrics and the card's reference gauges in one registry, as the app's single-process mode has them."""
     metrics = ModelMetrics(card, "numpy", registry)
-    registry.register(ReferenceCollector(lambda: card))
+    registry.register(ReferenceCollector(lambda: [({}, card)]))
     return metrics
 
 
@@ -218,7 +218,7 @@ def test_the_reference_gauges_follow_the_card_being_served_and_the_counts_stay(a
     registry = CollectorRegistry()
     serving = {"card": ames_card}
     metrics = ModelMetrics(ames_card, "numpy", registry)
-    registry.register(ReferenceCollector(lambda: serving["card"]))
+    registry.register(ReferenceCollector(lambda: [({}, serving["card"])]))
     rows = rows_of(ames_card, known_records)
     metrics.observe_predictions(rows, np.full(len(rows), 180_000.0), 0.001)
     before = scrape(registry)

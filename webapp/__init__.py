@@ -18,6 +18,7 @@ from model.card import CARD_FILE, ModelIntegrityError, load_verified_library, lo
 from model.classes import ClassIndex
 
 from . import config
+from .deployment import load_deployment
 from .errors import register_error_handlers
 from .instrumentation import init_instrumentation, replace_model_metrics
 from .jsonbody import discard_unread_body
@@ -95,18 +96,32 @@ def reload_model(app: Flask, log) -> bool:
     """
     old = app.extensions["model_service"]
     try:
-        service = load_model_service(app.config)
-        replace_model_metrics(app, service.card, service.predictor)
+        deployment = load_deployment(app.config, load_model_service)
+        replace_model_metrics(app, deployment)
     except ModelIntegrityError as exc:
         log.error("model reload refused, still serving %s %s: %s", old.card["name"], old.version, exc)
         return False
     except Exception:  # noqa: BLE001 - a reload must never take the running server down
         log.exception("model reload failed, still serving %s %s", old.card["name"], old.version)
         return False
-    app.extensions["model_service"] = service
+    service = deployment.primary
+    app.extensions["deployment"], app.extensions["model_service"] = deployment, service
     log.info("model reloaded: serving %s %s (sha256 %s), was %s; %s", service.card["name"], service.version,
              service.card["artifact"]["sha256"][:12], old.version, serving_line(service))
+    for line in other_version_lines(deployment):
+        log.info("model reloaded: %s", line)
     return True
+
+
+def other_version_lines(deployment) -> list:
+    """One line per version beside the primary: its role, weight, sha256 and serving path."""
+    lines = []
+    for version, service in list(deployment.services.items())[1:]:
+        routing = deployment.router.routing
+        role = "shadow" if version in routing.shadow else f"candidate at {routing.weight(version):g}%"
+        lines.append(f"version {version} (sha256 {service.card['artifact']['sha256'][:12]}) as {role}; "
+                     f"{serving_line(service)}")
+    return lines
 
 
 def create_app(test_config=None) -> Flask:
@@ -116,8 +131,9 @@ def create_app(test_config=None) -> Flask:
         app.config.from_mapping(test_config)
     app.config["PROPAGATE_EXCEPTIONS"] = False  # even under TESTING: errors become JSON 500s, and are counted
     app.json.sort_keys = False
-    service = load_model_service(app.config)  # the card's shape is checked before it is read
-    app.extensions["model_service"] = service
+    # every card's shape is checked before it is read; a deployment folder loads each of its versions
+    deployment = load_deployment(app.config, load_model_service)
+    app.extensions["deployment"], app.extensions["model_service"] = deployment, deployment.primary
 
     @app.before_request
     def _assign_request_id():
@@ -132,6 +148,6 @@ def create_app(test_config=None) -> Flask:
     register_error_handlers(app)
     app.after_request(discard_unread_body)  # error answers only: see webapp/jsonbody.py
     app.register_blueprint(bp)
-    init_instrumentation(app, service.card, service.predictor)  # reads the card's reference bins
+    init_instrumentation(app, deployment)  # reads the cards' reference bins
     return app
 

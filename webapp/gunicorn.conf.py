@@ -92,9 +92,12 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 
 
 def when_ready(server):
-    from webapp import serving_line
-    service = server.app.wsgi().extensions["model_service"]
+    from webapp import other_version_lines, serving_line
+    deployment = server.app.wsgi().extensions["deployment"]
+    service = deployment.primary
     server.log.info("Serving model %s %s; %s", service.card["name"], service.version, serving_line(service))
+    for line in other_version_lines(deployment):
+        server.log.info("Serving %s", line)
     if not METRICS_ENABLED:
         return
     from webapp.metrics_server import start_metrics_server

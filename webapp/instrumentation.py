@@ -7,7 +7,7 @@ same metrics go to a registry of the app's own, at app.extensions["metrics_regis
 """
 import os
 
-from flask import Flask, request
+from flask import Flask, g, request
 from prometheus_client import CollectorRegistry
 
 from . import metrics_store, rejections
@@ -20,9 +20,11 @@ def multiprocess_mode() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
-def init_instrumentation(app: Flask, card: dict, predictor) -> None:
+def init_instrumentation(app: Flask, deployment) -> None:
     if not app.config["METRICS_ENABLED"]:
         app.extensions["model_metrics"] = NoMetrics()
+        app.extensions["version_metrics"] = {version: app.extensions["model_metrics"]
+                                             for version in deployment.services}
         app.extensions["http_rejections"] = None
         app.wsgi_app = rejections.refuse_unknown_methods(app.wsgi_app, None)
         return
@@ -39,24 +41,65 @@ def init_instrumentation(app: Flask, card: dict, predictor) -> None:
     app.wsgi_app = rejections.refuse_unknown_methods(app.wsgi_app, app.extensions["http_rejections"])
 
     app.extensions["metrics_registry"] = registry
-    app.extensions["model_metrics"] = ModelMetrics(card, predictor.path, registry)
+    _set_model_metrics(app, version_metrics(deployment, registry))
     # single-process mode serves this registry; under gunicorn the master serves its own (metrics_server)
-    registry.register(ReferenceCollector(lambda: card))
+    registry.register(ReferenceCollector(deployment.reference_cards))
 
 
-def replace_model_metrics(app: Flask, card: dict, predictor) -> None:
+def version_metrics(deployment, registry) -> dict:
+    """version -> ModelMetrics. Several versions write the same names (their model_version label sets them
+    apart), so each has a registry of its own, and `registry` (served in single-process mode) joins them."""
+    if not deployment.several:
+        service = deployment.primary
+        return {service.version: ModelMetrics(service.card, service.predictor.path, registry)}
+    made = {}
+    for version, service in deployment.services.items():
+        made[version] = ModelMetrics(service.card, service.predictor.path, CollectorRegistry(), version_label=True)
+    registry.register(JoinedFamilies(made.values()))
+    return made
+
+
+def _set_model_metrics(app: Flask, metrics: dict) -> None:
+    app.extensions["version_metrics"] = metrics
+    app.extensions["model_metrics"] = next(iter(metrics.values()))  # the primary's: what no version is known for
+
+
+class JoinedFamilies:
+    """The model metrics of several versions as one family per name (each version's registry holds its own)."""
+
+    def __init__(self, metrics):
+        self.registries = [m.registry for m in metrics]
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        joined = {}
+        for registry in self.registries:
+            for family in registry.collect():
+                if family.name in joined:
+                    joined[family.name].samples.extend(family.samples)
+                else:
+                    joined[family.name] = family
+        yield from joined.values()
+
+
+def replace_model_metrics(app: Flask, deployment) -> None:
     """After a model reload (gunicorn SIGHUP, multiprocess mode): the new model's metrics, the old one retired.
 
     A fresh registry, as the old one holds the same names: under gunicorn no registry of the
     app's is served (the master reads the folder), and the series continue from the folder.
     """
-    old = app.extensions["model_metrics"]
-    if isinstance(old, NoMetrics):
+    old = app.extensions["version_metrics"]
+    if isinstance(app.extensions["model_metrics"], NoMetrics):
+        app.extensions["version_metrics"] = {version: app.extensions["model_metrics"] for version in deployment.services}
         return
-    new = ModelMetrics(card, predictor.path, CollectorRegistry())  # may fail: then nothing has changed yet
-    old.retire()
-    new.publish()  # after retire(): labels the two models share end at the new model's values
-    app.extensions["model_metrics"] = new
+    new = version_metrics(deployment, CollectorRegistry())  # may fail: then nothing has changed yet
+    for metrics in old.values():
+        metrics.retire()
+    for metrics in new.values():
+        metrics.publish()  # after retire(): labels the old and new models share end at the new model's values
+    _set_model_metrics(app, new)
 
 
 # what the app's routes answer (webapp/errors.py, webapp/routes.py): their request counters exist at 0
@@ -71,4 +114,6 @@ def model_metrics(app: Flask):
 def count_invalid_predict(app: Flask, reason: str) -> None:
     """Count a refused /predict request (other endpoints' errors show in the HTTP metrics)."""
     if request.url_rule is not None and request.url_rule.rule == "/predict":
-        app.extensions["model_metrics"].observe_invalid(reason)
+        version = getattr(g, "model_version", None)  # None: refused before a version was chosen (the primary's)
+        metrics = app.extensions["version_metrics"].get(version) or app.extensions["model_metrics"]
+        metrics.observe_invalid(reason)

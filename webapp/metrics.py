@@ -76,7 +76,7 @@ SCORE_BUCKETS = tuple(sorted({significant(1 / (1 + math.exp(-k / 4)), 6) for k i
 INVALID_REASONS = (
     "unsupported_media_type", "malformed_json", "non_finite_number", "duplicate_key", "too_deep",
     "not_an_object", "missing_field", "wrong_type", "out_of_bounds", "not_integer", "unknown_field",
-    "empty_batch", "batch_too_large", "body_too_large", "unpredictable",
+    "empty_batch", "batch_too_large", "body_too_large", "unpredictable", "unknown_model_version",
 )
 
 
@@ -159,6 +159,31 @@ class HistogramFamily:
         yield family
 
 
+VERSION_LABEL = "model_version"
+
+
+class _Leading:
+    """A labelled metric whose leading label values are fixed: .labels() takes the others."""
+
+    def __init__(self, metric, leading: tuple):
+        self._metric, self._leading = metric, leading
+
+    def labels(self, *values):
+        return self._metric.labels(*self._leading, *values)
+
+
+def labelled(kind, leading: tuple):
+    """kind (Counter, Gauge or Histogram), made with `leading` label values ahead of its own: a metric
+    without labels of its own is then the child of those values. No leading values: kind itself."""
+    if not leading:
+        return kind
+
+    def make(name, documentation, labelnames=(), **kwargs):
+        metric = kind(name, documentation, [VERSION_LABEL, *labelnames], **kwargs)
+        return _Leading(metric, leading) if labelnames else metric.labels(*leading)
+    return make
+
+
 def _child(metric, labelvalues: tuple):
     return metric.labels(*labelvalues) if labelvalues else metric
 
@@ -232,29 +257,37 @@ def observe_values(quantity: tuple, values: np.ndarray) -> None:
 class ModelMetrics:
     """Creates the model metrics in `registry` and records predictions, invalid input and feedback."""
 
-    def __init__(self, card: dict, serving_path: str, registry):
+    def __init__(self, card: dict, serving_path: str, registry, version_label: bool = False):
+        """version_label: every series gets a leading model_version label (the card's version), for a
+        deployment of several versions; without it the series are those of a single model."""
         self.task = card["task"]
-        self.predictions = Counter("model_predictions", "Rows predicted (a batch of n counts n)", registry=registry)
-        self.inference = Histogram("model_inference_duration_seconds",
+        self.version = card["version"]
+        self.registry = registry
+        self._version_names = (VERSION_LABEL,) if version_label else ()
+        self._version_values = (card["version"],) if version_label else ()
+        self._counter, self._gauge, self._histogram = (labelled(kind, self._version_values)
+                                                       for kind in (Counter, Gauge, Histogram))
+        self.predictions = self._counter("model_predictions", "Rows predicted (a batch of n counts n)", registry=registry)
+        self.inference = self._histogram("model_inference_duration_seconds",
                                    "Time in the model per /predict call: encoding and estimator, no HTTP or validation",
                                    buckets=INFERENCE_BUCKETS, registry=registry)
-        self.batch = Histogram("model_batch_size", "Rows per successful /predict call",
+        self.batch = self._histogram("model_batch_size", "Rows per successful /predict call",
                                buckets=BATCH_BUCKETS, registry=registry)
         target = card["target"]
-        info = Gauge("model_info", "The model being served (value 1), its target and its serving path",
+        info = self._gauge("model_info", "The model being served (value 1), its target and its serving path",
                      ["name", "version", "sha256", "task", "target", "unit", "serving_path"],
                      multiprocess_mode="max", registry=registry)
         # (gauge child, value) this model publishes: model_info, the holdout values and the reference shares
         self._published = [(info.labels(card["name"], card["version"], card["artifact"]["sha256"][:12],
                                         card["task"], target["name"], target["unit"], serving_path), 1)]
-        invalid = Counter("model_input_invalid", "Refused /predict requests, by the first problem's reason",
+        invalid = self._counter("model_input_invalid", "Refused /predict requests, by the first problem's reason",
                           ["reason"], registry=registry)
         self.invalid = {reason: invalid.labels(reason) for reason in INVALID_REASONS}
-        self.feedback = Counter("model_feedback", "Feedback pairs (prediction, actual) received", registry=registry)
+        self.feedback = self._counter("model_feedback", "Feedback pairs (prediction, actual) received", registry=registry)
         self._init_features(card, registry)
-        prediction_bins = Counter("model_prediction_bin", "Predictions per reference bin (not cumulative); a "
+        prediction_bins = self._counter("model_prediction_bin", "Predictions per reference bin (not cumulative); a "
                                   "classifier's bins are its classes", ["bin"], registry=registry)
-        prediction_reference = Gauge("model_prediction_reference_ratio", "Share of training-set predictions in "
+        prediction_reference = self._gauge("model_prediction_reference_ratio", "Share of training-set predictions in "
                                      "each bin (model card)", ["bin"], multiprocess_mode="max", registry=registry)
         pred_ref = card["reference"]["prediction"]
         self._prediction_bins = [prediction_bins.labels(b) for b in pred_ref["bins"]]
@@ -272,7 +305,7 @@ class ModelMetrics:
         # reload from a model with one, the old value must not linger; NaN cannot say it, as workers'
         # files hold 0 and a max() over NaN and 0 depends on the order the files are read in
         for name, doc, key in gauges:
-            self._published.append((Gauge(name, doc, multiprocess_mode="max", registry=registry),
+            self._published.append((self._gauge(name, doc, multiprocess_mode="max", registry=registry),
                                     holdout.get(key, 0.0)))
 
     def _init_regression(self, card: dict, registry) -> None:
@@ -290,12 +323,12 @@ class ModelMetrics:
             ("model_holdout_mean_absolute_percentage_error", "Holdout MAPE of the live model (model card), a ratio",
              "mean_absolute_percentage_error"),
         ))
-        self.absolute_error = Histogram("model_absolute_error", "|actual - prediction|, in the target's unit; "
+        self.absolute_error = self._histogram("model_absolute_error", "|actual - prediction|, in the target's unit; "
                                         "bucket bounds are multiples of the card's holdout MAE",
                                         buckets=error_buckets(holdout["mean_absolute_error"]), registry=registry)
-        self.squared_error = Counter("model_squared_error",
+        self.squared_error = self._counter("model_squared_error",
                                      "Sum of (actual - prediction)^2, for RMSE in PromQL", registry=registry)
-        self.absolute_percentage_error = Histogram("model_absolute_percentage_error",
+        self.absolute_percentage_error = self._histogram("model_absolute_percentage_error",
                                                    "|actual - prediction| / actual, a ratio (0.1 = 10%)",
                                                    buckets=APE_BUCKETS, registry=registry)
         # a percentage error is kept for a target that was positive throughout training (a price, a count)
@@ -317,18 +350,18 @@ class ModelMetrics:
              "0: no probabilities", "mean_confidence"),
         ))
         for name, what in (("precision", "precision"), ("recall", "recall"), ("f1", "F1")):
-            gauge = Gauge(f"model_holdout_{name}", f"Holdout {what} of each class (model card)", ["class"],
+            gauge = self._gauge(f"model_holdout_{name}", f"Holdout {what} of each class (model card)", ["class"],
                           multiprocess_mode="max", registry=registry)
             self._published += [(gauge.labels(t), holdout["classes"][t][name]) for t in texts]
-        shares = Gauge("model_class_reference_ratio", "Share of each actual class in the reference rows (model card)",
+        shares = self._gauge("model_class_reference_ratio", "Share of each actual class in the reference rows (model card)",
                        ["class"], multiprocess_mode="max", registry=registry)
         self._published += list(zip((shares.labels(t) for t in texts), refs["actual"]["fractions"]))
         self._binary = len(texts) == 2
         if self._binary:
-            positive = Gauge("model_positive_class", "1 for the class whose probability is the score (binary models)",
+            positive = self._gauge("model_positive_class", "1 for the class whose probability is the score (binary models)",
                              ["class"], multiprocess_mode="max", registry=registry)
             self._published.append((positive.labels(texts[1]), 1))
-        confusion = Counter("model_confusion", "Feedback pairs by actual and predicted class (a confusion matrix)",
+        confusion = self._counter("model_confusion", "Feedback pairs by actual and predicted class (a confusion matrix)",
                             ["actual", "predicted"], registry=registry)
         self._confusion = [[confusion.labels(a, p) for p in texts] for a in texts]
         self.confidence = self.score = self.feedback_score = self._confidence_quantity = None
@@ -340,14 +373,14 @@ class ModelMetrics:
                 dist["edges"] if dist is not None else refs["confidence"]["edges"], dist, "the top probabilities")
         if target["probabilities"] and self._binary:
             edges = SCORE_BUCKETS
-            self.score = Histogram("model_score", "Probability of the positive class (model_positive_class) of each "
+            self.score = self._histogram("model_score", "Probability of the positive class (model_positive_class) of each "
                                    "prediction; bucket bounds: steps of 0.25 in log-odds", buckets=edges,
                                    registry=registry)
-            histogram = Histogram("model_feedback_score", "Scores sent with feedback, by actual class; the same "
+            histogram = self._histogram("model_feedback_score", "Scores sent with feedback, by actual class; the same "
                                   "bounds as model_score", ["actual"], buckets=edges, registry=registry)
             self.feedback_score = [histogram.labels(t) for t in texts]
             self._score_bounds = np.array(self.feedback_score[0]._upper_bounds)
-            bin_counter = Counter("model_feedback_score_bin", "Scores sent with feedback, by actual class and bucket, "
+            bin_counter = self._counter("model_feedback_score_bin", "Scores sent with feedback, by actual class and bucket, "
                                   "not cumulative: `bin` is the `le` of model_feedback_score's bucket",
                                   ["actual", "bin"], registry=registry)
             bounds = [floatToGoString(b) for b in self._score_bounds]
@@ -356,10 +389,11 @@ class ModelMetrics:
     def _distribution_histogram(self, registry, name: str, documentation: str, buckets, dist, what: str) -> tuple:
         """(histogram, quantity): an unlabelled histogram, and when the card has its distribution (whose edges
         are then `buckets`) the centered sums and reference gauges too, with the quantity observe_values takes."""
-        histogram = HistogramFamily(name, documentation, registry=registry).add((), buckets)
+        names, values = self._version_names, self._version_values
+        histogram = HistogramFamily(name, documentation, names, registry=registry).add(values, buckets)
         if dist is None:
             return histogram, None
-        return histogram, DistributionSeries(name, what, [], registry).add((), dist, histogram)
+        return histogram, DistributionSeries(name, what, names, registry).add(values, dist, histogram)
 
     def _init_feature_values(self, card: dict, numeric: list, registry) -> None:
         """model_feature_value and its centered sums and gauges, for the numeric features with a distribution."""
@@ -372,11 +406,13 @@ class ModelMetrics:
         if not with_distribution:
             return
         family = HistogramFamily("model_feature_value", "Numeric feature values as received (not clipped); each "
-                                 "feature's bucket bounds are the edges of its card distribution", ["feature"],
-                                 registry)
-        series = DistributionSeries("model_feature", "each numeric feature's values", ["feature"], registry)
+                                 "feature's bucket bounds are the edges of its card distribution",
+                                 [*self._version_names, "feature"], registry)
+        series = DistributionSeries("model_feature", "each numeric feature's values",
+                                    [*self._version_names, "feature"], registry)
         for _, i, name, dist in with_distribution:
-            quantity = series.add((name,), dist, family.add((name,), dist["edges"]))
+            labels = (*self._version_values, name)
+            quantity = series.add(labels, dist, family.add(labels, dist["edges"]))
             self._value_specs.append((i, quantity))
             self._value_quantities.append(quantity)
         # one bincount finds every feature's buckets: a slot per bucket, and one more per feature for NaN
@@ -389,17 +425,17 @@ class ModelMetrics:
         self._value_center = np.array([q[4] for q in self._value_quantities])
 
     def _init_features(self, card: dict, registry) -> None:
-        missing = Counter("model_feature_missing", "Null feature values in predicted rows", ["feature"],
+        missing = self._counter("model_feature_missing", "Null feature values in predicted rows", ["feature"],
                           registry=registry)
-        out_of_range = Counter("model_feature_out_of_range",
+        out_of_range = self._counter("model_feature_out_of_range",
                                "Numeric values outside the training range (accepted and predicted)", ["feature"],
                                registry=registry)
-        unknown = Counter("model_feature_unknown_category",
+        unknown = self._counter("model_feature_unknown_category",
                           "Category strings never seen in training (accepted and predicted)", ["feature"],
                           registry=registry)
-        bin_counter = Counter("model_feature_bin", "Predicted rows per reference bin of each feature (not cumulative)",
+        bin_counter = self._counter("model_feature_bin", "Predicted rows per reference bin of each feature (not cumulative)",
                               ["feature", "bin"], registry=registry)
-        reference = Gauge("model_feature_reference_ratio", "Share of training rows in each bin (model card)",
+        reference = self._gauge("model_feature_reference_ratio", "Share of training rows in each bin (model card)",
                           ["feature", "bin"], multiprocess_mode="max", registry=registry)
         refs = card["reference"]
         self._bin_children = []  # flat: every (feature, bin) child, numeric features first, then the others

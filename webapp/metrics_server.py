@@ -88,8 +88,8 @@ def start_metrics_server(arbiter, host: str, port: int) -> None:
     LockedMultiProcessCollector(registry, path)
     registry.register(GunicornProcessCollector(arbiter))
     registry.register(MetricsFolderCollector(path))
-    # the live card's constants, from the master's app: a reload (SIGHUP) swaps the card there
-    registry.register(ReferenceCollector(lambda: arbiter.app.wsgi().extensions["model_service"].card))
+    # the live cards' constants, from the master's app: a reload (SIGHUP) swaps them there
+    registry.register(ReferenceCollector(lambda: arbiter.app.wsgi().extensions["deployment"].reference_cards()))
     _server, _ = start_http_server(port, host, registry=registry)
 
 

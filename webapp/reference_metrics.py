@@ -32,10 +32,11 @@ def distributions(card: dict) -> Iterator[tuple]:
 
 class ReferenceCollector:
     """model_{feature,prediction,confidence}_{reference_cdf, edge_weight, reference_mean, reference_stddev,
-    center, drift_threshold} of the card `card()` returns."""
+    center, drift_threshold} of the cards `cards()` returns: (leading labels, card) pairs, the labels
+    ({"model_version": ...} in a deployment of several versions, else empty) ahead of each series' own."""
 
-    def __init__(self, card: Callable[[], dict]):
-        self.card = card
+    def __init__(self, cards: Callable[[], list]):
+        self.cards = cards
 
     def describe(self):
         return []  # the families depend on the card: a registry must not reserve their names
@@ -49,7 +50,14 @@ class ReferenceCollector:
                 families[key] = GaugeMetricFamily(key, documentation, labels=labels)
             return families[key]
 
-        for prefix, names, values, dist in distributions(self.card()):
+        for leading, card in self.cards():
+            self._add_card(family, list(leading), list(leading.values()), card)
+        yield from families.values()
+
+    @staticmethod
+    def _add_card(family, leading_names: list, leading_values: list, card: dict) -> None:
+        for prefix, names, values, dist in distributions(card):
+            names, values = leading_names + names, leading_values + values
             les = [floatToGoString(e) for e in dist["edges"]]
             cdf = family(prefix, "reference_cdf", "Share of the reference values <= le (model card distribution)",
                          names + ["le"])
@@ -68,4 +76,3 @@ class ReferenceCollector:
                                names + ["statistic"])
             for statistic in STATISTICS:
                 threshold.add_metric(values + [statistic], dist["thresholds"][statistic])
-        yield from families.values()

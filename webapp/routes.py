@@ -2,11 +2,13 @@
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
+from .deployment import OVERRIDE_HEADER
 from .errors import ApiError
-from .instrumentation import model_metrics
 from .metrics_store import unwritten_series
 from .jsonbody import json_body
 from .metrics import now
+from .routing import UnknownVersion
+from .shadow import shadow_predictions
 from .validation import parse_feedback
 
 bp = Blueprint("api", __name__)
@@ -21,27 +23,40 @@ def _service():
 
 @bp.post("/predict")
 def predict():
-    service = _service()
+    deployment = current_app.extensions["deployment"]
+    try:
+        version = deployment.choose(request.headers)
+    except UnknownVersion as exc:
+        raise ApiError(400, "unknown_model_version", str(exc),
+                       [{"field": OVERRIDE_HEADER, "problem": f"must be one of {', '.join(deployment.answering)}"}])
+    g.model_version = version
+    service = deployment.services[version]
+    metrics = current_app.extensions["version_metrics"][version]
     rows, is_batch = service.schema.parse_predict(json_body(request))
-    body = {"model_version": service.version, "request_id": g.request_id}
+    body = {"model_version": version, "request_id": g.request_id}
     start = now()
     if service.classes is not None:
         indices, probabilities = _classify(service.predictor, rows, is_batch)
-        model_metrics(current_app).observe_classes(rows, indices, probabilities, now() - start)
+        metrics.observe_classes(rows, indices, probabilities, now() - start)
         answers = _class_answers(service.classes, indices, probabilities)
         if is_batch:
             body["predictions"] = answers
         else:
             body.update(answers[0])
-        return jsonify(body)
-    predictions = _predict(service.predictor, rows, is_batch)
-    model_metrics(current_app).observe_predictions(rows, predictions, now() - start)
-    values = predictions.tolist()
-    if is_batch:
-        body["predictions"] = values
     else:
-        body["prediction"] = values[0]
-    return jsonify(body)
+        predictions = _predict(service.predictor, rows, is_batch)
+        metrics.observe_predictions(rows, predictions, now() - start)
+        values = predictions.tolist()
+        if is_batch:
+            body["predictions"] = values
+        else:
+            body["prediction"] = values[0]
+    response = jsonify(body)
+    if deployment.shadows:
+        # after the answer is sent (the WSGI response's close): a shadow never delays it
+        response.call_on_close(shadow_predictions(deployment, current_app.extensions["version_metrics"], rows,
+                                                  g.request_id, current_app.logger))
+    return response
 
 
 def _class_answers(classes, indices, probabilities) -> list:
@@ -100,14 +115,22 @@ def _predict(predictor, rows: list, is_batch: bool):
 def feedback():
     cfg = current_app.config
     service = _service()
+    answering = current_app.extensions["deployment"].answering
     if service.class_feedback is not None:
-        triples = service.class_feedback.parse(json_body(request))
-        model_metrics(current_app).observe_class_feedback(triples)
-        return jsonify({"accepted": len(triples), "request_id": g.request_id}), 202
-    pairs = parse_feedback(json_body(request), cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"],
-                           service.feedback_bounds, service.prediction_bounds)
-    model_metrics(current_app).observe_feedback(pairs)
-    return jsonify({"accepted": len(pairs), "request_id": g.request_id}), 202
+        items = service.class_feedback.parse(json_body(request), answering)
+    else:
+        items = parse_feedback(json_body(request), cfg["MAX_BATCH_SIZE"], cfg["MAX_ERROR_DETAILS"],
+                               service.feedback_bounds, service.prediction_bounds, answering)
+    by_version = {}
+    for *item, version in items:  # counted against the version that made the prediction (the primary's if unsaid)
+        by_version.setdefault(version, []).append(tuple(item))
+    for version, grouped in by_version.items():
+        metrics = current_app.extensions["version_metrics"][version]
+        if service.class_feedback is not None:
+            metrics.observe_class_feedback(grouped)
+        else:
+            metrics.observe_feedback(grouped)
+    return jsonify({"accepted": len(items), "request_id": g.request_id}), 202
 
 
 @bp.get("/health")
@@ -127,6 +150,9 @@ def model_card():
     service = _service()
     body = {k: v for k, v in service.card.items() if k not in INTERNAL_CARD_KEYS}
     body["serving"] = {"path": service.predictor.path, "reason": service.predictor.reason}
+    deployment = current_app.extensions["deployment"].describe()
+    if deployment is not None:
+        body["deployment"] = deployment
     return jsonify(body)
 
 

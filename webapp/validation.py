@@ -201,27 +201,31 @@ def prediction_bounds(target: dict, factor: float) -> tuple:
     return _widened(low, high, factor)
 
 
-def parse_feedback(doc, max_batch: int, max_details: int, bounds: tuple, predicted=None) -> list:
+def parse_feedback(doc, max_batch: int, max_details: int, bounds: tuple, predicted=None, versions=None) -> list:
     """Return [(prediction, actual), ...] from one object or a list of them; raise ApiError otherwise.
 
     `actual` must lie within `bounds` (feedback_bounds), `prediction` within `predicted`
-    (prediction_bounds; `bounds` when not given).
+    (prediction_bounds; `bounds` when not given). With `versions` (the answering model versions, the
+    primary first) an item may name its `model_version`, and each pair ends with it (the primary when
+    unnamed): (prediction, actual, version).
     """
     limits = {"actual": bounds, "prediction": predicted or bounds}
     problems = Problems(max_details)
     pairs = []
     for p, item in _objects(doc, max_batch, problems):
-        ok = _common_fields(item, p, problems, FEEDBACK_FIELDS)
+        ok = _common_fields(item, p, problems, FEEDBACK_FIELDS, versions)
         for name in ("prediction", "actual"):
             if name in item:
                 ok = _check_number(item[name], p + name, problems, *limits[name], False) and ok
         if ok:
-            pairs.append((float(item["prediction"]), float(item["actual"])))
+            pair = (float(item["prediction"]), float(item["actual"]))
+            pairs.append(pair + (item.get(VERSION_FIELD, versions[0]),) if versions else pair)
     problems.raise_if_any("feedback")
     return pairs
 
 
 FEEDBACK_FIELDS = ("prediction", "actual", "request_id")
+VERSION_FIELD = "model_version"  # which version made the prediction: /predict's answer says it
 
 
 def _objects(doc, max_batch: int, problems: Problems):
@@ -246,10 +250,18 @@ def _objects(doc, max_batch: int, problems: Problems):
             problems.add(f"[{i}]", f"must be an object, got {_type_name(item)}", "not_an_object")
 
 
-def _common_fields(item: dict, p: str, problems: Problems, fields: tuple) -> bool:
-    """False (and the problems added) if `item` lacks prediction or actual, has a bad request_id, or a key
-    not in `fields` (`score` named as what it is: a binary model's)."""
+def _common_fields(item: dict, p: str, problems: Problems, fields: tuple, versions=None) -> bool:
+    """False (and the problems added) if `item` lacks prediction or actual, has a bad request_id, a
+    model_version not among `versions`, or a key not in `fields` (`score` named as what it is: a binary
+    model's)."""
     ok = True
+    if versions:
+        fields = fields + (VERSION_FIELD,)
+        version = item.get(VERSION_FIELD, versions[0])
+        if type(version) is not str or version not in versions:
+            problems.add(p + VERSION_FIELD, f"is not a version that answers here: {_show_label(version)} "
+                                            f"(versions: {', '.join(versions)})", "unknown_model_version")
+            ok = False
     for name in ("prediction", "actual"):
         if name not in item:
             problems.add(p + name, "is required", "missing_field")
@@ -294,12 +306,13 @@ class ClassFeedback:
         shown = ", ".join(self.index.texts)
         self._classes_text = shown if len(shown) <= 200 else shown[:197] + "..."
 
-    def parse(self, doc) -> list:
-        """[(predicted position, actual position, score or None), ...]; ApiError naming every problem."""
+    def parse(self, doc, versions=None) -> list:
+        """[(predicted position, actual position, score or None), ...]; ApiError naming every problem. With
+        `versions`, as parse_feedback: each triple ends with its item's model_version."""
         problems = Problems(self.max_details)
         triples = []
         for p, item in _objects(doc, self.max_batch, problems):
-            ok = _common_fields(item, p, problems, self.fields)
+            ok = _common_fields(item, p, problems, self.fields, versions)
             found = {name: self.index.find(item[name]) for name in ("prediction", "actual") if name in item}
             for name, position in found.items():
                 if position is None:
@@ -310,6 +323,7 @@ class ClassFeedback:
             if score is not None and "score" in self.fields:
                 ok = _check_number(score, p + "score", problems, 0.0, 1.0, False) and ok
             if ok:
-                triples.append((found["prediction"], found["actual"], None if score is None else float(score)))
+                triple = (found["prediction"], found["actual"], None if score is None else float(score))
+                triples.append(triple + (item.get(VERSION_FIELD, versions[0]),) if versions else triple)
         problems.raise_if_any("feedback")
         return triples

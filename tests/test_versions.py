@@ -1,0 +1,280 @@
+"""Several model versions in one deployment: loading, routing, shadow, per-version metrics and feedback.
+
+Three real versions of the Ames model: 1.0.0 (the trained example), 2.0.0 (the same pipeline with 2
+trees, several times worse) and 1.0.1 (a copy of 1.0.0 under another version, as a shadow).
+Through Flask's test client first, then through real gunicorn with its metrics port.
+"""
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from types import SimpleNamespace
+
+import pytest
+import requests
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from model.card import ModelIntegrityError
+from tests.scrape import scrape
+from tests.servers import ROOT, free_port, gunicorn, gunicorn_command, wait_until
+from tests.versions import copy_version, train_worse, write_routing
+from webapp import create_app
+from webapp.deployment import _check_shared
+
+ROUTING = {"primary": "1.0.0", "candidates": {"2.0.0": 20}, "shadow": ["1.0.1"]}
+
+
+@pytest.fixture(scope="session")
+def version_folders(model_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("versions")
+    return {"1.0.0": copy_version(model_dir, base / "current", "1.0.0"),
+            "1.0.1": copy_version(model_dir, base / "copy", "1.0.1"),
+            "2.0.0": train_worse(base / "worse", "2.0.0")}
+
+
+@pytest.fixture
+def deployment_of(version_folders, tmp_path):
+    """deployment_of(routing, versions...) -> a deployment folder with those versions and that routing.json."""
+    def make(routing, versions=None, name="deployment"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for version in versions or version_folders:
+            (folder / version).symlink_to(version_folders[version], target_is_directory=True)
+        write_routing(folder, **routing)
+        return folder
+    return make
+
+
+def registry_samples(app) -> dict:
+    """{(name, labels as a sorted tuple): value} of the app's own registry (single-process mode)."""
+    text = generate_latest(app.extensions["metrics_registry"]).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def total(samples: dict, name: str, **labels) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and all(dict(ls).get(k) == w for k, w in labels.items()))
+
+
+def post(client, path, doc, headers=None):
+    """The answer, closed as a WSGI server closes it (which is when shadow versions predict)."""
+    resp = client.post(path, data=json.dumps(doc), content_type="application/json", headers=headers or {})
+    resp.close()
+    return resp
+
+
+# -- loading and refusing ------------------------------------------------------------------------------
+
+def test_a_deployment_loads_every_version_and_says_so_in_model(deployment_of):
+    app = create_app({"MODEL_DIR": str(deployment_of(ROUTING)), "TESTING": True})
+    served = app.test_client().get("/model").get_json()
+    assert served["version"] == "1.0.0"  # the primary's card
+    assert served["deployment"] == {
+        "primary": "1.0.0", "sticky_header": "X-Routing-Key", "override_header": "X-Model-Version",
+        "versions": [{"version": "1.0.0", "role": "primary", "weight_percent": 80.0, "serving_path": "compiled"},
+                     {"version": "2.0.0", "role": "candidate", "weight_percent": 20.0, "serving_path": "compiled"},
+                     {"version": "1.0.1", "role": "shadow", "weight_percent": 0.0, "serving_path": "compiled"}]}
+
+
+@pytest.mark.parametrize("routing, versions, problem", [
+    ({"primary": "1.0.0", "candidates": {"3.0.0": 10}}, ["1.0.0"], "3.0.0"),
+    ({"primary": "1.0.0"}, ["1.0.0", "2.0.0"], "2.0.0"),
+    ({"primary": "1.0.0", "candidates": {"2.0.0": 120}}, ["1.0.0", "2.0.0"], "120"),
+])
+def test_a_bad_routing_file_refuses_to_start_in_one_line(deployment_of, routing, versions, problem):
+    with pytest.raises(ModelIntegrityError) as info:
+        create_app({"MODEL_DIR": str(deployment_of(routing, versions))})
+    assert "\n" not in str(info.value) and problem in str(info.value) and "routing.json" in str(info.value)
+
+
+def _service(version, features, task="regression", target="price", classes=None):
+    card = {"version": version, "features": [{"name": n, "kind": k} for n, k in features], "task": task,
+            "target": {"name": target, **({"classes": classes} if classes else {})}}
+    return SimpleNamespace(version=version, card=card)
+
+
+@pytest.mark.parametrize("other, problem", [
+    (_service("2", [("a", "numeric"), ("b", "numeric")]), "request schema"),
+    (_service("2", [("b", "categorical"), ("a", "numeric")]), "request schema"),
+    (_service("2", [("a", "numeric"), ("b", "categorical")], target="rent"), "'rent'"),
+    (_service("2", [("a", "numeric"), ("b", "categorical")], task="classification", classes=[0, 1]), "classification"),
+])
+def test_every_version_must_take_the_same_request(other, problem):
+    primary = _service("1", [("a", "numeric"), ("b", "categorical")])
+    _check_shared({"1": primary, "1b": _service("1b", [("a", "numeric"), ("b", "categorical")])})  # the same: fine
+    with pytest.raises(ModelIntegrityError) as info:
+        _check_shared({"1": primary, "2": other})
+    assert problem in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_deployment_of_one_version_keeps_the_series_of_one_model(deployment_of, record):
+    app = create_app({"MODEL_DIR": str(deployment_of({"primary": "1.0.0"}, ["1.0.0"])), "TESTING": True})
+    assert post(app.test_client(), "/predict", record).get_json()["model_version"] == "1.0.0"
+    samples = registry_samples(app)
+    assert total(samples, "model_predictions_total") == 1
+    assert not any("model_version" in dict(labels) for _, labels in samples)
+
+
+# -- routing, shadow and metrics through the test client -------------------------------------------------
+
+def test_override_sticky_and_shadow_in_one_app(deployment_of, record):
+    app = create_app({"MODEL_DIR": str(deployment_of(ROUTING)), "TESTING": True})
+    client = app.test_client()
+    answered = {"1.0.0": 0, "2.0.0": 0}
+    for version in ("2.0.0", "1.0.0", "2.0.0"):
+        body = post(client, "/predict", record, {"X-Model-Version": version}).get_json()
+        assert body["model_version"] == version
+        answered[version] += 1
+    # the worse version answers another price for the same record
+    prices = {v: post(client, "/predict", record, {"X-Model-Version": v}).get_json()["prediction"]
+              for v in ("1.0.0", "2.0.0")}
+    answered["1.0.0"] += 1
+    answered["2.0.0"] += 1
+    assert abs(prices["1.0.0"] - prices["2.0.0"]) > 1000
+    for refused in ("1.0.1", "9.9.9"):  # a shadow never answers; an unknown version is no version
+        resp = post(client, "/predict", record, {"X-Model-Version": refused})
+        assert resp.status_code == 400 and resp.get_json()["reason"] == "unknown_model_version"
+    for key in (f"customer-{i}" for i in range(40)):
+        seen = {post(client, "/predict", record, {"X-Routing-Key": key}).get_json()["model_version"] for _ in range(3)}
+        assert len(seen) == 1
+        answered[seen.pop()] += 3
+    samples = registry_samples(app)
+    for version, n in answered.items():
+        assert total(samples, "model_predictions_total", model_version=version) == n
+    # the shadow predicted every answered request, and was never answered
+    assert total(samples, "model_predictions_total", model_version="1.0.1") == sum(answered.values())
+    assert total(samples, "model_input_invalid_total", reason="unknown_model_version") == 2
+    # every model metric has its version: the drift bins too, for each version
+    rows = sum(answered.values())
+    for version in ("1.0.0", "2.0.0", "1.0.1"):
+        expected = rows if version == "1.0.1" else answered[version]
+        assert total(samples, "model_feature_bin_total", model_version=version, feature="area") == expected
+        assert total(samples, "model_info", model_version=version) == 1
+        assert total(samples, "model_feature_drift_threshold", model_version=version, feature="area",
+                     statistic="wasserstein") > 0
+
+
+def test_feedback_is_counted_against_the_version_it_names(deployment_of):
+    app = create_app({"MODEL_DIR": str(deployment_of(ROUTING)), "TESTING": True})
+    client = app.test_client()
+    doc = [{"prediction": 200000, "actual": 210000, "model_version": "2.0.0"},
+           {"prediction": 200000, "actual": 190000},  # unnamed: the primary's
+           {"prediction": 100000, "actual": 130000, "model_version": "2.0.0"}]
+    assert post(client, "/feedback", doc).status_code == 202
+    samples = registry_samples(app)
+    assert total(samples, "model_feedback_total", model_version="2.0.0") == 2
+    assert total(samples, "model_feedback_total", model_version="1.0.0") == 1
+    assert total(samples, "model_absolute_error_sum", model_version="2.0.0") == 40000
+    for bad in ("1.0.1", "9.9.9", 2):  # the shadow's predictions are never answered, so never fed back
+        resp = post(client, "/feedback", {"prediction": 1e5, "actual": 1e5, "model_version": bad})
+        assert resp.status_code == 400 and resp.get_json()["reason"] == "unknown_model_version"
+        assert resp.get_json()["details"][0]["field"] == "model_version"
+
+
+def test_one_model_folder_accepts_its_own_version_in_feedback(client, card):
+    assert post(client, "/feedback", {"prediction": 1e5, "actual": 1e5, "model_version": card["version"]}).status_code == 202
+    resp = post(client, "/feedback", {"prediction": 1e5, "actual": 1e5, "model_version": "0.0.1"})
+    assert resp.status_code == 400 and resp.get_json()["reason"] == "unknown_model_version"
+
+
+# -- through real gunicorn ------------------------------------------------------------------------------
+
+def binomial_bound(n: int, p: float, sigmas: float = 4.5) -> float:
+    """Half-width of the band a binomial count stays in but for a chance below 1e-5 (normal approximation)."""
+    return sigmas * math.sqrt(n * p * (1 - p))
+
+
+def _shadowed(samples, n: int):
+    """samples once the shadow 1.0.1 has counted n rows, else None."""
+    return samples if samples.sum("model_predictions_total", model_version="1.0.1") == n else None
+
+
+def test_split_sticky_and_shadow_through_gunicorn(deployment_of, record):
+    folder = deployment_of(ROUTING)
+    n, keys = 1000, 200
+    with gunicorn(folder, workers=2) as server, requests.Session() as http:
+        answers = [http.post(server.url + "/predict", json=record, timeout=10).json()["model_version"]
+                   for _ in range(n)]
+        by_key = {}
+        for key in (f"user-{i}" for i in range(keys)):
+            by_key[key] = {http.post(server.url + "/predict", json=record, timeout=10,
+                                     headers={"X-Routing-Key": key}).json()["model_version"] for _ in range(2)}
+        # a shadow predicts after its answer is sent: the last one may still be at work
+        samples = wait_until(lambda: _shadowed(scrape(server.metrics_url), n + 2 * keys), 10, "the last shadow")
+        log = server.stop()
+    assert set(answers) == {"1.0.0", "2.0.0"}  # never the shadow
+    # the observed split within 4.5 binomial deviations of the 20% weight (out of it by chance: p < 1e-5)
+    assert abs(answers.count("2.0.0") - 0.2 * n) <= binomial_bound(n, 0.2), answers.count("2.0.0")
+    assert all(len(seen) == 1 for seen in by_key.values())  # a key never switches version
+    on_candidate = sum(seen == {"2.0.0"} for seen in by_key.values())
+    assert abs(on_candidate - 0.2 * keys) <= binomial_bound(keys, 0.2), on_candidate
+    # the metrics count what was answered, per version, across both workers; the shadow saw every request
+    assert samples.sum("model_predictions_total", model_version="2.0.0") == answers.count("2.0.0") + 2 * on_candidate
+    assert samples.sum("model_predictions_total", model_version="1.0.0") == (
+        answers.count("1.0.0") + 2 * (keys - on_candidate))
+    assert samples.sum("model_predictions_total", model_version="1.0.1") == n + 2 * keys
+    assert samples.sum("model_info", model_version="1.0.1") == 1
+    assert "version 2.0.0" in log and "candidate at 20%" in log and "as shadow" in log
+
+
+def test_a_folder_that_is_not_routed_stops_gunicorn_in_one_line(deployment_of, version_folders, tmp_path):
+    folder = deployment_of({"primary": "1.0.0", "candidates": {"2.0.0": 5}}, ["1.0.0", "2.0.0"])
+    shutil.copytree(version_folders["1.0.1"], folder / "stray")
+    result = subprocess.run(gunicorn_command(), cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, MODEL_DIR=str(folder), API_HOST="127.0.0.1",
+                                     API_PORT=str(free_port()), WORKERS="1", METRICS_ENABLED="0"))
+    assert result.returncode != 0
+    refusals = [line for line in result.stderr.splitlines() if line.startswith("webapp: refusing to start")]
+    assert len(refusals) == 1 and "1.0.1" in refusals[0], result.stderr[-2000:]
+
+
+def test_sighup_moves_the_weights_under_load_without_a_failed_request_or_a_lost_count(deployment_of, record):
+    folder = deployment_of({"primary": "1.0.0", "candidates": {"2.0.0": 0}, "shadow": ["1.0.1"]})
+    with gunicorn(folder, workers=2) as server:
+        answers, stop = [], threading.Event()
+
+        def traffic():
+            with requests.Session() as http:
+                while not stop.is_set():
+                    resp = http.post(server.url + "/predict", json=record, timeout=10)
+                    answers.append((resp.status_code, resp.json().get("model_version")))
+
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        try:
+            wait_until(lambda: len(answers) >= 50, 60, "traffic before the change")
+            write_routing(folder, primary="1.0.0", candidates={"2.0.0": 50}, shadow=["1.0.1"])
+            old = set(server.worker_pids())
+            server.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: len(set(server.worker_pids()) - old) == 2 and not set(server.worker_pids()) & old,
+                       60, "the workers replaced")
+            changed_at = len(answers)
+            wait_until(lambda: len(answers) >= changed_at + 400, 120, "traffic after the change")
+        finally:
+            stop.set()
+            sender.join(30)
+        samples = wait_until(lambda: _shadowed(scrape(server.metrics_url), len(answers)), 10, "the last shadow")
+        described = requests.get(server.url + "/model", timeout=10).json()["deployment"]["versions"]
+    assert {status for status, _ in answers} == {200}
+    before, after = [v for _, v in answers[:50]], [v for _, v in answers[changed_at:]]
+    assert set(before) == {"1.0.0"}  # weight 0: the candidate answers only when asked by name
+    assert abs(after.count("2.0.0") - 0.5 * len(after)) <= binomial_bound(len(after), 0.5)
+    versions = [v for _, v in answers]
+    for version in ("1.0.0", "2.0.0"):  # every answer counted once, against the version that gave it
+        assert samples.sum("model_predictions_total", model_version=version) == versions.count(version)
+    assert samples.sum("model_predictions_total", model_version="1.0.1") == len(answers)
+    assert [(d["version"], d["weight_percent"]) for d in described] == [("1.0.0", 50.0), ("2.0.0", 50.0),
+                                                                          ("1.0.1", 0.0)]
+
+
+def test_training_never_writes_into_a_deployment_folder(deployment_of, capsys):
+    from model.train import main as train_main
+    folder = deployment_of(ROUTING)
+    assert train_main(["--model-dir", str(folder), "--if-missing"]) == 0  # as `make run` calls it
+    assert train_main(["--model-dir", str(folder)]) == 1
+    assert "deployment folder" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["1.0.0", "1.0.1", "2.0.0", "routing.json"]

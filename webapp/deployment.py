@@ -1,0 +1,116 @@
+"""What MODEL_DIR serves: one model, or several versions of it live at once.
+
+A model folder (a card and its pickle) is served alone, with today's metric series. A
+deployment folder (webapp.routing: a routing.json beside one folder per version) is served
+whole: every version is loaded and checked as a single model is, and the request schema must
+be the same for all of them, since one validation serves every version. Each request is then
+answered by the version the router picks (an explicit X-Model-Version, the sticky key's
+version, or a weighted draw), and every shadow version predicts on a copy after the answer.
+With several versions every model metric carries a model_version label, bounded by the
+versions the routing file names.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.card import ModelIntegrityError
+
+from .routing import Router, RoutingError, find_versions, is_deployment, load_routing
+
+OVERRIDE_HEADER = "X-Model-Version"
+
+
+@dataclass
+class Deployment:
+    services: dict  # version -> webapp.ModelService: the primary first, then candidates, then shadows
+    router: Router = None  # None: one model folder, whose version answers everything
+
+    @property
+    def primary(self):
+        return next(iter(self.services.values()))
+
+    @property
+    def several(self) -> bool:
+        """Several versions: metrics carry model_version."""
+        return len(self.services) > 1
+
+    @property
+    def shadows(self) -> tuple:
+        return self.router.shadows if self.router is not None else ()
+
+    @property
+    def answering(self) -> tuple:
+        """The versions a request may be answered by (feedback may name them)."""
+        if self.router is None:
+            return (self.primary.version,)
+        return tuple(v for v in self.services if v not in self.router.shadows)
+
+    def choose(self, headers) -> str:
+        """The version that answers a request with these headers; routing.UnknownVersion for an override
+        naming no answering version."""
+        if self.router is None:
+            return self.primary.version
+        key = headers.get(self.router.routing.sticky_header) if self.router.routing.sticky_header else None
+        return self.router.choose(headers.get(OVERRIDE_HEADER) or None, key)  # an empty header says nothing
+
+    def reference_cards(self) -> list:
+        """(leading labels, card) of every version, as webapp.reference_metrics takes them."""
+        if not self.several:
+            return [({}, self.primary.card)]
+        return [({"model_version": version}, service.card) for version, service in self.services.items()]
+
+    def describe(self):
+        """The routing as /model shows it; None for one model folder."""
+        if self.router is None:
+            return None
+        routing = self.router.routing
+        roles = {routing.primary: "primary", **{v: "candidate" for v in routing.candidates},
+                 **{v: "shadow" for v in routing.shadow}}
+        return {"primary": routing.primary, "sticky_header": routing.sticky_header,
+                "override_header": OVERRIDE_HEADER,
+                "versions": [self._version(service, roles[version],
+                                           routing.weight(version) if roles[version] != "shadow" else 0.0)
+                             for version, service in self.services.items()]}
+
+    @staticmethod
+    def _version(service, role: str, weight: float) -> dict:
+        return {"version": service.version, "role": role, "weight_percent": weight,
+                "serving_path": service.predictor.path}
+
+
+def _request_schema(card: dict) -> list:
+    return [(f["name"], f["kind"]) for f in card["features"]]
+
+
+def _check_shared(services: dict) -> None:
+    """Every version takes the same request and answers the same kind of thing, or ModelIntegrityError."""
+    primary = next(iter(services.values()))
+    for version, service in services.items():
+        card = service.card
+        if _request_schema(card) != _request_schema(primary.card):
+            raise ModelIntegrityError(f"version {version} does not share the request schema of the primary "
+                                      f"{primary.version} (features and kinds must be the same, in the same order)")
+        if (card["task"], card["target"]["name"]) != (primary.card["task"], primary.card["target"]["name"]):
+            raise ModelIntegrityError(f"version {version} predicts {card['task']} of {card['target']['name']!r}, "
+                                      f"the primary {primary.card['task']} of {primary.card['target']['name']!r}")
+        if card["task"] == "classification" and card["target"]["classes"] != primary.card["target"]["classes"]:
+            raise ModelIntegrityError(f"version {version} has other classes than the primary {primary.version}")
+
+
+def load_deployment(cfg, load_service) -> Deployment:
+    """Every version MODEL_DIR names, each loaded by load_service(cfg with its folder); ModelIntegrityError
+    with one line when any version fails its checks, or the routing file its own."""
+    folder = Path(cfg["MODEL_DIR"])
+    if not is_deployment(folder):
+        service = load_service(cfg)
+        return Deployment({service.version: service})
+    try:
+        routing = load_routing(folder)
+        folders = find_versions(folder, routing)
+    except RoutingError as exc:
+        raise ModelIntegrityError(str(exc)) from None
+    services = {}
+    for version in routing.versions:
+        service = load_service({**cfg, "MODEL_DIR": str(folders[version])})
+        services[version] = service
+    _check_shared(services)
+    return Deployment(services, Router(routing))
