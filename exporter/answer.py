@@ -9,14 +9,29 @@ for a binary model with probabilities the positive class's probability must be a
 (the feedback's score). Anything else (text, a list, null, NaN, a string where a number belongs, a
 boolean, a label the model does not have, a nesting too deep to parse, the wrong count) raises
 BadAnswer: the rows are counted under `bad_answer` and nothing of that answer is posted as feedback.
+
+The answer's `model_version` (the version that answered, when the API serves several) is passed on
+with the feedback only when it is a version as a card writes one; anything else there is read as no
+version, since the predictions themselves are still good.
 """
 import json
 import math
+import re
+from typing import NamedTuple, Optional
 
 # A valid answer is about 80 bytes plus about 20 per row. The cap leaves a wide margin for
 # longer numbers or extra fields while keeping what a lying API can make the exporter hold small.
 ANSWER_CAP_BASE = 1024 * 1024
 ANSWER_CAP_PER_ROW = 1024
+
+
+# a card's version (model_card.schema.json label_value): also what /feedback takes back as model_version
+VERSION = re.compile(r"[A-Za-z0-9._:+-]{1,64}")
+
+
+class Answered(NamedTuple):
+    values: list  # per row: a regressor's float, a classifier's (class position, score or None)
+    version: Optional[str]  # the answer's model_version, None when absent or not a version
 
 
 def answer_cap(batch_size: int) -> int:
@@ -32,8 +47,8 @@ def _refuse_constant(name):
     raise BadAnswer(f"{name} is not a JSON number")  # json.loads would turn NaN, Infinity into floats
 
 
-def _answers(body: bytes, rows: int, batch: bool) -> list:
-    """The `rows` per-row answers in `body`: the values under "predictions", or the one answer."""
+def _answers(body: bytes, rows: int, batch: bool):
+    """(the `rows` per-row answers in `body`: the values under "predictions", or the one answer; its version)."""
     try:
         answer = json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; RecursionError: [[[[...]]]]
@@ -46,21 +61,38 @@ def _answers(body: bytes, rows: int, batch: bool) -> list:
     values = answer[key] if batch else [answer]
     if not isinstance(values, list) or len(values) != rows:
         raise BadAnswer(f"not {rows} predictions")
-    return values
+    version = answer.get("model_version")
+    return values, version if isinstance(version, str) and VERSION.fullmatch(version) else None
+
+
+def read_answer(body: bytes, rows: int, batch: bool, classifier=None) -> Answered:
+    """The `rows` values in `body` (as predictions() or, with a classifier, classifications() gives them)
+    and the version that answered; BadAnswer if the values are not usable."""
+    values, version = _answers(body, rows, batch)
+    if classifier is None:
+        return Answered(_regressions(values, batch), version)
+    return Answered(_classes(values, classifier), version)
 
 
 def predictions(body: bytes, rows: int, batch: bool) -> list:
     """A regressor's `rows` predictions in `body`, as floats, or BadAnswer saying why there are none."""
-    values = _answers(body, rows, batch)
-    return [_finite_number(v) for v in values] if batch else [_finite_number(values[0]["prediction"])]
+    return read_answer(body, rows, batch).values
 
 
 def classifications(body: bytes, rows: int, batch: bool, classifier) -> list:
     """A classifier's `rows` answers in `body` as [(position of the predicted class, score or None)], the
     score being the positive class's probability when the card has one (exporter.classifier); or BadAnswer."""
+    return read_answer(body, rows, batch, classifier).values
+
+
+def _regressions(values: list, batch: bool) -> list:
+    return [_finite_number(v) for v in values] if batch else [_finite_number(values[0]["prediction"])]
+
+
+def _classes(values: list, classifier) -> list:
     out = []
     key = classifier.score_key
-    for item in _answers(body, rows, batch):
+    for item in values:
         if not isinstance(item, dict) or "prediction" not in item:
             raise BadAnswer("a prediction is not an object with a label")
         position = classifier.position(item["prediction"])

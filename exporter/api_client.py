@@ -112,22 +112,23 @@ class ApiClient:
         self._watchdog = watchdog
         self._conn = None
 
-    def post(self, path: str, body: bytes, deadline: float) -> Answer:
-        """POST `body` to `path` and read the whole answer by `deadline` (time.monotonic())."""
-        return self.request("POST", path, body, deadline)
+    def post(self, path: str, body: bytes, deadline: float, headers=None) -> Answer:
+        """POST `body` to `path` (with `headers` beside the JSON content type) and read the whole answer by
+        `deadline` (time.monotonic())."""
+        return self.request("POST", path, body, deadline, headers)
 
     def get(self, path: str, deadline: float) -> Answer:
         """GET `path` and read the whole answer by `deadline`."""
         return self.request("GET", path, None, deadline)
 
-    def request(self, method: str, path: str, body, deadline: float) -> Answer:
+    def request(self, method: str, path: str, body, deadline: float, headers=None) -> Answer:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimedOut("no time left to send")
         conn = self._connect(remaining)
         try:
             with self._watchdog.guard(conn.sock, deadline) as guard:
-                answer = self._exchange(conn, method, path, body, guard)
+                answer = self._exchange(conn, method, path, body, guard, headers)
                 expired = guard.expired
         except BaseException:
             self._discard()
@@ -160,10 +161,10 @@ class ApiClient:
             self._conn.close()
             self._conn = None
 
-    def _exchange(self, conn, method: str, path: str, body, guard) -> Answer:
+    def _exchange(self, conn, method: str, path: str, body, guard, headers=None) -> Answer:
+        sent = {**(JSON_HEADERS if body is not None else {}), **(headers or {})}
         try:
-            conn.request(method, self._path_prefix + path, body=body,
-                         headers=JSON_HEADERS if body is not None else {}, preload_content=False,
+            conn.request(method, self._path_prefix + path, body=body, headers=sent, preload_content=False,
                          decode_content=False)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server may have answered before reading the whole body (a 413): read it

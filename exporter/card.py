@@ -12,11 +12,13 @@ refused at once (a 404 or a page that is not a card means a wrong URL, and waiti
 import json
 import logging
 import random
+import re
 import threading
 import time
 from pathlib import Path
 from typing import Optional
 
+from .answer import VERSION
 from .api_client import ApiClient, BrokenAnswer, NoAnswer, TimedOut, Watchdog
 from .classifier import TASKS, classifier_of
 
@@ -25,6 +27,7 @@ KINDS = ("numeric", "categorical", "boolean")
 CARD_PATH = "/model"
 CARD_CAP = 32 * 1024 * 1024  # a card with reference bins is tens of kB; far more is not a card
 RETRY_STATUSES = (429, 502, 503, 504)  # the gateway's "too many connections" too: it passes
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")  # an RFC 9110 token, bounded to be shown
 
 
 class CardError(ValueError):
@@ -62,6 +65,35 @@ def check_card(card, where: str) -> dict:
     except ValueError as exc:
         raise CardError(f"{where}: {exc}") from None
     return card
+
+
+def answering_versions(card: dict) -> list:
+    """The versions that may answer: the deployment's primary and candidates that GET /model lists (a shadow
+    never answers), else the card's own version; only strings that are versions, each once."""
+    deployment = card.get("deployment")
+    if isinstance(deployment, dict) and isinstance(deployment.get("versions"), list):
+        named = [v.get("version") for v in deployment["versions"] if isinstance(v, dict) and v.get("role") != "shadow"]
+    else:
+        named = [card.get("version")]
+    return list(dict.fromkeys(v for v in named if isinstance(v, str) and VERSION.fullmatch(v)))
+
+
+def routing_refusal(card: dict, header: str) -> Optional[str]:
+    """Why rows keyed in `header` would not keep to one version on the API this card came from, or None: they
+    would, or one model answers everything (a card file, or a single model, says nothing about routing)."""
+    deployment = card.get("deployment")
+    if not isinstance(deployment, dict) or "sticky_header" not in deployment:
+        return None
+    sticky = deployment["sticky_header"]
+    if sticky is None:
+        return ("--routing-key: the API's deployment routes no sticky key (GET /model: deployment.sticky_header "
+                "is null), so a key would not keep its rows on one version")
+    if not isinstance(sticky, str) or not HEADER_NAME.fullmatch(sticky):
+        return "--routing-key: the API's deployment.sticky_header (GET /model) is not a header name"
+    if sticky.lower() != header.lower():  # header names are case-insensitive
+        return (f"--routing-header {header}: the API's deployment reads sticky keys from {sticky} "
+                f"(GET /model: deployment.sticky_header); give --routing-header {sticky}")
+    return None
 
 
 def target_name(card: dict) -> Optional[str]:

@@ -10,13 +10,14 @@ import time
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
 
 from . import scenarios
-from .card import CardError, fetch_card, read_card, target_name
+from .card import HEADER_NAME, CardError, answering_versions, fetch_card, read_card, routing_refusal, target_name
 from .classifier import classifier_of
 from .collector import ReplayCollector
 from .progress import Progress, summary
 from .replay import ReplayConfig, Replayer
 from .scenarios import ScenarioError
-from .source import SourceError, class_rows, example_rows, project_rows, read_table, table_rows
+from .source import (ROW_KEY, SourceError, class_rows, example_rows, kept_keys, project_rows, read_table,
+                     routing_keys, table_rows)
 from .state import ReplayState
 
 log = logging.getLogger("exporter")
@@ -93,6 +94,19 @@ def _names(text):
     return names or None
 
 
+# headers that frame the request or that the exporter sets itself: a routing key must not replace them
+FRAMING_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding", "host", "connection"})
+
+
+def _header_name(text):
+    name = text.strip()
+    if not HEADER_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"must be an HTTP header name such as X-Routing-Key, got {text!r}")
+    if name.lower() in FRAMING_HEADERS:
+        raise argparse.ArgumentTypeError(f"{name} is a header of the request itself, not one for a routing key")
+    return name
+
+
 def _flag(name):
     return _env(name, "0").strip().lower() in ("1", "true", "yes", "on")
 
@@ -123,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", default=_flag("LOOP"), help="start over at the end of the CSV")
     p.add_argument("--batch-size", type=_positive_int, default=_env("BATCH_SIZE", "1"),
                    help="rows per /predict request (1: single records)")
+    p.add_argument("--routing-key", default=_env("ROUTING_KEY"), metavar="COLUMN",
+                   help="the --csv column whose cell each row's /predict sends as its sticky routing key (--routing-"
+                        "header; an empty cell sends none), so every row of a key is answered by the same model "
+                        f"version; never a feature. '{ROW_KEY}' (unless the CSV has such a column): the row's "
+                        "position, from 0. Needs --batch-size 1")
+    p.add_argument("--routing-header", type=_header_name, default=_env("ROUTING_HEADER", "X-Routing-Key"),
+                   metavar="NAME", help="the header the routing key goes in: the API's routing.json sticky_header")
     p.add_argument("--scenario", choices=sorted(scenarios.ALL_SCENARIOS + tuple(scenarios.ALIASES)),
                    default=_env("SCENARIO", "baseline"),
                    help="fault to inject from the fault point on; target-shock is a regressor's, label-shift and "
@@ -167,11 +188,15 @@ class Source:
 
     def __init__(self, args):
         self.args = args
+        key = args.routing_key
         if args.csv is None:
             for flag, value in (("--target", args.target), ("--order-by", args.order_by)):
                 if value:
                     raise SourceError(f"{flag} names a column of --csv; without --csv the rows are the example's "
                                       "replay set")
+            if key is not None and key != ROW_KEY:
+                raise SourceError(f"--routing-key names a column of --csv; without --csv the rows are the "
+                                  f"example's replay set ('--routing-key {ROW_KEY}' keys each by its position)")
             self.name = "the example's replay set"
             self.table, self.example = None, example_rows(args.all_rows)
         else:
@@ -179,7 +204,19 @@ class Source:
                 raise SourceError("--all-rows is for the example's replay set; with --csv every row is replayed "
                                   "(--order-by sorts them)")
             self.name = args.csv
-            self.table, self.example = read_table(args.csv, args.target, args.order_by or ()), None
+            self.table, self.example = read_table(args.csv, args.target, args.order_by or (), key), None
+        # every key cell is checked now, before the card: a bad one fails at once
+        self.key_cells = (routing_keys(self.table, key) if key is not None and self.table is not None
+                          and key in self.table.columns else None)
+
+    def keys(self, card: dict, rows: list, classifier=None):
+        """Each replayed row's routing key (None: the row sends none), or None without --routing-key."""
+        if self.args.routing_key is None:
+            return None
+        if self.key_cells is None:  # the literal: the row's position in the replay
+            return [str(position) for position in range(len(rows))]
+        target = self.args.target or target_name(card)
+        return kept_keys(self.table, target, classifier, self.key_cells)
 
     def rows(self, card: dict, classifier=None):
         """([(record, actual)], {reason: rows skipped}) with the card's features; a classifier's actuals are
@@ -201,8 +238,9 @@ class Source:
 
 
 def prepare(args, source: Source, card: dict):
-    """(rows, skipped, scenario, classifier) for this card; SourceError or ScenarioError if it cannot be
-    replayed (ScenarioTaskError: the scenario is for the other task)."""
+    """(rows, skipped, scenario, classifier, keys) for this card; SourceError or ScenarioError if it cannot be
+    replayed (ScenarioTaskError: the scenario is for the other task), CardError if the API would not route
+    the rows' keys."""
     classifier = classifier_of(card)  # check_card has refused classes it cannot read
     scenario = scenarios.build(args.scenario, card["features"], args.scenario_features, args.unit_factor,
                                classifier=classifier, scenario_class=args.scenario_class,
@@ -210,7 +248,11 @@ def prepare(args, source: Source, card: dict):
     rows, skipped = source.rows(card, classifier)
     if not rows:
         raise SourceError(f"{source.name} has no rows to replay" + _skipped_note(skipped, classifier))
-    return rows, skipped, scenario, classifier
+    if args.routing_key is not None:
+        refusal = routing_refusal(card, args.routing_header)
+        if refusal:
+            raise CardError(refusal)
+    return rows, skipped, scenario, classifier, source.keys(card, rows, classifier)
 
 
 def _skipped_note(skipped: dict, classifier) -> str:
@@ -226,6 +268,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.fault_from is not None and args.fault_after is not None:  # both from the environment
         raise SystemExit("exporter: give --fault-from or --fault-after, not both")
+    if args.routing_key is not None and args.batch_size > 1:
+        raise SystemExit(f"exporter: --routing-key routes each row on its own, but --batch-size {args.batch_size} "
+                         "sends rows together in one request: give --batch-size 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s exporter %(levelname)s %(message)s")
     # urllib3 logs malformed answer headers with a traceback; the exporter counts and reports them itself
     logging.getLogger("urllib3").setLevel(logging.ERROR)
@@ -271,7 +316,8 @@ def main(argv=None) -> int:
         print(f"exporter: stopped by {stopped_by[0]} before the replay started; {summary(state)}",
               file=sys.stderr, flush=True)
         return 0
-    rows, skipped, scenario, classifier = plan
+    rows, skipped, scenario, classifier, keys = plan
+    state.expect_versions(answering_versions(card))
     planned = args.limit if args.limit is not None else (None if args.loop else len(rows))
     if planned is not None and not args.loop:
         planned = min(planned, len(rows))
@@ -293,8 +339,9 @@ def main(argv=None) -> int:
                           classifier=classifier, scenario_class=args.scenario_class, scenario_factor=args.factor,
                           reference=card.get("reference", {}).get("features"),
                           fault_from=args.fault_from, fault_after=args.fault_after, timeout=args.timeout,
-                          max_retries=args.max_retries, feedback_queue_size=args.feedback_queue)
-    replayer = Replayer(config, rows, state)
+                          max_retries=args.max_retries, feedback_queue_size=args.feedback_queue,
+                          routing_header=args.routing_header)
+    replayer = Replayer(config, rows, state, keys)
     replayers.append(replayer)
     if stopping.is_set():  # a signal between the card and now: nothing was sent
         replayer.stop()
@@ -302,6 +349,10 @@ def main(argv=None) -> int:
     log.info("replaying %s rows of %s to %s at %s, batch %d, scenario %s (%s); metrics on http://%s:%d/metrics",
              planned if planned else "endless", source.name, config.api_url, rate, args.batch_size, args.scenario,
              scenario.description, args.host, args.port)
+    if keys is not None:
+        log.info("each row's /predict carries %s: %s, %d distinct keys over %d rows (%d without a key)",
+                 args.routing_header, "its position" if source.key_cells is None else f"column {args.routing_key}",
+                 len(set(keys) - {None}), len(keys), keys.count(None))
     progress = Progress(state, interval=args.log_interval).start()
     if not stopping.is_set():
         replayer.start()

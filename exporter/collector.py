@@ -38,6 +38,13 @@ class ReplayCollector(Collector):
         for outcome, n in s["feedback"].items():
             feedback.add_metric([outcome], n)
         yield feedback
+        answers = CounterMetricFamily(
+            "replay_answers", "Rows the API answered (outcome ok), by the model_version its answer named: the "
+            "versions GET /model said answer at start (the deployment's primary and candidates, or the one "
+            "model's), and \"other\" for any other version or none", labels=["model_version"])
+        for version, n in s["answers"].items():
+            answers.add_metric([version], n)
+        yield answers
         # no unit in the names: the model card's target says what they measure (model_info's unit label)
         # a classifier's classes are no numbers: its gauges hold the class's position in the card's
         # target.classes, so that equal values still mean a right prediction on a shared panel

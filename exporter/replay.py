@@ -9,10 +9,16 @@ Three threads, so that pacing, the network and the feedback never block each oth
   one by one or in batches, and records one final outcome per row;
 - the feedback thread posts the actual value of every predicted row to /feedback,
   gathering whatever has queued up into one list, so feedback keeps up at any rate.
+  Each pair names the model_version the prediction's answer named, so a server running
+  several versions counts it against the version that made the prediction.
   Its queue is bounded too: while /feedback is slow or down, pairs beyond the bound are
   dropped and counted, so memory stays flat however long /feedback fails.
   A classifier's pair is its predicted and actual labels, with the positive class's
   probability as the score for a binary model that has one (exporter.classifier).
+
+With routing keys (one per row, or None), each row's /predict carries its key in
+`routing_header`, so a server running several versions answers all the rows of a key
+with the same version. A batch is one request with one header: keys need batch_size 1.
 
 While the API is down, connection attempts are retried with exponential backoff and
 full jitter, so the row is sent once the API is back: no row is skipped, and none is
@@ -34,7 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from .answer import BadAnswer, answer_cap, classifications, predictions
+from .answer import BadAnswer, answer_cap, read_answer
 from .api_client import ApiClient, BrokenAnswer, NoAnswer, TimedOut, Watchdog
 from . import scenarios
 from .throttle import EveryFewSeconds
@@ -69,14 +75,20 @@ class ReplayConfig:
     feedback_queue_size: int = 10_000  # pairs waiting for /feedback; beyond, dropped and counted
     feedback_batch: int = 1000
     max_answer_bytes: Optional[int] = None  # None: answer_cap(batch_size)
+    routing_header: str = "X-Routing-Key"  # the header a row's routing key goes in
 
 
 class Replayer:
-    def __init__(self, config: ReplayConfig, rows: list, state):
+    def __init__(self, config: ReplayConfig, rows: list, state, keys: Optional[list] = None):
+        """`keys`: each row's routing key (None: that row goes without one), or None for no routing."""
         if not rows:
             raise ValueError("nothing to replay: the CSV gave no rows")
+        if keys is not None and (len(keys) != len(rows) or config.batch_size != 1):
+            raise ValueError("routing keys need one key (or None) per row and batch_size 1")
         self.config = config
         self.rows = rows
+        self.keys = keys
+        self._sent_keys = {}  # sender: row index -> its routing key, from _take until the row is posted
         self.state = state
         self.classifier = config.classifier
         self.scenario = scenarios.build(config.scenario, config.features, config.scenario_features,
@@ -206,6 +218,8 @@ class Replayer:
                     self._plan_from(position, self._index)
                 self._copies = [item] * (self.scenario.copies(self._index, actual) - 1)
         index, self._index = self._index, self._index + 1
+        if self.keys is not None and self.keys[position] is not None:
+            self._sent_keys[index] = self.keys[position]  # a copy of a row keeps the row's key
         return self._apply_scenario(index, record, actual)
 
     def _plan_from(self, position: int, index: int) -> None:
@@ -273,25 +287,25 @@ class Replayer:
             body, batch = json.dumps(group[0][1]).encode(), False
         else:
             body, batch = json.dumps({"instances": [payload for _, payload, _ in group]}).encode(), True
-        answer, outcome = self._post_with_retry(self.predict_client, "/predict", body, latency=True)
+        key = self._sent_keys.pop(group[0][0], None) if self.keys is not None else None  # one row a request
+        headers = {self.config.routing_header: key} if key is not None else None
+        answer, outcome = self._post_with_retry(self.predict_client, "/predict", body, latency=True, headers=headers)
         if outcome == "ok":
             try:
-                if self.classifier is None:
-                    values = predictions(answer.body, len(group), batch)
-                else:
-                    values = classifications(answer.body, len(group), batch, self.classifier)
+                values, version = read_answer(answer.body, len(group), batch, self.classifier)
             except BadAnswer as exc:
                 outcome = "bad_answer"
                 self._log_bad_answer("/predict", f"status {answer.status}, {exc}")
         if outcome == "ok":
+            self.state.answered(version, len(group))
             if self.classifier is None:
                 for (_, _, actual), prediction in zip(group, values):
-                    self._queue_feedback(prediction, actual)
+                    self._queue_feedback(prediction, actual, version=version)
                 self.state.exchanged(values[-1], group[-1][2])
             else:
                 classes = self.classifier.classes
                 for (_, _, actual), (position, score) in zip(group, values):
-                    self._queue_feedback(classes[position], actual, score)
+                    self._queue_feedback(classes[position], actual, score, version)
                 # a class has no number: the gauges hold class positions, as their help says
                 self.state.exchanged(values[-1][0], self.classifier.position(group[-1][2]))
             self.state.set(feedback_queue_depth=self.feedback_queue.qsize())
@@ -304,7 +318,7 @@ class Replayer:
             log.warning("%s%s: bad answer (%s); %d bad answer(s) since the last such line",
                         self.config.api_url, path, why, count)
 
-    def _post_with_retry(self, client, path, body, latency=False):
+    def _post_with_retry(self, client, path, body, latency=False, headers=None):
         """(answer, outcome). Retries while the API is unreachable; gives up only on stop or max_retries.
 
         Retried: no connection, a connection closed before any byte of an answer, a 502-504.
@@ -313,7 +327,7 @@ class Replayer:
         while True:
             start = time.perf_counter()
             try:
-                answer = client.post(path, body, self._deadline())
+                answer = client.post(path, body, self._deadline(), headers)
             except TimedOut:
                 self.state.request_error("timeout")
                 return None, "connection_error"
@@ -343,9 +357,9 @@ class Replayer:
                 return None, "connection_error"
 
     # -- feedback --------------------------------------------------------------------------
-    def _queue_feedback(self, prediction, actual, score=None) -> None:
+    def _queue_feedback(self, prediction, actual, score=None, version=None) -> None:
         try:
-            self.feedback_queue.put_nowait((prediction, actual) if score is None else (prediction, actual, score))
+            self.feedback_queue.put_nowait((prediction, actual, score, version))
         except queue.Full:
             self._drop_feedback(1, f"the queue of {self.config.feedback_queue_size} pairs is full")
 
@@ -380,7 +394,12 @@ class Replayer:
             self.state.feedback_finished("ok" if outcome == "ok" else "failed", len(items))
 
 
-def _pair(prediction, actual, score=None) -> dict:
-    """One feedback pair as /feedback takes it; a score only for a binary classifier with probabilities."""
-    return {"prediction": prediction, "actual": actual} if score is None else \
-        {"prediction": prediction, "actual": actual, "score": score}
+def _pair(prediction, actual, score=None, version=None) -> dict:
+    """One feedback pair as /feedback takes it; a score only for a binary classifier with probabilities, the
+    model_version when the prediction's answer named one."""
+    pair = {"prediction": prediction, "actual": actual}
+    if score is not None:
+        pair["score"] = score
+    if version is not None:
+        pair["model_version"] = version
+    return pair

@@ -19,10 +19,16 @@ cell as written (read without pandas' missing-value words, so that a class calle
 stays a class). An empty cell is no actual value, as above; a cell that names no class of the
 model is skipped too, and counted apart (reason="unknown_class").
 
+A routing key column (--routing-key) is read as written, surrounding spaces dropped, and never becomes a
+feature: each kept row's cell is the sticky key sent in a header with its /predict (an empty cell: none).
+A cell that cannot be a header value (a control or non-ASCII character, over MAX_KEY_LENGTH characters)
+is a refusal at start naming its row.
+
 Without --csv, the rows are the example's own replay set (model.dataset), which has its own
 adapter from its raw CSV; those records are cut down to the card's features the same way.
 """
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -33,6 +39,9 @@ import pandas as pd
 TRUE_TEXT = frozenset({"true", "1", "1.0"})
 FALSE_TEXT = frozenset({"false", "0", "0.0"})
 EXACT_INTEGER = 2 ** 53  # beyond it a double's whole value may not be the number the CSV says
+ROW_KEY = "row"  # --routing-key row, when the CSV has no such column: each row's position is its key
+MAX_KEY_LENGTH = 1024  # far under a server's header line limit (gunicorn 8190, nginx 8k), far over any id
+_HEADER_TEXT = re.compile(r"[\x20-\x7e]*")  # printable ASCII: a header value every HTTP stack passes on unchanged
 
 
 class SourceError(ValueError):
@@ -62,7 +71,7 @@ class Table:
         return (column if self.order is None else column.iloc[self.order]).tolist()
 
 
-def read_table(path, target=None, order_by=()) -> Table:
+def read_table(path, target=None, order_by=(), routing_key=None) -> Table:
     """The CSV at `path`, checked for the columns the flags name, sorted (stably) by `order_by`."""
     path = str(path)
     if not Path(path).is_file():
@@ -79,6 +88,9 @@ def read_table(path, target=None, order_by=()) -> Table:
     missing = [c for c in order_by if c not in frame.columns]
     if missing:
         raise SourceError(f"{path} has no column {missing[0]!r} (--order-by){_columns_hint(frame)}")
+    if routing_key is not None and routing_key != ROW_KEY and routing_key not in frame.columns:
+        raise SourceError(f"{path} has no column {routing_key!r} (--routing-key; {ROW_KEY!r} keys each row by its "
+                          f"position){_columns_hint(frame)}")
     if order_by:
         keys = pd.DataFrame({f"key{i}": _sort_key(frame[c]) for i, c in enumerate(order_by)})
         order = keys.sort_values(list(keys.columns), kind="stable", na_position="last").index
@@ -122,17 +134,52 @@ def _records(table: Table, features: list) -> list:
 def table_rows(table: Table, features: list, target: str):
     """([(record, actual)], skipped): the rows whose target is a finite number, and how many were not."""
     _check_columns(table, features, target)
+    actuals = _numeric_actuals(table, target)
+    rows = [(record, a) for record, a in zip(_records(table, features), actuals) if a is not None]
+    return rows, actuals.count(None)
+
+
+def _numeric_actuals(table: Table, target: str) -> list:
+    """Each row's actual value as a float, None where it is not a finite number."""
     actual = pd.to_numeric(table.frame[target], errors="coerce").to_numpy(dtype=float)
-    keep = np.isfinite(actual)
-    rows = [(record, float(a)) for record, a, k in zip(_records(table, features), actual.tolist(), keep.tolist())
-            if k]
-    return rows, int((~keep).sum())
+    return [float(a) if math.isfinite(a) else None for a in actual.tolist()]
 
 
 def class_rows(table: Table, features: list, target: str, classifier):
     """([(record, class)], no_actual, unknown_class) for a classifier: the rows whose target cell names one of
     its classes, as the card's JSON value; how many had an empty target; how many named no class."""
     _check_columns(table, features, target)
+    labels, no_actual, unknown = _class_actuals(table, target, classifier)
+    rows = [(record, label) for record, label in zip(_records(table, features), labels) if label is not None]
+    return rows, no_actual, unknown
+
+
+def kept_keys(table: Table, target: str, classifier, keys: list) -> list:
+    """`keys` (one per row of the table, routing_keys) of the rows table_rows, or class_rows with a
+    classifier, keeps: the same rows, in the same order."""
+    actuals = _numeric_actuals(table, target) if classifier is None else _class_actuals(table, target, classifier)[0]
+    return [key for key, actual in zip(keys, actuals) if actual is not None]
+
+
+def routing_keys(table: Table, column: str) -> list:
+    """Each row's routing key from `column` as written, surrounding spaces dropped; None for an empty cell.
+    SourceError naming the first cell that cannot be sent as a header value."""
+    keys = []
+    for i, cell in enumerate(table.raw_column(column)):
+        key = cell.strip()
+        problem = ("not printable ASCII, as a key sent in an HTTP header must be" if not _HEADER_TEXT.fullmatch(key)
+                   else f"over {MAX_KEY_LENGTH} characters" if len(key) > MAX_KEY_LENGTH else None)
+        if problem:
+            row = int(table.order[i]) if table.order is not None else i  # the file's row, before --order-by
+            shown = repr(key[:40] + ("..." if len(key) > 40 else ""))
+            raise SourceError(f"{table.path}: column {column!r}, row {row + 1} after the header, holds {shown}, "
+                              f"{problem} (--routing-key)")
+        keys.append(key or None)
+    return keys
+
+
+def _class_actuals(table: Table, target: str, classifier):
+    """(each row's class or None, rows with an empty target, rows naming no class)."""
     missing = table.frame[target].isna().tolist()
     # a string class may be a word pandas reads as missing ("NA", "None"): read those cells as written
     cells = table.raw_column(target) if classifier.kind == "string" else table.frame[target].tolist()
@@ -145,8 +192,7 @@ def class_rows(table: Table, features: list, target: str, classifier):
             else:
                 unknown += 1
         labels.append(label)
-    rows = [(record, label) for record, label in zip(_records(table, features), labels) if label is not None]
-    return rows, no_actual, unknown
+    return labels, no_actual, unknown
 
 
 def _convert(path, feature, column: pd.Series) -> list:

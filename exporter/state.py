@@ -14,6 +14,10 @@ FEEDBACK_OUTCOMES = ("ok", "failed", "dropped")
 # why a row of the source is not replayed: its target is empty (or, for a regressor, not a finite number),
 # or, for a classifier, it names no class of the model
 SKIP_REASONS = ("no_actual", "unknown_class")
+# answers by model_version: the versions the API said at start would answer, and this for any other
+# (or none), so a lying or changed API cannot grow the label set
+OTHER_VERSION = "other"
+MAX_VERSIONS = 20
 # client-side latency of one /predict call, same edges as the API's own histogram
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0)
@@ -32,6 +36,7 @@ class ReplayState:
         self.rows = dict.fromkeys(OUTCOMES, 0)
         self.request_errors = dict.fromkeys(REQUEST_ERROR_KINDS, 0)
         self.feedback = dict.fromkeys(FEEDBACK_OUTCOMES, 0)
+        self.answers = {OTHER_VERSION: 0}  # rows answered ok, by model_version (expect_versions)
         self.last_prediction = float("nan")
         self.last_actual = float("nan")
         self.last_success = 0.0
@@ -51,6 +56,18 @@ class ReplayState:
             self.rows[outcome] += n
             if outcome == "ok":
                 self.last_success = time.time()
+
+    def expect_versions(self, versions) -> None:
+        """The model versions counted by name from now on (the first MAX_VERSIONS); the rest under "other"."""
+        with self._lock:
+            named = dict.fromkeys(v for v in versions if v != OTHER_VERSION)
+            self.answers = {**{v: self.answers.get(v, 0) for v in list(named)[:MAX_VERSIONS]},
+                            OTHER_VERSION: self.answers[OTHER_VERSION]}
+
+    def answered(self, version, n: int = 1) -> None:
+        """`n` rows answered ok by `version` (None: the answer named none)."""
+        with self._lock:
+            self.answers[version if version in self.answers else OTHER_VERSION] += n
 
     def request_error(self, kind: str) -> None:
         with self._lock:
@@ -88,7 +105,8 @@ class ReplayState:
         with self._lock:
             return {
                 "rows": dict(self.rows), "request_errors": dict(self.request_errors),
-                "feedback": dict(self.feedback), "last_prediction": self.last_prediction,
+                "feedback": dict(self.feedback), "answers": dict(self.answers),
+                "last_prediction": self.last_prediction,
                 "last_actual": self.last_actual, "last_success": self.last_success,
                 "latency_counts": list(self.latency_counts), "latency_sum": self.latency_sum,
                 "rows_per_pass": self.rows_per_pass, "planned_rows": self.planned_rows,

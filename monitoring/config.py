@@ -109,6 +109,34 @@ class Config:
     invalid_ratio_limit: float = 0.05
     invalid_ratio_for: str = "10m"
 
+    # --- several versions: a candidate (or shadow) against the primary ---------------------------------
+    # CanaryWorse compares each other version with the primary over the same windows, on the same
+    # traffic split: a candidate on a share of the requests, a shadow on a copy of all of them.
+    # Failed calls (the model raising on valid input): one percentage point over the primary's ratio,
+    # the same size as HighErrorRatio's whole limit
+    canary_error_margin: float = 0.01
+    # p99 of the time in the model 1.5x the primary's: a tree ensemble twice the size, or a path that
+    # lost its compiled trees, shows; run-to-run noise of p99 over 200 calls does not reach it
+    canary_latency_factor: float = 1.5
+    # ...once its p99 in the model is over a millisecond: about what HTTP, validation and metrics cost a
+    # one-row request, so a faster model makes no difference a client sees. Below it the ratio is noise:
+    # the inference buckets step 2-2.5x, and two equal compiled models (~50 us) land a bucket apart
+    canary_latency_floor_seconds: float = 0.001
+    # PSI of its predictions against the primary's live predictions, on the primary's bins: as the
+    # drift limit, the usual "significant shift". Two live samples each of drift_min_rows rows
+    canary_psi_limit: float = 0.2
+    # MAE from feedback 1.2x the primary's over the long window: at quality_min_feedback pairs a
+    # side the MAE's standard error is about 7% (see quality_min_feedback), so 20% is about two of
+    # the difference's standard errors (sqrt 2 x 7% = 10%): a real gap, not noise of one window
+    canary_quality_factor: float = 1.2
+    # accuracy this far (absolute) below the primary's: at 200 pairs a side, accuracy near 0.9 has a
+    # standard error of 0.021, the difference sqrt 2 x 0.021 = 0.03; 0.05 is well outside it
+    canary_accuracy_margin: float = 0.05
+    # calls in the short window each side before the error ratio and p99 are compared: a p99 of fewer
+    # calls is one of the slowest few
+    canary_min_calls: int = 200
+    canary_for: str = "10m"
+
     # --- the replay exporter ---------------------------------------------------------------------
     # as long as the rate window: a stall is a window without a row, confirmed once
     exporter_stalled_for: str = "5m"

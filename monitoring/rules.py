@@ -89,6 +89,20 @@ class Names:
         self.confidence_mean_short = f":model_confidence:mean{s}"
         self.actual_fraction_long = f"class:model_confusion_actual:fraction{h}"
         self.class_reference = "class:model_class_reference_ratio:max"
+        # several versions: each version's signals, for CanaryWorse to compare with the primary's
+        q = text.quantile_name(config.latency_quantile)
+        self.version_calls_increase = f"model_version:model_batch_size_count:increase{s}"
+        self.version_failed_ratio = f"model_version:model_calls_failed:ratio_rate{s}"
+        self.version_latency = f"model_version:model_inference_duration_seconds:{q}_{s}"
+        self.version_rows_increase = f"model_version:model_predictions:increase{s}"
+        self.version_prediction_fraction = f"model_version_bin:model_prediction_primary_bin:fraction{s}"
+        self.version_primary_fraction = f"bin:model_prediction_primary_bin:primary_fraction{s}"
+        self.version_prediction_psi = f"model_version:model_prediction_primary_bin:psi{s}"
+        self.version_feedback_increase = f"model_version:model_feedback:increase{h}"
+        self.version_mae = f"model_version:model_absolute_error:mean{h}"
+        self.version_confusion = f"model_version_actual_predicted:model_confusion:increase{h}"
+        self.version_confusion_increase = f"model_version:model_confusion:increase{h}"
+        self.version_accuracy = f"model_version:model_confusion:accuracy{h}"
 
 
 def _psi(fraction: str, reference: str, by: str, floor: float) -> str:
@@ -260,6 +274,67 @@ def classification_rules(config: Config = CONFIG) -> list:
     ]
 
 
+# the primary version of a deployment of several (model_version_role, webapp.metrics): `and on (model_version)`
+# with it keeps the primary's series; every replica exports the same, so max() keeps one
+PRIMARY = '(max by (model_version) (model_version_role{role="primary"}) == 1)'
+OTHERS = '(max by (model_version) (model_version_role{role!="primary"}) == 1)'
+# a shadow predicts after the answer is sent, when the client's next request competes for the CPU: its
+# time in the model is not comparable with the primary's, so only a candidate's is compared
+CANDIDATES = '(max by (model_version) (model_version_role{role="candidate"}) == 1)'
+
+
+def _primary(vector: str, by: str = "") -> str:
+    """The primary version's value of a per-version `vector`, with only the `by` labels left."""
+    return f"sum {by}(\n    {vector}\n  and on (model_version)\n    {PRIMARY}\n)"
+
+
+def version_rules(config: Config = CONFIG) -> list:
+    """Per model_version: the signals CanaryWorse compares. Only a deployment of several versions labels its
+    model metrics by model_version (webapp.deployment); one model alone gets no series from these."""
+    n, s, h = Names(config), config.short_window, config.long_window
+    f, floor = n.version_prediction_fraction, text.number(config.psi_floor)
+    live, primary = f"clamp_min({f}, {floor})", f"clamp_min({n.version_primary_fraction}, {floor})"
+    diagonal = (f"    {n.version_confusion}\n  and on (model_version, actual, predicted)\n"
+                f'    label_replace(\n      sum by (model_version, actual) ({n.version_confusion}),\n'
+                f'      "predicted", "$1", "actual", "(.*)"\n    )')
+    failed = f'sum by (model_version) (rate(model_input_invalid_total{{reason="unpredictable"}}[{s}]))'
+    calls = f"sum by (model_version) (rate(model_batch_size_count[{s}]))"
+    return [
+        dict(record=n.version_calls_increase, expr=f"sum by (model_version) (increase(model_batch_size_count[{s}]))",
+             why="successful /predict calls per version: the comparisons need enough on both sides"),
+        dict(record=n.version_failed_ratio, expr=f"{failed}\n  /\n(\n    {failed}\n  +\n    {calls}\n)",
+             why=["calls whose model raised on valid input (reason unpredictable), of all the version's calls:",
+                  "the version's own failures, which HTTP status counts do not tell apart"]),
+        dict(record=n.version_latency,
+             expr=(f"histogram_quantile({text.number(config.latency_quantile)}, sum by (model_version, le) "
+                   f"(rate(model_inference_duration_seconds_bucket[{s}])))"),
+             why="time in the model per call, per version: HTTP latency is the same server's for every version"),
+        dict(record=n.version_rows_increase, expr=f"sum by (model_version) (increase(model_predictions_total[{s}]))"),
+        dict(record=f, expr=_share("model_prediction_primary_bin_total", "model_version, bin", "by (model_version) ", s),
+             why=["each version's predictions on the primary's bins (every version counts its predictions on the",
+                  "primary card's bins too), as shares"]),
+        dict(record=n.version_primary_fraction, expr=_primary(f, "by (bin) "),
+             why="the primary's shares: what every version's predictions are compared with"),
+        dict(record=n.version_prediction_psi,
+             expr=(f"sum by (model_version) (\n    (\n        {live}\n      - on (bin) group_left\n"
+                   f"        {primary}\n    )\n  * ln(\n        {live}\n      / on (bin) group_left\n"
+                   f"        {primary}\n    )\n)"),
+             why=["PSI of each version's predictions against the primary's live predictions in the same window,",
+                  "on the primary's bins: 0 for the primary itself"]),
+        dict(record=n.version_feedback_increase, expr=f"sum by (model_version) (increase(model_feedback_total[{h}]))"),
+        dict(record=n.version_mae,
+             expr=(f"sum by (model_version) (increase(model_absolute_error_sum[{h}]))\n"
+                   f"  / sum by (model_version) (increase(model_absolute_error_count[{h}]))"),
+             why="live MAE per version, from the feedback that names the version that made the prediction"),
+        dict(record=n.version_confusion,
+             expr=f"sum by (model_version, actual, predicted) (increase(model_confusion_total[{h}]))"),
+        dict(record=n.version_confusion_increase, expr=f"sum by (model_version) ({n.version_confusion})"),
+        dict(record=n.version_accuracy,
+             expr=f"sum by (model_version) (\n{diagonal}\n)\n  / {n.version_confusion_increase}",
+             why="classifiers: accuracy per version, the diagonal as in the accuracy rule"),
+    ]
+
+
 def recording_groups(config: Config = CONFIG) -> list:
     n, s, h = Names(config), config.short_window, config.long_window
     floor = config.psi_floor
@@ -330,7 +405,7 @@ def recording_groups(config: Config = CONFIG) -> list:
     return [{"name": "drift", "rules": drift}, {"name": "distribution", "rules": distribution},
             {"name": "golden-signals", "rules": golden},
             {"name": "model", "rules": model}, {"name": "classification", "rules": classification_rules(config)},
-            {"name": "exporter", "rules": exporter}]
+            {"name": "exporter", "rules": exporter}, {"name": "versions", "rules": version_rules(config)}]
 
 
 def _holdout_text() -> str:
@@ -524,6 +599,42 @@ def alert_groups(config: Config = CONFIG) -> list:
               f"{text.duration(s)}. See model_input_invalid_total by reason: a client is sending a wrong schema.",
               uid.model),
     ]
+    def against_primary(rule: str, op: str, comparison: str) -> str:
+        return f"{rule}\n  {op} on () group_left\n{_primary(rule)}\n  {comparison}"
+
+    canary_signals = (
+        ("error_ratio", against_primary(n.version_failed_ratio, "-", f"> {text.number(c.canary_error_margin)}"),
+         n.version_calls_increase, c.canary_min_calls),
+        ("latency", against_primary(n.version_latency, "/", f"> {text.number(c.canary_latency_factor)}")
+         + f"\n  and\n{n.version_latency} > {text.number(c.canary_latency_floor_seconds)}"
+         + f"\n  and on (model_version)\n{CANDIDATES}",
+         n.version_calls_increase, c.canary_min_calls),
+        ("prediction_psi", f"{n.version_prediction_psi} > {text.number(c.canary_psi_limit)}",
+         n.version_rows_increase, c.drift_min_rows),
+        ("mae", against_primary(n.version_mae, "/", f"> {text.number(c.canary_quality_factor)}"),
+         n.version_feedback_increase, c.quality_min_feedback),
+        ("accuracy", against_primary(n.version_accuracy, "-", f"< -{text.number(c.canary_accuracy_margin)}"),
+         n.version_confusion_increase, c.quality_min_feedback),
+    )
+    canary_expr = "(\n" + "\n  or\n".join(
+        f'  label_replace(\n    (\n        {_indent(signal, 8)}\n    )\n'
+        f"      and on (model_version) ({count} >= {minimum})\n"
+        f"      and on () (\n        {_indent(_primary(count), 8)}\n      >= {minimum}\n      ),\n"
+        f'    "signal", "{name}", "", ""\n  )'
+        for name, signal, count, minimum in canary_signals) + f"\n)\n  and on (model_version) {OTHERS}"
+    versions = [
+        alert("CanaryWorse", canary_expr, c.canary_for, "warning",
+              "Version {{ $labels.model_version }} is worse than the primary ({{ $labels.signal }})",
+              "Against the primary over the same windows, version {{ $labels.model_version }} has "
+              "{{ $labels.signal }} at {{ $value | printf \"%.4g\" }}: for error_ratio the failed share of its "
+              f"calls less the primary's, for latency its {q} in the model over the primary's, for prediction_psi "
+              "the PSI of its predictions against the primary's, for mae its MAE from feedback over the primary's, "
+              "for accuracy its accuracy less the primary's; each over its canary_* limit (monitoring/config.py). "
+              "Set its weight to 0 in routing.json and reload (README: several versions).", uid.model,
+              why=["each version other than the primary (a candidate, or a shadow on a copy of the traffic) against",
+                   "the primary (model_version_role), signal by signal (label `signal`), each with enough calls,",
+                   "rows or feedback on both sides; a single model exports no role and this never fires"]),
+    ]
     exporter = [
         alert("ExporterStalled",
               f"({n.replay_rate} == 0 and on() (max(replay_done) == 0))\n  or up{{job=\"exporter\"}} == 0",
@@ -532,7 +643,7 @@ def alert_groups(config: Config = CONFIG) -> list:
               "scraped): value {{ $value }}. Check its log and the API.", uid.exporter),
     ]
     return [{"name": "api", "rules": api}, {"name": "model", "rules": model},
-            {"name": "exporter", "rules": exporter}]
+            {"name": "exporter", "rules": exporter}, {"name": "versions", "rules": versions}]
 
 
 # --- YAML, with the why as comments ----------------------------------------------------------------

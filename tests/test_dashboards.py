@@ -148,7 +148,7 @@ def test_the_dashboards_have_these_panels():
                               '(max(model_info{task="regression"}) == 1)']
     assert drift["annotations"]["list"][0]["expr"] == (
         'ALERTS{alertstate="firing", alertname=~"FeatureDrift|PredictionDrift|ModelQualityDegraded|'
-        'ClassificationQualityDegraded|ConfidenceDrop|HighInvalidInputRatio"}')
+        'ClassificationQualityDegraded|ConfidenceDrop|HighInvalidInputRatio|CanaryWorse"}')
     assert drift["annotations"]["list"][0]["step"] == CONFIG.evaluation_interval
     assert {v["name"] for v in boards()["api-golden-signals"]["templating"]["list"]} == {"instance", "route"}
     assert [v["name"] for v in drift["templating"]["list"]] == ["feature", "numeric_feature", "target", "target_unit"]

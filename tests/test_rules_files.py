@@ -25,7 +25,7 @@ ALERTMANAGER = ROOT / "alertmanager" / "alertmanager.yml"
 README = ROOT / "README.md"
 ALERT_NAMES = {"ApiDown", "ApiReplicaLost", "HighErrorRatio", "HighLatencyP99", "Saturation", "MetricsWriteFailing",
                "NoTraffic", "FeatureDrift", "PredictionDrift", "ModelQualityDegraded", "ClassificationQualityDegraded",
-               "ConfidenceDrop", "HighInvalidInputRatio", "ExporterStalled"}
+               "ConfidenceDrop", "HighInvalidInputRatio", "ExporterStalled", "CanaryWorse"}
 # the reference model's card values (holdout MAE, RMSE, MAPE and 1.5x of them, as the old rules wrote them):
 # limits now come from the live model's gauges, and no card's number may creep back into rules or tests
 CARD_NUMBERS = re.compile(r"15[,.]?49[67]|23[,.]?245|22[,.]?956|0\.1478|0\.0985|9\.85")
@@ -148,6 +148,18 @@ def test_another_config_moves_every_threshold_and_window():
     assert "[5m]" not in json.dumps(rules.recording_groups(OTHER)) + json.dumps(rules.alert_groups(OTHER))
 
 
+def test_the_canary_alert_takes_every_limit_and_window_from_the_config():
+    other = dataclasses.replace(CONFIG, short_window="10m", long_window="2h", canary_error_margin=0.03,
+                                canary_latency_factor=2.5, canary_psi_limit=0.3, canary_quality_factor=1.4,
+                                canary_accuracy_margin=0.07, canary_min_calls=321, drift_min_rows=654,
+                                quality_min_feedback=111, canary_for="17m")
+    canary = next(r for g in rules.alert_groups(other) for r in g["rules"] if r["alert"] == "CanaryWorse")
+    for piece in ("model_version:model_calls_failed:ratio_rate10m", "  > 0.03", "  > 2.5", "psi10m > 0.3", "  > 1.4",
+                  "  < -0.07", "increase10m >= 321)", "increase10m >= 654)", "increase2h >= 111)"):
+        assert piece in canary["expr"], piece
+    assert canary["for"] == "17m" and "5m" not in canary["expr"] and "1h" not in canary["expr"]
+
+
 def test_the_shipped_thresholds_are_the_configs():
     """The same, the other way round: the committed rules carry the shipped config's numbers."""
     found = alerts()
@@ -166,7 +178,7 @@ def test_the_shipped_thresholds_are_the_configs():
         "NoTraffic": CONFIG.no_traffic_for, "FeatureDrift": CONFIG.drift_for, "PredictionDrift": CONFIG.drift_for,
         "ModelQualityDegraded": CONFIG.quality_for, "ClassificationQualityDegraded": CONFIG.quality_for,
         "ConfidenceDrop": CONFIG.drift_for, "HighInvalidInputRatio": CONFIG.invalid_ratio_for,
-        "ExporterStalled": CONFIG.exporter_stalled_for}
+        "ExporterStalled": CONFIG.exporter_stalled_for, "CanaryWorse": CONFIG.canary_for}
     assert (CONFIG.psi_limit, CONFIG.drift_min_rows, CONFIG.quality_factor, CONFIG.quality_min_feedback,
             CONFIG.latency_target_seconds, CONFIG.psi_floor, CONFIG.classification_margin,
             CONFIG.confidence_margin) == (0.2, 500, 1.5, 200, 0.02, 1e-4, 0.1, 0.05)
@@ -212,7 +224,8 @@ def test_classification_alerts_compare_with_the_holdout_gauges_and_no_literal():
 def test_the_regression_rules_are_unchanged_by_the_classification_ones():
     """A classifier's rules come as a group of their own: the other groups' rules are the regressors' as before."""
     groups = {g["name"]: g["rules"] for g in rules.recording_groups()}
-    assert list(groups) == ["drift", "distribution", "golden-signals", "model", "classification", "exporter"]
+    assert list(groups) == ["drift", "distribution", "golden-signals", "model", "classification", "exporter",
+                            "versions"]
     classification = [r["record"] for r in groups["classification"]]
     names = rules.Names()
     assert classification == [names.actual_predicted_increase_long, names.confusion_increase_long,
@@ -344,7 +357,7 @@ def test_every_recording_rule_is_read_by_an_alert_a_dashboard_or_the_readme_pict
                          (alert_exprs, panel_exprs, screenshots,
                           *(e for other, e in rule_exprs.items() if other != name)))]
     assert unread == []
-    assert len(rule_exprs) == 62
+    assert len(rule_exprs) == 74
 
 
 def test_every_recording_rule_has_a_hand_worked_unit_test():
@@ -363,8 +376,8 @@ def test_promtool_check_config(config):
 
 def test_promtool_check_rules():
     out = run("promtool", "check", "rules", *map(str, sorted((PROM / "rules").glob("*.yml"))))
-    assert "SUCCESS: 14 rules found" in out and "SUCCESS: 62 rules found" in out
-    assert (len(alerts()), len(recorded())) == (14, 62)
+    assert "SUCCESS: 15 rules found" in out and "SUCCESS: 74 rules found" in out
+    assert (len(alerts()), len(recorded())) == (15, 74)
 
 
 def test_promtool_rule_unit_tests():
@@ -397,6 +410,16 @@ NUDGES = {
     "confidence margin down (mean 0.851 now below)": ("ConfidenceDrop", dict(confidence_margin=0.048)),
     "confidence rows up (600 rows no longer enough)": ("ConfidenceDrop", dict(drift_min_rows=601)),
     "confidence rows down (450 rows now enough)": ("ConfidenceDrop", dict(drift_min_rows=449)),
+    "canary error margin up (1.03 points no longer over)": ("CanaryWorse", dict(canary_error_margin=0.0104)),
+    "canary error margin down (0.93 points now over)": ("CanaryWorse", dict(canary_error_margin=0.0092)),
+    "canary calls floor down (195 calls now enough)": ("CanaryWorse", dict(canary_min_calls=195)),
+    "canary latency factor up (2.51x no longer over)": ("CanaryWorse", dict(canary_latency_factor=2.52)),
+    "canary latency floor up (2.485 ms no longer over)": ("CanaryWorse", dict(canary_latency_floor_seconds=0.0025)),
+    "canary PSI limit up (0.4159 no longer over)": ("CanaryWorse", dict(canary_psi_limit=0.42)),
+    "canary quality factor up (MAE 1.21x no longer over)": ("CanaryWorse", dict(canary_quality_factor=1.22)),
+    "canary quality factor down (MAE 1.19x now over)": ("CanaryWorse", dict(canary_quality_factor=1.18)),
+    "canary accuracy margin up (0.06 no longer below)": ("CanaryWorse", dict(canary_accuracy_margin=0.061)),
+    "canary accuracy margin down (0.04 now below)": ("CanaryWorse", dict(canary_accuracy_margin=0.039)),
 }
 
 
@@ -512,6 +535,14 @@ def fires_when(c) -> dict:
         "HighInvalidInputRatio": [f"> {text.percent(c.invalid_ratio_limit)}", f"over {s}",
                                   f"for {text.short(c.invalid_ratio_for)}"],
         "ExporterStalled": [f"over {s}", f"for {text.short(c.exporter_stalled_for)}"],
+        "CanaryWorse": [f"for {text.short(c.canary_for)}", f"over {s}", f"over {h}",
+                        f"more than {text.number(c.canary_error_margin)} above",
+                        f"> {text.number(c.canary_latency_factor)}×", f"≥ {c.canary_min_calls} calls",
+                        f"over {text.millis(c.canary_latency_floor_seconds)}",
+                        f"> {text.number(c.canary_psi_limit)}", f"≥ {c.drift_min_rows} rows",
+                        f"> {text.number(c.canary_quality_factor)}×",
+                        f"more than {text.number(c.canary_accuracy_margin)} below",
+                        f"≥ {c.quality_min_feedback} feedbacks"],
     }
 
 

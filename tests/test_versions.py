@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -19,8 +20,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from model.card import ModelIntegrityError
+from monitoring.config import CONFIG
 from tests.scrape import scrape
 from tests.servers import ROOT, free_port, gunicorn, gunicorn_command, wait_until
+from tests.stack import Stack
 from tests.versions import copy_version, train_worse, write_routing
 from webapp import create_app
 from webapp.deployment import _check_shared
@@ -156,6 +159,18 @@ def test_override_sticky_and_shadow_in_one_app(deployment_of, record):
         assert total(samples, "model_info", model_version=version) == 1
         assert total(samples, "model_feature_drift_threshold", model_version=version, feature="area",
                      statistic="wasserstein") > 0
+        # each version's predictions on the primary's bins too: every row once
+        assert total(samples, "model_prediction_primary_bin_total", model_version=version) == expected
+    roles = {dict(labels)["model_version"]: dict(labels)["role"]
+             for (name, labels), value in samples.items() if name == "model_version_role" and value == 1}
+    assert roles == {"1.0.0": "primary", "2.0.0": "candidate", "1.0.1": "shadow"}
+    # the primary and its copy have the primary's card: both counters agree bin by bin
+    for version in ("1.0.0", "1.0.1"):
+        own = {dict(ls)["bin"]: v for (n, ls), v in samples.items()
+               if n == "model_prediction_bin_total" and dict(ls)["model_version"] == version}
+        compared = {dict(ls)["bin"]: v for (n, ls), v in samples.items()
+                    if n == "model_prediction_primary_bin_total" and dict(ls)["model_version"] == version}
+        assert own == compared and sum(own.values()) > 0
 
 
 def test_feedback_is_counted_against_the_version_it_names(deployment_of):
@@ -278,3 +293,34 @@ def test_training_never_writes_into_a_deployment_folder(deployment_of, capsys):
     assert train_main(["--model-dir", str(folder)]) == 1
     assert "deployment folder" in capsys.readouterr().err
     assert sorted(p.name for p in folder.iterdir()) == ["1.0.0", "1.0.1", "2.0.0", "routing.json"]
+
+
+def test_canary_worse_reaches_the_webhook_for_the_worse_candidate_and_never_for_an_equal_shadow(deployment_of,
+                                                                                                tmp_path):
+    """The whole stack (tests/stack.py: shipped rules with short `for:`, real Prometheus and Alertmanager),
+    serving 1.0.0 with the 2-tree 2.0.0 on half the traffic and 1.0.0's copy 1.0.1 in shadow; the exporter
+    replays rows and posts their actual values as feedback naming the version that answered."""
+    folder = deployment_of({"primary": "1.0.0", "candidates": {"2.0.0": 50}, "shadow": ["1.0.1"]})
+    (tmp_path / "stack").mkdir()
+    stack = Stack(folder, tmp_path / "stack", "baseline")
+    try:
+        seconds, alert = stack.webhook.wait_for("CanaryWorse", model_version="2.0.0")
+        assert alert["labels"]["severity"] == "warning"
+        assert alert["labels"]["signal"] in {"prediction_psi", "mae"}, alert["labels"]
+        time.sleep(max(seconds, 20))  # as long again: the equal shadow has had as much time to fire
+        psi = stack.prometheus.value('model_version:model_prediction_primary_bin:psi5m{model_version="2.0.0"}')
+        mae = {v: stack.prometheus.value(f'model_version:model_absolute_error:mean1h{{model_version="{v}"}}')
+               for v in ("1.0.0", "2.0.0")}
+        shadow_psi = stack.prometheus.value('model_version:model_prediction_primary_bin:psi5m{model_version="1.0.1"}')
+        signals = {a["labels"]["signal"] for _, a in stack.webhook.firing("CanaryWorse", model_version="2.0.0")}
+        assert not stack.webhook.firing("CanaryWorse", model_version="1.0.1")
+        assert not [a for a in stack.prometheus.query('ALERTS{alertname="CanaryWorse"}')
+                    if a["metric"]["model_version"] != "2.0.0"]
+    finally:
+        stack.close()
+    # the worse version is worse on both signals the replay can show; the copy predicts as the primary
+    assert psi > CONFIG.canary_psi_limit and mae["2.0.0"] > CONFIG.canary_quality_factor * mae["1.0.0"]
+    assert signals == {"prediction_psi", "mae"}
+    assert shadow_psi < CONFIG.canary_psi_limit
+    print(f"\nCanaryWorse (2.0.0) reached the webhook {seconds:.1f} s after the stack started; PSI {psi:.3f}, "
+          f"MAE {mae['2.0.0']:.0f} against {mae['1.0.0']:.0f}; the shadow's PSI {shadow_psi:.4f}")

@@ -52,6 +52,12 @@ class Deployment:
         key = headers.get(self.router.routing.sticky_header) if self.router.routing.sticky_header else None
         return self.router.choose(headers.get(OVERRIDE_HEADER) or None, key)  # an empty header says nothing
 
+    def role(self, version: str) -> str:
+        """primary, candidate or shadow."""
+        if version == self.primary.version:
+            return "primary"
+        return "shadow" if version in self.shadows else "candidate"
+
     def reference_cards(self) -> list:
         """(leading labels, card) of every version, as webapp.reference_metrics takes them."""
         if not self.several:
@@ -63,12 +69,9 @@ class Deployment:
         if self.router is None:
             return None
         routing = self.router.routing
-        roles = {routing.primary: "primary", **{v: "candidate" for v in routing.candidates},
-                 **{v: "shadow" for v in routing.shadow}}
         return {"primary": routing.primary, "sticky_header": routing.sticky_header,
                 "override_header": OVERRIDE_HEADER,
-                "versions": [self._version(service, roles[version],
-                                           routing.weight(version) if roles[version] != "shadow" else 0.0)
+                "versions": [self._version(service, self.role(version), routing.weight(version))
                              for version, service in self.services.items()]}
 
     @staticmethod

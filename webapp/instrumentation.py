@@ -54,7 +54,8 @@ def version_metrics(deployment, registry) -> dict:
         return {service.version: ModelMetrics(service.card, service.predictor.path, registry)}
     made = {}
     for version, service in deployment.services.items():
-        made[version] = ModelMetrics(service.card, service.predictor.path, CollectorRegistry(), version_label=True)
+        made[version] = ModelMetrics(service.card, service.predictor.path, CollectorRegistry(), version_label=True,
+                                     role=deployment.role(version), primary_card=deployment.primary.card)
     registry.register(JoinedFamilies(made.values()))
     return made
 

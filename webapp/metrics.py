@@ -257,9 +257,13 @@ def observe_values(quantity: tuple, values: np.ndarray) -> None:
 class ModelMetrics:
     """Creates the model metrics in `registry` and records predictions, invalid input and feedback."""
 
-    def __init__(self, card: dict, serving_path: str, registry, version_label: bool = False):
+    def __init__(self, card: dict, serving_path: str, registry, version_label: bool = False, role: str = None,
+                 primary_card: dict = None):
         """version_label: every series gets a leading model_version label (the card's version), for a
-        deployment of several versions; without it the series are those of a single model."""
+        deployment of several versions; without it the series are those of a single model. Such a version
+        also says its `role` (primary, candidate, shadow), and counts its predictions on the bins of the
+        primary's card (`primary_card`) too, so that PromQL compares the versions' predictions on one set
+        of bins."""
         self.task = card["task"]
         self.version = card["version"]
         self.registry = registry
@@ -297,8 +301,23 @@ class ModelMetrics:
             self._init_classification(card, registry)
         else:
             self._init_regression(card, registry)
+        self._compare_bins = []
+        if version_label:
+            self._init_version(role, primary_card, registry)
         self._prepare_rows()
         self.publish()
+
+    def _init_version(self, role: str, primary_card: dict, registry) -> None:
+        roles = self._gauge("model_version_role", "1 for the role of the version in the deployment (routing.json): "
+                            "primary, candidate or shadow", ["role"], multiprocess_mode="max", registry=registry)
+        self._published.append((roles.labels(role), 1))
+        compared = self._counter("model_prediction_primary_bin", "Predictions per bin of the primary version's "
+                                 "prediction bins (not cumulative): every version's on the same bins, for the PSI "
+                                 "between versions; a classifier's bins are its classes", ["bin"], registry=registry)
+        ref = primary_card["reference"]["prediction"]
+        self._compare_bins = [compared.labels(b) for b in ref["bins"]]
+        self._compare_edge_list = list(ref.get("edges", ()))
+        self._compare_edges = np.array(self._compare_edge_list, dtype=float)
 
     def _holdout_gauges(self, registry, holdout: dict, gauges) -> None:
         # a card without a value publishes 0, which the rules read as "none" (max(...) > 0): after a
@@ -547,6 +566,8 @@ class ModelMetrics:
             self._value_sum_slots = [[q[2], q[6], q[7], q[8]] for _, q in self._value_rows]
         prediction_slots = [slot(child._value) for child in self._prediction_bins]
         self._first_prediction_bin = prediction_slots[0]
+        compare_slots = [slot(child._value) for child in self._compare_bins]  # consecutive, when several versions
+        self._first_compare_bin = compare_slots[0] if compare_slots else None
         if self.task == "classification":
             self._confidence_row = row_quantity(self._confidence_quantity)
             self._confidence_histogram_row = row_histogram(self.confidence) if self.confidence is not None else None
@@ -577,6 +598,7 @@ class ModelMetrics:
             positions, amounts = self._call_writes(rows, seconds, self._row_writes)
             row, histogram = self._prediction_row, self._prediction_histogram_row
             edges, first_bin = self._prediction_edge_list, self._first_prediction_bin
+            first_compared = self._first_compare_bin
             for p in predictions.tolist():
                 if row is not None:
                     value_writes(row, p, positions, amounts)
@@ -584,6 +606,9 @@ class ModelMetrics:
                     histogram_writes(histogram, p, positions, amounts)
                 positions.append(first_bin + bins.numeric_index(edges, p))
                 amounts.append(1)
+                if first_compared is not None:
+                    positions.append(first_compared + bins.numeric_index(self._compare_edge_list, p))
+                    amounts.append(1)
             self._block.add(positions, amounts)
             return
         self._observe_call(rows, seconds)
@@ -595,16 +620,24 @@ class ModelMetrics:
                                   minlength=len(self._prediction_bins))
         for i in np.flatnonzero(pred_counts):
             self._prediction_bins[i].inc(int(pred_counts[i]))
+        if self._compare_bins:
+            compared = np.bincount(bins.numeric_indices(self._compare_edges, predictions),
+                                   minlength=len(self._compare_bins))
+            for i in np.flatnonzero(compared):
+                self._compare_bins[i].inc(int(compared[i]))
 
     def observe_classes(self, rows: list, indices: np.ndarray, probabilities, seconds: float) -> None:
         """Record one successful /predict call of a classifier: rows, the predicted class positions, and the
         probabilities ((n, classes) array, or None for a model without them)."""
         if len(rows) <= SMALL_REQUEST_ROWS:
             positions, amounts = self._call_writes(rows, seconds, self._row_writes)
-            first_bin = self._first_prediction_bin
+            first_bin, first_compared = self._first_prediction_bin, self._first_compare_bin
             for i in indices.tolist():
                 positions.append(first_bin + i)
                 amounts.append(1)
+                if first_compared is not None:  # the versions' classes are the same (webapp.deployment)
+                    positions.append(first_compared + i)
+                    amounts.append(1)
             if probabilities is not None:
                 row, histogram = self._confidence_row, self._confidence_histogram_row
                 for p in probabilities.max(axis=1).tolist():
@@ -621,6 +654,8 @@ class ModelMetrics:
         counts = np.bincount(indices, minlength=self._n_classes)
         for i in np.flatnonzero(counts):
             self._prediction_bins[i].inc(int(counts[i]))
+            if self._compare_bins:
+                self._compare_bins[i].inc(int(counts[i]))
         if probabilities is not None:
             if self._confidence_quantity is not None:
                 observe_values(self._confidence_quantity, probabilities.max(axis=1))
