@@ -190,6 +190,13 @@ def test_feedback_is_counted_against_the_version_it_names(deployment_of):
         assert resp.get_json()["details"][0]["field"] == "model_version"
 
 
+def test_one_model_folder_answers_a_request_for_its_own_version_only(client, card, record):
+    assert post(client, "/predict", record, {"X-Model-Version": card["version"]}).status_code == 200
+    assert post(client, "/predict", record, {"X-Model-Version": ""}).status_code == 200  # empty: not asked
+    resp = post(client, "/predict", record, {"X-Model-Version": "9.9.9"})
+    assert resp.status_code == 400 and resp.get_json()["reason"] == "unknown_model_version"
+
+
 def test_one_model_folder_accepts_its_own_version_in_feedback(client, card):
     assert post(client, "/feedback", {"prediction": 1e5, "actual": 1e5, "model_version": card["version"]}).status_code == 202
     resp = post(client, "/feedback", {"prediction": 1e5, "actual": 1e5, "model_version": "0.0.1"})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from model.card import ModelIntegrityError
 
-from .routing import Router, RoutingError, find_versions, is_deployment, load_routing
+from .routing import Router, RoutingError, UnknownVersion, find_versions, is_deployment, load_routing
 
 OVERRIDE_HEADER = "X-Model-Version"
 
@@ -47,10 +47,13 @@ class Deployment:
     def choose(self, headers) -> str:
         """The version that answers a request with these headers; routing.UnknownVersion for an override
         naming no answering version."""
+        override = headers.get(OVERRIDE_HEADER) or None  # an empty header says nothing
         if self.router is None:
+            if override is not None and override != self.primary.version:
+                raise UnknownVersion(override)
             return self.primary.version
         key = headers.get(self.router.routing.sticky_header) if self.router.routing.sticky_header else None
-        return self.router.choose(headers.get(OVERRIDE_HEADER) or None, key)  # an empty header says nothing
+        return self.router.choose(override, key)
 
     def role(self, version: str) -> str:
         """primary, candidate or shadow."""
