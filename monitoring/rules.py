@@ -91,7 +91,7 @@ class Names:
         self.class_reference = "class:model_class_reference_ratio:max"
         # several versions: each version's signals, for CanaryWorse to compare with the primary's
         q = text.quantile_name(config.latency_quantile)
-        self.version_calls_increase = f"model_version:model_batch_size_count:increase{s}"
+        self.version_calls_increase = f"model_version:model_calls:increase{s}"
         self.version_failed_ratio = f"model_version:model_calls_failed:ratio_rate{s}"
         self.version_latency = f"model_version:model_inference_duration_seconds:{q}_{s}"
         self.version_rows_increase = f"model_version:model_predictions:increase{s}"
@@ -300,8 +300,11 @@ def version_rules(config: Config = CONFIG) -> list:
     failed = f'sum by (model_version) (rate(model_input_invalid_total{{reason="unpredictable"}}[{s}]))'
     calls = f"sum by (model_version) (rate(model_batch_size_count[{s}]))"
     return [
-        dict(record=n.version_calls_increase, expr=f"sum by (model_version) (increase(model_batch_size_count[{s}]))",
-             why="successful /predict calls per version: the comparisons need enough on both sides"),
+        dict(record=n.version_calls_increase,
+             expr=(f"sum by (model_version) (increase(model_batch_size_count[{s}]))\n  +\n"
+                   f'sum by (model_version) (increase(model_input_invalid_total{{reason="unpredictable"}}[{s}]))'),
+             why=["/predict calls per version that reached its model, answered or failed: the comparisons need",
+                  "enough on both sides (a version that fails every call is still compared)"]),
         dict(record=n.version_failed_ratio, expr=f"{failed}\n  /\n(\n    {failed}\n  +\n    {calls}\n)",
              why=["calls whose model raised on valid input (reason unpredictable), of all the version's calls:",
                   "the version's own failures, which HTTP status counts do not tell apart"]),
@@ -630,7 +633,8 @@ def alert_groups(config: Config = CONFIG) -> list:
               f"calls less the primary's, for latency its {q} in the model over the primary's, for prediction_psi "
               "the PSI of its predictions against the primary's, for mae its MAE from feedback over the primary's, "
               "for accuracy its accuracy less the primary's; each over its canary_* limit (monitoring/config.py). "
-              "Set its weight to 0 in routing.json and reload (README: several versions).", uid.model,
+              "Set a candidate's weight to 0 in routing.json (a shadow: remove it and its folder) and reload "
+              "(README: several versions).", uid.model,
               why=["each version other than the primary (a candidate, or a shadow on a copy of the traffic) against",
                    "the primary (model_version_role), signal by signal (label `signal`), each with enough calls,",
                    "rows or feedback on both sides; a single model exports no role and this never fires"]),

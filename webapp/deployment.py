@@ -88,13 +88,23 @@ def _request_schema(card: dict) -> list:
 
 
 def _check_shared(services: dict) -> None:
-    """Every version takes the same request and answers the same kind of thing, or ModelIntegrityError."""
+    """Every version takes the same request, validated alike, and answers the same kind of thing, or
+    ModelIntegrityError: which version answers must never decide whether a request is refused."""
     primary = next(iter(services.values()))
     for version, service in services.items():
         card = service.card
         if _request_schema(card) != _request_schema(primary.card):
             raise ModelIntegrityError(f"version {version} does not share the request schema of the primary "
                                       f"{primary.version} (features and kinds must be the same, in the same order)")
+        schema, primary_schema = getattr(service, "schema", None), getattr(primary, "schema", None)
+        if schema is not None and primary_schema is not None and schema._specs != primary_schema._specs:
+            differing = next(a[0] for a, b in zip(schema._specs, primary_schema._specs) if a != b)
+            raise ModelIntegrityError(f"version {version} validates feature {differing!r} otherwise than the primary "
+                                      f"{primary.version} (bounds, integer, nullable or closed categories): every "
+                                      "version must accept the same requests")
+        if card["target"].get("probabilities") != primary.card["target"].get("probabilities"):
+            raise ModelIntegrityError(f"version {version} answers with{'' if card['target'].get('probabilities') else 'out'}"
+                                      f" probabilities, the primary {primary.version} otherwise")
         if (card["task"], card["target"]["name"]) != (primary.card["task"], primary.card["target"]["name"]):
             raise ModelIntegrityError(f"version {version} predicts {card['task']} of {card['target']['name']!r}, "
                                       f"the primary {primary.card['task']} of {primary.card['target']['name']!r}")

@@ -158,7 +158,11 @@ def find_versions(folder, routing: Routing) -> dict:
     folder = Path(folder)
     where = folder / ROUTING_FILE
     found = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+    try:
+        subs = sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError as exc:
+        raise RoutingError(f"{where}: cannot list the folder ({exc.strerror or exc})") from None
+    for sub in subs:
         card = sub / CARD_FILE
         if not card.is_file():
             continue
