@@ -4,6 +4,7 @@ import pytest
 from model.dataset import replay_records
 from model.train import train
 from tests.stack import Stack
+from tests.versions import copy_version, train_worse
 from webapp import create_app
 
 
@@ -12,6 +13,16 @@ def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("model")
     train(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def version_folders(model_dir, tmp_path_factory):
+    """Three real versions of the example: 1.0.0 (the model), 1.0.1 (a copy of it under another version)
+    and 2.0.0 (the same pipeline with 2 trees: several times worse), for deployment folders."""
+    base = tmp_path_factory.mktemp("versions")
+    return {"1.0.0": copy_version(model_dir, base / "current", "1.0.0"),
+            "1.0.1": copy_version(model_dir, base / "copy", "1.0.1"),
+            "2.0.0": train_worse(base / "worse", "2.0.0")}
 
 
 @pytest.fixture(scope="session")

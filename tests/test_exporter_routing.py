@@ -19,19 +19,11 @@ import requests
 
 from tests.scrape import scrape
 from tests.servers import ROOT, Exporter, free_port, gunicorn, wait_until
-from tests.versions import copy_version, train_worse, write_routing
+from tests.versions import write_routing
 from webapp.routing import Router, load_routing
 
 ROUTING = {"primary": "1.0.0", "candidates": {"2.0.0": 30}, "shadow": ["1.0.1"], "sticky_header": "X-Customer"}
 ANSWERING = ("1.0.0", "2.0.0")
-
-
-@pytest.fixture(scope="module")
-def version_folders(model_dir, tmp_path_factory):
-    base = tmp_path_factory.mktemp("versions")
-    return {"1.0.0": copy_version(model_dir, base / "current", "1.0.0"),
-            "1.0.1": copy_version(model_dir, base / "copy", "1.0.1"),
-            "2.0.0": train_worse(base / "worse", "2.0.0")}
 
 
 @pytest.fixture(scope="module")

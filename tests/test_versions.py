@@ -24,20 +24,12 @@ from monitoring.config import CONFIG
 from tests.scrape import scrape
 from tests.servers import ROOT, free_port, gunicorn, gunicorn_command, wait_until
 from tests.stack import Stack
-from tests.versions import copy_version, train_worse, write_routing
+from tests.versions import write_routing
 from webapp import create_app
 from webapp.deployment import _check_shared
 from webapp.validation import RecordSchema
 
 ROUTING = {"primary": "1.0.0", "candidates": {"2.0.0": 20}, "shadow": ["1.0.1"]}
-
-
-@pytest.fixture(scope="session")
-def version_folders(model_dir, tmp_path_factory):
-    base = tmp_path_factory.mktemp("versions")
-    return {"1.0.0": copy_version(model_dir, base / "current", "1.0.0"),
-            "1.0.1": copy_version(model_dir, base / "copy", "1.0.1"),
-            "2.0.0": train_worse(base / "worse", "2.0.0")}
 
 
 @pytest.fixture
