@@ -32,7 +32,7 @@ LUA = ROOT / "bench" / "wrk_post.lua"
 
 def wrk(url: str, body_file: Path, seconds: int, connections: int = 16) -> dict:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA), url],
+        ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA), url],
         env=dict(os.environ, BENCH_BODY_FILE=str(body_file)), capture_output=True, text=True, check=True).stdout
     stats = json.loads(re.search(r"WRK_JSON (\{.*\})", out).group(1))
     seconds_run = stats["duration_us"] / 1e6
