@@ -288,9 +288,14 @@ def test_a_full_metrics_folder_never_stops_a_prediction_and_counts_recover_exact
             refill.unlink()
             for _ in range(40):
                 assert http.post(server.url + "/predict", json=record, timeout=10).status_code == 200
-            time.sleep(6)  # a worker that got none of them writes what it holds at its loop's next turn
+        # a worker that got none of them writes what it holds at its loop's next turn (every 5 s when idle):
+        # every prediction is counted then, those made while the folder was full included
+        deadline = time.monotonic() + 30
         after = scrape(server.metrics_url)
-        # every prediction is counted, those made while the folder was full included
+        while after.sum("model_predictions_total") - before.sum("model_predictions_total") < 340 \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+            after = scrape(server.metrics_url)
         assert after.sum("model_predictions_total") - before.sum("model_predictions_total") == 340
         assert after.sum("flask_http_request_total", method="DELETE", status="405") == 6
         output = server.stop()
