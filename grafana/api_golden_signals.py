@@ -9,7 +9,7 @@ from grafana_foundation_sdk.builders import dashboard
 from grafana.panels import graph, instant, label_variable, new_dashboard, query, single
 from monitoring import text
 from monitoring.config import CONFIG as C
-from monitoring.rules import Names
+from monitoring.rules import Names, answered
 
 UID = C.dashboards.api
 N = Names(C)
@@ -94,9 +94,12 @@ def build() -> dashboard.Dashboard:
          for q in (0.5, 0.9, 0.99)], threshold=C.latency_target_seconds))
     board.with_panel(graph(
         "Time in the model, p50 / p99", "Encoder and regressor time per /predict call, without HTTP or "
-        "validation: what the model costs of the latency beside it.", "s",
-        [query(f"histogram_quantile({q}, sum by (le) (rate(model_inference_duration_seconds_bucket{{{SEL}}}"
-               "[$__rate_interval])))", f"p{int(q * 100)}") for q in (0.5, 0.99)]))
+        "validation: what the model costs of the latency beside it. With several versions, of every version "
+        "that answers (a shadow predicts after the answer is sent: the model-versions dashboard has each "
+        "version's).", "s",
+        [query(f"histogram_quantile({q}, sum by (le) ("
+               f"{answered(f'rate(model_inference_duration_seconds_bucket{{{SEL}}}[$__rate_interval])')}))",
+               f"p{int(q * 100)}") for q in (0.5, 0.99)]))
 
     board.with_row(dashboard.Row("Saturation"))
     board.with_panel(graph(

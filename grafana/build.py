@@ -13,15 +13,16 @@ from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DashboardLinkType
 
-from grafana import api_golden_signals, model_quality_drift, replay_exporter
+from grafana import api_golden_signals, canary, model_quality_drift, replay_exporter
 from grafana.panels import TAG
 from monitoring.config import CONFIG
 
 OUT = Path(__file__).resolve().parent / "dashboards"
-DASHBOARDS = (api_golden_signals, model_quality_drift, replay_exporter)
+DASHBOARDS = (api_golden_signals, model_quality_drift, replay_exporter, canary)
 # Prometheus annotation fields the SDK does not model: title and tags from the ALERTS labels, stepping
-# at Prometheus's evaluation interval (ALERTS changes no faster)
-ALERT_ANNOTATION = {"titleFormat": "{{alertname}}", "tagKeys": "alertname,feature,severity",
+# at Prometheus's evaluation interval (ALERTS changes no faster). The tags name what fired: the feature of
+# FeatureDrift, the version and the signal of CanaryWorse (an alert without such a label gets no such tag)
+ALERT_ANNOTATION = {"titleFormat": "{{alertname}}", "tagKeys": "alertname,feature,model_version,signal,severity",
                     "step": CONFIG.evaluation_interval, "useValueForTime": False}
 
 

@@ -39,6 +39,13 @@ those panels empty, as any panel without data, is Grafana's ordinary behaviour, 
   confidence's distribution drift.
 
 Panels that mean the same for both tasks (drift, data quality, feedback pairs) carry no guard.
+
+A deployment of several versions labels every model series by model_version, and every version exports
+its own card's gauges: a sum over versions would mix cards and count a shadow's copies. So each raw model
+series here goes through monitoring.rules' primary_only (the card's gauges, model_info, the histograms
+drawn against the card) or answered (counts of the rows the clients sent: a shadow's are copies); with a
+single model both remove nothing. Recording rules are read by name: what they keep is monitoring/rules.py's.
+The versions against each other: the model-versions dashboard (grafana/canary.py).
 """
 from dataclasses import dataclass
 
@@ -53,7 +60,9 @@ from grafana.panels import (
 from model.drift import CLIP_QUANTILE
 from monitoring import text
 from monitoring.config import CONFIG as C
-from monitoring.rules import HOLDOUT_MAE, HOLDOUT_MAPE, HOLDOUT_RMSE, Names, alert_groups
+from monitoring.rules import (
+    HOLDOUT_CONFIDENCE, HOLDOUT_MAE, HOLDOUT_MAPE, HOLDOUT_RMSE, Names, alert_groups, answered, primary_only,
+)
 
 UID = C.dashboards.model
 N = Names(C)
@@ -67,6 +76,7 @@ MARGIN = text.number(C.classification_margin)
 MARGIN_LEGEND = f"alert: holdout - {MARGIN}"
 CONFIDENCE_MARGIN = text.number(C.confidence_margin)
 CONFIDENCE_LEGEND = f"alert: holdout - {CONFIDENCE_MARGIN}"
+CONFIDENCE_HOLDOUT = f"max({primary_only(HOLDOUT_CONFIDENCE)})"
 REGRESSORS_ROW = "Quality from feedback: regressors (empty for a classifier)"
 DISTRIBUTION_ROW = "Distribution drift"
 PREDICTION_DRIFT_ROW = "Prediction distribution drift: regressors (empty for a classifier)"
@@ -121,8 +131,8 @@ class Quantity:
         return expr if self.task is None else only(self.task, expr)
 
     def gauge(self, name: str, *matchers: str) -> str:
-        """The card's value `name` of the chosen one, as max() over replicas."""
-        return f"max({selector(f'{self.metric}_{name}', self.chosen, *matchers)})"
+        """The primary's card's value `name` of the chosen one, as max() over replicas."""
+        return f"max({primary_only(selector(f'{self.metric}_{name}', self.chosen, *matchers))})"
 
     def threshold(self, statistic: str) -> str:
         """The statistic's threshold gauge, only when it is set (> 0): the alert ignores it otherwise."""
@@ -155,11 +165,12 @@ def error_panel(title: str, description: str, unit: str, short: str, long: str, 
 
     Regressors only: a classifier exports none of these series, and the guard keeps the panel empty for
     one whatever a replaced regressor left behind."""
+    holdout = f"max({primary_only(holdout_metric)})"
     targets = [query(only("regression", short), text.last(C.short_window)),
                query(only("regression", long), text.last(C.long_window)),
-               query(only("regression", f"max({holdout_metric})"), "holdout")]
+               query(only("regression", holdout), "holdout")]
     if alerted:
-        targets.append(query(only("regression", f"{FACTOR} * max({holdout_metric})"), LIMIT_LEGEND))
+        targets.append(query(only("regression", f"{FACTOR} * {holdout}"), LIMIT_LEGEND))
     panel = dashed(graph(title, description, unit, targets, width=8), "holdout")
     return dashed(panel, LIMIT_LEGEND, "red") if alerted else panel
 
@@ -173,7 +184,7 @@ def score_panel(title: str, description: str, live: str, holdout: str, *, holdou
     """A classification score over the long window against the holdout gauge (dashed) and the alert's limit,
     holdout - classification_margin (red). With `holdout_if_positive` a gauge at 0 (the card has no value)
     draws neither line: the alert ignores it too."""
-    held = f"max({holdout}) > 0" if holdout_if_positive else f"max({holdout})"
+    held = f"max({primary_only(holdout)})" + (" > 0" if holdout_if_positive else "")
     limit = f"({held}) - {MARGIN}" if holdout_if_positive else f"{held} - {MARGIN}"
     targets = [query(classifier(live), text.last(C.long_window)), query(classifier(held), "holdout"),
                query(classifier(limit), MARGIN_LEGEND), *extra]
@@ -187,7 +198,7 @@ def over_threshold(q: Quantity, statistic: str | None = None) -> str:
     keys = ", ".join((*q.keys, "statistic"))
     matcher = f'statistic="{statistic}"' if statistic else ""
     return (f"{selector(q.score, matcher)} / on ({keys}) "
-            f"(max by ({keys}) ({selector(f'{q.metric}_drift_threshold', matcher)}) > 0)")
+            f"(max by ({keys}) ({primary_only(selector(f'{q.metric}_drift_threshold', matcher))}) > 0)")
 
 
 def alert_condition(q: Quantity) -> str:
@@ -219,7 +230,7 @@ def cdf_panel(q: Quantity, width: int):
     """The live CDF against the reference's at the card's edges, as bars in the edges' order."""
     by = ", ".join((*q.keys, "le"))
     # max by() also drops the metric name, so both tables carry the same columns and merge row by row
-    reference = f"max by ({by}) ({selector(f'{q.metric}_reference_cdf', q.chosen)})"
+    reference = f"max by ({by}) ({primary_only(selector(f'{q.metric}_reference_cdf', q.chosen))})"
     live = f"max by ({by}) ({selector(q.cdf, q.chosen, FINITE_EDGES)})"
     return bars(
         f"{q.title}: live vs reference CDF{q.in_unit}", f"Share of {q.described} at or below each edge "
@@ -295,7 +306,9 @@ def build() -> dashboard.Dashboard:
                       "reference bins (PSI) and its reference distributions (Wasserstein-1, winsorized mean and "
                       "standard deviation, against thresholds calibrated at onboarding), live quality once the "
                       "actual values arrive on /feedback (error for a regressor; accuracy, F1, ROC AUC and "
-                      "confidence for a classifier), and data-quality counters.", "model", since="now-1h")
+                      "confidence for a classifier), and data-quality counters. With several versions: the "
+                      "primary's, and the data-quality counts of every version that answers (the model-versions "
+                      "dashboard compares the others with it).", "model", since="now-1h")
         .with_variable(label_variable(
             "feature", "Feature", N.feature_reference, multi=False,
             description="The feature whose live bins are compared with the reference"))
@@ -310,10 +323,10 @@ def build() -> dashboard.Dashboard:
 
     board.with_row(dashboard.Row("Model"))
     board.with_panel(single(
-        "Model version", "The model being served: name, version, task (regression or classification: the "
-        "quality rows for the other task stay empty) and the first 12 hex digits of its pickle's sha256 "
-        "(model_info).", "none",
-        instant("max by (name, version, task, sha256) (model_info == 1)",
+        "Model version", "The model being served (with several versions, the primary): name, version, task "
+        "(regression or classification: the quality rows for the other task stay empty) and the first 12 hex "
+        "digits of its pickle's sha256 (model_info).", "none",
+        instant(f"max by (name, version, task, sha256) ({primary_only('model_info == 1')})",
                 "{{name}} {{version}}, {{task}} ({{sha256}})"),
         width=8, text_mode=BigValueTextMode.NAME))
     board.with_panel(single(
@@ -322,7 +335,7 @@ def build() -> dashboard.Dashboard:
         "straight into the final estimator's matrix; or pipeline, the model's own scikit-learn "
         "pipeline on a DataFrame, for a pipeline the fast path cannot reproduce (the API's start-up log says "
         "why). Expect higher latency on the pipeline path.", "none",
-        instant("max by (serving_path) (model_info == 1)", "{{serving_path}}"),
+        instant(f"max by (serving_path) ({primary_only('model_info == 1')})", "{{serving_path}}"),
         width=4, text_mode=BigValueTextMode.NAME))
     board.with_panel(single(
         f"Rows predicted, {text.last(C.short_window)}", f"Rows behind the {PSI_WINDOW} PSI. The drift alerts "
@@ -372,7 +385,8 @@ def build() -> dashboard.Dashboard:
         "predictions): a darker "
         "band is more predictions in that range. Regressors only: a classifier's predicted classes are in the "
         "classifiers' row.", "short",
-        query(only("regression", "sum by (le) (increase(model_prediction_bucket[$__rate_interval]))"), "{{le}}"),
+        query(only("regression", f"sum by (le) ({primary_only('increase(model_prediction_bucket[$__rate_interval])')})"),
+              "{{le}}"),
         width=24))
 
     distribution_row(board)
@@ -401,18 +415,22 @@ def build() -> dashboard.Dashboard:
         "of requests.", "reqps", [query(N.invalid_by_reason, "{{reason}}")], width=6))
     board.with_panel(graph(
         "Missing values by feature", "null values in predicted rows, per second: accepted, predicted, counted "
-        "in the __missing__ bin.", "cps",
-        [query("sum by (feature) (rate(model_feature_missing_total[$__rate_interval]))", "{{feature}}")],
+        "in the __missing__ bin. With several versions, of the rows every answering version predicted (a "
+        "shadow's copies left out).", "cps",
+        [query(f"sum by (feature) ({answered('rate(model_feature_missing_total[$__rate_interval])')})",
+               "{{feature}}")],
         width=6))
     board.with_panel(graph(
         "Out-of-range values by feature", "Numeric values outside the training range, per second: accepted "
-        "and predicted, but the model extrapolates.", "cps",
-        [query("sum by (feature) (rate(model_feature_out_of_range_total[$__rate_interval]))", "{{feature}}")],
+        "and predicted, but the model extrapolates. With several versions, each answered row against the card "
+        "of the version that answered it.", "cps",
+        [query(f"sum by (feature) ({answered('rate(model_feature_out_of_range_total[$__rate_interval])')})",
+               "{{feature}}")],
         width=6))
     board.with_panel(graph(
         "Unknown categories by feature", "Category values never seen in training, per second: accepted and "
         "predicted as the model treats an unseen category, counted in the __other__ bin.", "cps",
-        [query("sum by (feature) (rate(model_feature_unknown_category_total[$__rate_interval]))",
+        [query(f"sum by (feature) ({answered('rate(model_feature_unknown_category_total[$__rate_interval])')})",
                "{{feature}}")], width=6))
 
     classification_row(board)
@@ -457,11 +475,11 @@ def classification_row(board: dashboard.Dashboard) -> None:
         f"(found among the rows that were the class) and F1 per class from feedback over {LONG}, beside the "
         "holdout values of the live model's card. A class never predicted has no precision.", "percentunit",
         [instant(classifier(N.precision_long), table=True),
-         instant(classifier("max by (class) (model_holdout_precision)"), table=True),
+         instant(classifier(f"max by (class) ({primary_only('model_holdout_precision')})"), table=True),
          instant(classifier(N.recall_long), table=True),
-         instant(classifier("max by (class) (model_holdout_recall)"), table=True),
+         instant(classifier(f"max by (class) ({primary_only('model_holdout_recall')})"), table=True),
          instant(classifier(N.f1_long), table=True),
-         instant(classifier("max by (class) (model_holdout_f1)"), table=True)],
+         instant(classifier(f"max by (class) ({primary_only('model_holdout_f1')})"), table=True)],
         x_field="class", width=8, decimals=1,
         rename={"Value #A": "precision", "Value #B": "holdout precision", "Value #C": "recall",
                 "Value #D": "holdout recall", "Value #E": "F1", "Value #F": "holdout F1"}))
@@ -503,15 +521,16 @@ def classification_row(board: dashboard.Dashboard) -> None:
         f"{CONFIDENCE_MARGIN} (red) with {C.drift_min_rows} rows predicted, for {text.duration(C.drift_for)}: "
         "inputs unlike the training data pull it down. Models with probabilities only.", "percentunit",
         [query(classifier(N.confidence_mean_short), text.last(C.short_window)),
-         query(classifier("max(model_holdout_mean_confidence) > 0"), "holdout"),
-         query(classifier(f"(max(model_holdout_mean_confidence) > 0) - {CONFIDENCE_MARGIN}"), CONFIDENCE_LEGEND)],
+         query(classifier(f"{CONFIDENCE_HOLDOUT} > 0"), "holdout"),
+         query(classifier(f"({CONFIDENCE_HOLDOUT} > 0) - {CONFIDENCE_MARGIN}"), CONFIDENCE_LEGEND)],
         min_val=None), "holdout"), CONFIDENCE_LEGEND, "red"))
     board.with_panel(bucket_heatmap(
         "Confidence distribution", "Predictions per bucket of their top probability over time "
         "(model_confidence; its buckets are the edges of the model card's distribution of it on the reference rows): "
         "mass moving down "
         "is the model less sure. Models with probabilities only.", "short",
-        query(classifier("sum by (le) (increase(model_confidence_bucket[$__rate_interval]))"), "{{le}}"),
+        query(classifier(f"sum by (le) ({primary_only('increase(model_confidence_bucket[$__rate_interval])')})"),
+              "{{le}}"),
         y_unit="percentunit"))
     output_drift_panels(board, CONFIDENCE)
 

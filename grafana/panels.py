@@ -1,4 +1,4 @@
-"""Panel, query and variable builders shared by the three dashboards.
+"""Panel, query and variable builders shared by the dashboards.
 
 Every panel goes through these helpers, so every panel gets the provisioned datasource,
 a title, a description and a unit: the verification test holds them to that.
@@ -37,7 +37,7 @@ def only(task: str, expr: str) -> str:
 
 
 def new_dashboard(title: str, uid: str, description: str, tag: str, since: str = "now-30m") -> dashboard.Dashboard:
-    """A dashboard with what all three share: the project tag, 30 s refresh, browser time."""
+    """A dashboard with what they all share: the project tag, 30 s refresh, browser time."""
     return (dashboard.Dashboard(title).uid(uid).description(description).tags([TAG, tag])
             .time(since, "now").refresh("30s").timezone("browser"))
 
@@ -68,8 +68,11 @@ def _common(panel, title: str, description: str, unit: str, targets, width: int,
 
 
 def graph(title: str, description: str, unit: str, targets, *, width: int = 12, height: int = 8,
-          min_val: float | None = 0, threshold: float | None = None, stacked: bool = False):
-    """A time series panel; `threshold` draws a dashed red line at that value."""
+          min_val: float | None = 0, threshold: float | None = None, stacked: bool = False,
+          line_steps: tuple | None = None):
+    """A time series panel; `threshold` draws a dashed red line at that value. `line_steps` instead: dashed
+    lines at the values of (value, color) steps (the first value None), coloured as the steps say: a limit
+    that is bad below it, or a minimum count, is ((None, "red"), (limit, "green"))."""
     panel = _common(timeseries.Panel(), title, description, unit, targets, width, height)
     panel.legend(common_builders.VizLegendOptions().display_mode(common.LegendDisplayMode.TABLE)
                  .placement(common.LegendPlacement.BOTTOM).show_legend(True).calcs(["lastNotNull", "max"]))
@@ -81,7 +84,9 @@ def graph(title: str, description: str, unit: str, targets, *, width: int = 12, 
     if stacked:
         panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
     if threshold is not None:
-        panel.thresholds(thresholds((None, "green"), (threshold, "red")))
+        line_steps = ((None, "green"), (threshold, "red"))
+    if line_steps is not None:
+        panel.thresholds(thresholds(*line_steps))
         dashed_line = common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED)
         panel.thresholds_style(dashed_line)
     return panel

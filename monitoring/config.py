@@ -16,6 +16,8 @@ class DashboardUids:
     api: str = "api-golden-signals"
     model: str = "model-quality-drift"
     exporter: str = "replay-exporter"
+    # a deployment of several versions: each other version against the primary, signal by signal
+    canary: str = "model-versions"
 
 
 @dataclass(frozen=True)

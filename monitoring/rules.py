@@ -111,13 +111,34 @@ def _psi(fraction: str, reference: str, by: str, floor: float) -> str:
             f"  * ln(\n        {f}\n      / {r}\n    )\n)")
 
 
-def _share(counter: str, by: str, total_by: str, window: str) -> str:
-    return (f"sum by ({by}) (increase({counter}[{window}]))\n  / ignoring (bin) group_left\n"
-            f"sum {total_by}(increase({counter}[{window}]))")
+def _answered(vector: str) -> str:
+    """answered, with the filter on a line of its own."""
+    return f"{vector}\n  unless on (model_version) {SHADOW}"
+
+
+def _of_primary(vector: str) -> str:
+    """primary_only, with the filter on a line of its own (the rule files keep to WIDTH)."""
+    return f"{vector}\n  unless on (model_version) {NOT_PRIMARY}"
+
+
+def _over(aggregation: str, vector: str) -> str:
+    """`aggregation` (`sum by (bin) `) of a vector written on several lines."""
+    return f"{aggregation}(\n    {_indent(vector, 4)}\n)"
+
+
+def _share(counter: str, by: str, total_by: str, window: str, of_primary: bool = True) -> str:
+    if not of_primary:  # per version: every version's series are kept
+        return (f"sum by ({by}) (increase({counter}[{window}]))\n  / ignoring (bin) group_left\n"
+                f"sum {total_by}(increase({counter}[{window}]))")
+    return f"{_sum(f'by ({by}) ', counter, window)}\n  / ignoring (bin) group_left\n{_sum(total_by, counter, window)}"
+
+
+def _ratio_of_sums(numerator: str, denominator: str, window: str) -> str:
+    return f"{_sum('', numerator, window)}\n  /\n{_sum('', denominator, window)}"
 
 
 def _mean(histogram: str, window: str) -> str:
-    return f"sum (increase({histogram}_sum[{window}]))\n  / sum (increase({histogram}_count[{window}]))"
+    return _ratio_of_sums(f"{histogram}_sum", f"{histogram}_count", window)
 
 
 def _indent(expr: str, spaces: int) -> str:
@@ -134,7 +155,8 @@ def _as_class(vector: str, label: str) -> str:
 
 # the feedback series whose `actual` is the positive class: the one model_positive_class marks with 1
 # (binary models only: a multiclass model exports none, and its ROC rules have no series)
-POSITIVE = 'label_replace(model_positive_class == 1, "actual", "$1", "class", "(.*)")'
+POSITIVE = ('label_replace(\n  (model_positive_class unless on (model_version) (model_version_role{role!="primary"} == 1))'
+            '\n    == 1,\n  "actual", "$1", "class", "(.*)"\n)')
 
 
 def _positives(vector: str, keep: bool) -> str:
@@ -143,12 +165,14 @@ def _positives(vector: str, keep: bool) -> str:
 
 
 def _sum(by: str, counter: str, window: str) -> str:
-    return f"sum {by}(increase({counter}[{window}]))"
+    """The primary's increase of a raw model counter over `window`, summed `by`."""
+    return _over(f"sum {by}", _of_primary(f"increase({counter}[{window}])"))
 
 
 def _reference(by: str, gauge: str) -> str:
-    """One replica's value of a reference gauge: every replica exports the same, so max() keeps one."""
-    return f"max {by}({gauge})"
+    """One replica's value of the primary's reference gauge: every replica exports the same, so max() keeps
+    one (each version exports its own card's: primary_only)."""
+    return _over(f"max {by}", _of_primary(gauge))
 
 
 def distribution_rules(quantity: str, config: Config = CONFIG) -> list:
@@ -164,28 +188,28 @@ def distribution_rules(quantity: str, config: Config = CONFIG) -> list:
     name = {statistic: getattr(n, f"{quantity}_{statistic}")
             for statistic in ("cdf", "wasserstein", "mean", "stddev", "mean_shift", "std_ratio", "drift_score")}
     rows = _sum(by, f"{histogram}_count", s)
-    first = (f"(\n    {_sum(by, f'{metric}_above_center_sum_total', s)}\n  -\n    "
-             f"{_sum(by, f'{metric}_below_center_sum_total', s)}\n)\n  / {rows}")
-    second = f"{_sum(by, f'{metric}_centered_squares_total', s)}\n  / {rows}"
-    scale = f"({_reference(by, f'{metric}_reference_stddev')} > 0)"
+    first = (f"(\n    {_indent(_sum(by, f'{metric}_above_center_sum_total', s), 4)}\n  -\n    "
+             f"{_indent(_sum(by, f'{metric}_below_center_sum_total', s), 4)}\n)\n  /\n{rows}")
+    second = f"{_sum(by, f'{metric}_centered_squares_total', s)}\n  /\n{rows}"
+    scale = f"(\n  {_indent(_reference(by, f'{metric}_reference_stddev'), 2)}\n  > 0\n)"
     distance = (f"sum {by}(\n    abs(\n        {name['cdf']}\n      - {on_le}\n"
-                f"        {_reference(by_le, f'{metric}_reference_cdf')}\n    )\n"
-                f"  * {on_le}\n    {_reference(by_le, f'{metric}_edge_weight')}\n)")
+                f"        {_indent(_reference(by_le, f'{metric}_reference_cdf'), 8)}\n    )\n"
+                f"  * {on_le}\n    {_indent(_reference(by_le, f'{metric}_edge_weight'), 4)}\n)")
     scores = "\n  or\n".join(
         f'label_replace({score}, "statistic", "{statistic}", "", "")' for statistic, score in (
             ("wasserstein", name["wasserstein"]), ("mean_shift", f"abs({name['mean_shift']})"),
             ("std_ratio", f"abs(ln({name['std_ratio']}))")))
     rules = [
         dict(record=name["cdf"],
-             expr=f"sum {by_le}(increase({histogram}_bucket[{s}]))\n  / ignoring (le) group_left\n{rows}",
+             expr=f"{_sum(by_le, f'{histogram}_bucket', s)}\n  / ignoring (le) group_left\n{rows}",
              why=["the live cumulative distribution at the card's distribution edges (`le`): F_live(e), the share",
                   "of the window's values <= e (the webapp observes them unclipped)"]),
-        dict(record=name["wasserstein"], expr=f"{distance}\n  / {scale}",
+        dict(record=name["wasserstein"], expr=f"{distance}\n  /\n{scale}",
              why=["Wasserstein-1 distance to the reference, in reference standard deviations: the sum over the",
                   "edges of |F_live - F_ref| times the edge's trapezoid weight. The +Inf bucket has no reference",
                   "series and drops out of the join; a quantity the served card has no distribution for has no",
                   "reference series (the gauges are made from the live card), and so no distance"]),
-        dict(record=name["mean"], expr=f"{_reference(by, f'{metric}_center')}\n  +\n    {_indent(first, 4)}",
+        dict(record=name["mean"], expr=f"{_reference(by, f'{metric}_center')}\n  +\n{first}",
              why=["mean of the values winsorized to the card's clip: the webapp sums (clipped - center) above the",
                   "card's center and below it apart (a counter only goes up); the center is added back here"]),
         dict(record=name["stddev"],
@@ -194,9 +218,10 @@ def distribution_rules(quantity: str, config: Config = CONFIG) -> list:
              why=["standard deviation of the winsorized values, sqrt(E[d^2] - E[d]^2) of d = clipped - center",
                   "(a shift leaves it unchanged); clamp_min keeps rounding from taking a root of a tiny negative"]),
         dict(record=name["mean_shift"],
-             expr=f"(\n    {name['mean']}\n  - {_reference(by, f'{metric}_reference_mean')}\n)\n  / {scale}",
+             expr=(f"(\n    {name['mean']}\n  -\n    {_indent(_reference(by, f'{metric}_reference_mean'), 4)}\n)"
+                   f"\n  /\n{scale}"),
              why="signed: (live - reference) winsorized mean, in reference standard deviations"),
-        dict(record=name["std_ratio"], expr=f"{name['stddev']}\n  / {scale}",
+        dict(record=name["std_ratio"], expr=f"{name['stddev']}\n  /\n{scale}",
              why="live / reference winsorized standard deviation: 1 is no change"),
         dict(record=name["drift_score"], expr=scores,
              why=["what the drift alert compares with the card's calibrated thresholds (label `statistic`): 0 is",
@@ -220,8 +245,8 @@ def classification_rules(config: Config = CONFIG) -> list:
     diagonal = (f"    {m}\n  and on (actual, predicted)\n"
                 f'    label_replace(\n      sum by (actual) ({m}), "predicted", "$1", "actual", "(.*)"\n    )')
     tp, predicted, actual = _as_class(diagonal, "actual"), _as_class(m, "predicted"), _as_class(m, "actual")
-    bins, count = (f"increase(model_feedback_score_{name}[{h}])" for name in ("bin_total", "count"))
-    cumulative = f"increase(model_feedback_score_bucket[{h}])"
+    bins, count = (_of_primary(f"increase(model_feedback_score_{name}[{h}])") for name in ("bin_total", "count"))
+    cumulative = _of_primary(f"increase(model_feedback_score_bucket[{h}])")
     # per bin: the negatives up to its upper bound (`le` renamed `bin` joins the cumulative buckets to
     # the bins) less half of those in it
     negatives_below = (f"    sum by (bin) (label_replace(\n      {_indent(_positives(cumulative, False), 6)},\n"
@@ -232,7 +257,7 @@ def classification_rules(config: Config = CONFIG) -> list:
     pairs = (f"(\n    sum ({_indent(_positives(count, True), 6)})\n"
              f"  *\n    sum ({_indent(_positives(count, False), 6)})\n)")
     return [
-        dict(record=m, expr=f"sum by (actual, predicted) (increase(model_confusion_total[{h}]))",
+        dict(record=m, expr=_sum("by (actual, predicted) ", "model_confusion_total", h),
              why=["classifiers: the confusion matrix of the feedback pairs (every actual x predicted series exists",
                   "from the start, at 0); a regressor exports no model_confusion_total and gets none of this group"]),
         dict(record=n.confusion_increase_long, expr=f"sum ({m})",
@@ -269,7 +294,7 @@ def classification_rules(config: Config = CONFIG) -> list:
         dict(record=n.actual_fraction_long,
              expr=f"{actual}\n  / ignoring (class) group_left\n{n.confusion_increase_long}",
              why="the live share of each actual class in the feedback, beside the reference's below: label shift"),
-        dict(record=n.class_reference, expr="max by (class) (model_class_reference_ratio)",
+        dict(record=n.class_reference, expr=_reference("by (class) ", "model_class_reference_ratio"),
              why="the card's shares of the actual classes on the reference rows; max() keeps one replica's"),
     ]
 
@@ -283,6 +308,28 @@ OTHERS = '(max by (model_version) (model_version_role{role!="primary"}) == 1)'
 CANDIDATES = '(max by (model_version) (model_version_role{role="candidate"}) == 1)'
 
 
+# the series of the versions a raw selector leaves out: set operators match many-to-many, so every
+# replica's role series may stay; a retired role reads 0 and no longer matches
+NOT_PRIMARY = '(model_version_role{role!="primary"} == 1)'
+SHADOW = '(model_version_role{role="shadow"} == 1)'
+
+
+def primary_only(vector: str) -> str:
+    """`vector` (raw model series) without the series of versions other than the primary.
+
+    What compares live traffic with the card (drift, distribution statistics, quality against the
+    holdout gauges, the card's reference and threshold gauges) is the primary's: every version
+    exports its own card's gauges and counts, and a sum over versions would mix cards. A single
+    model's series carry no model_version and no role is exported, so nothing is removed."""
+    return f"{vector} unless on (model_version) {NOT_PRIMARY}"
+
+
+def answered(vector: str) -> str:
+    """`vector` without the shadows' series: what the clients were answered (every answering version's
+    predictions and refusals); a shadow's are copies of requests another version answered."""
+    return f"{vector} unless on (model_version) {SHADOW}"
+
+
 def _primary(vector: str, by: str = "") -> str:
     """The primary version's value of a per-version `vector`, with only the `by` labels left."""
     return f"sum {by}(\n    {vector}\n  and on (model_version)\n    {PRIMARY}\n)"
@@ -290,30 +337,39 @@ def _primary(vector: str, by: str = "") -> str:
 
 def version_rules(config: Config = CONFIG) -> list:
     """Per model_version: the signals CanaryWorse compares. Only a deployment of several versions labels its
-    model metrics by model_version (webapp.deployment); one model alone gets no series from these."""
+    model metrics by model_version (webapp.deployment). One model alone gets one series without the label
+    from some of them, which CanaryWorse and the canary dashboard leave out (they keep the versions a role
+    names)."""
     n, s, h = Names(config), config.short_window, config.long_window
     f, floor = n.version_prediction_fraction, text.number(config.psi_floor)
     live, primary = f"clamp_min({f}, {floor})", f"clamp_min({n.version_primary_fraction}, {floor})"
     diagonal = (f"    {n.version_confusion}\n  and on (model_version, actual, predicted)\n"
                 f'    label_replace(\n      sum by (model_version, actual) ({n.version_confusion}),\n'
                 f'      "predicted", "$1", "actual", "(.*)"\n    )')
-    failed = f'sum by (model_version) (rate(model_input_invalid_total{{reason="unpredictable"}}[{s}]))'
-    calls = f"sum by (model_version) (rate(model_batch_size_count[{s}]))"
+    def failures(function: str) -> str:
+        # the two counters' series differ by `reason` (a function drops the name), so `or` keeps both, and a
+        # version without the call-errors series still has its unpredictable ones
+        return (f'sum by (model_version) (\n    {function}(model_input_invalid_total{{reason="unpredictable"}}[{s}])'
+                f"\n  or\n    {function}(model_call_errors_total[{s}])\n)")
+
+    failed, calls = failures("rate"), f"sum by (model_version) (rate(model_batch_size_count[{s}]))"
     return [
         dict(record=n.version_calls_increase,
-             expr=(f"sum by (model_version) (increase(model_batch_size_count[{s}]))\n  +\n"
-                   f'sum by (model_version) (increase(model_input_invalid_total{{reason="unpredictable"}}[{s}]))'),
+             expr=f"sum by (model_version) (increase(model_batch_size_count[{s}]))\n  +\n{failures('increase')}",
              why=["/predict calls per version that reached its model, answered or failed: the comparisons need",
                   "enough on both sides (a version that fails every call is still compared)"]),
-        dict(record=n.version_failed_ratio, expr=f"{failed}\n  /\n(\n    {failed}\n  +\n    {calls}\n)",
-             why=["calls whose model raised on valid input (reason unpredictable), of all the version's calls:",
-                  "the version's own failures, which HTTP status counts do not tell apart"]),
+        dict(record=n.version_failed_ratio,
+             expr=f"{failed}\n  /\n(\n    {_indent(failed, 4)}\n  +\n    {calls}\n)",
+             why=["calls whose model raised, on valid input (reason unpredictable) or with an unexpected error",
+                  "(answered 500), of all the version's calls: its own failures, which HTTP status counts do not",
+                  "tell apart"]),
         dict(record=n.version_latency,
              expr=(f"histogram_quantile({text.number(config.latency_quantile)}, sum by (model_version, le) "
                    f"(rate(model_inference_duration_seconds_bucket[{s}])))"),
              why="time in the model per call, per version: HTTP latency is the same server's for every version"),
         dict(record=n.version_rows_increase, expr=f"sum by (model_version) (increase(model_predictions_total[{s}]))"),
-        dict(record=f, expr=_share("model_prediction_primary_bin_total", "model_version, bin", "by (model_version) ", s),
+        dict(record=f, expr=_share("model_prediction_primary_bin_total", "model_version, bin", "by (model_version) ", s,
+                                   of_primary=False),
              why=["each version's predictions on the primary's bins (every version counts its predictions on the",
                   "primary card's bins too), as shares"]),
         dict(record=n.version_primary_fraction, expr=_primary(f, "by (bin) "),
@@ -344,18 +400,18 @@ def recording_groups(config: Config = CONFIG) -> list:
     drift = [
         dict(record=n.feature_fraction, expr=_share("model_feature_bin_total", "feature, bin", "by (feature) ", s),
              why="share of live rows per reference bin, per feature (each feature's shares sum to 1)"),
-        dict(record=n.feature_reference, expr="max by (feature, bin) (model_feature_reference_ratio)",
+        dict(record=n.feature_reference, expr=_reference("by (feature, bin) ", "model_feature_reference_ratio"),
              why="the model card's reference shares; every replica exports the same, so max() keeps one"),
         dict(record=n.feature_psi, expr=_psi(n.feature_fraction, n.feature_reference, "by (feature) ", floor),
              why=f"Population Stability Index; the {text.number(floor)} floors keep an empty bin finite (ln 0)"),
         dict(record=n.prediction_fraction_short, expr=_share("model_prediction_bin_total", "bin", "", s)),
         dict(record=n.prediction_fraction_long, expr=_share("model_prediction_bin_total", "bin", "", h)),
-        dict(record=n.prediction_reference, expr="max by (bin) (model_prediction_reference_ratio)"),
+        dict(record=n.prediction_reference, expr=_reference("by (bin) ", "model_prediction_reference_ratio")),
         dict(record=n.prediction_psi_short, expr=_psi(n.prediction_fraction_short, n.prediction_reference, "",
                                                       floor)),
         dict(record=n.prediction_psi_long, expr=_psi(n.prediction_fraction_long, n.prediction_reference, "",
                                                      floor)),
-        dict(record=n.predictions_increase, expr=f"sum (increase(model_predictions_total[{s}]))",
+        dict(record=n.predictions_increase, expr=_sum("", "model_predictions_total", s),
              why="rows behind the PSI: the drift alerts need enough of them"),
     ]
     golden = [
@@ -380,21 +436,22 @@ def recording_groups(config: Config = CONFIG) -> list:
         dict(record=n.worker_memory, expr='max by (instance, pid) (process_resident_memory_bytes{role="worker"})'),
     ]
     model = [
-        dict(record=n.prediction_rate, expr=f"sum (rate(model_predictions_total[{s}]))"),
+        dict(record=n.prediction_rate, expr=_over("sum ", _answered(f"rate(model_predictions_total[{s}])")),
+             why="rows answered per second, by every answering version (a shadow's are copies)"),
         dict(record=n.invalid_ratio,
-             expr=(f"sum (rate(model_input_invalid_total[{s}]))\n"
+             expr=(f"{_over('sum ', _answered(f'rate(model_input_invalid_total[{s}])'))}\n"
                    f'  / sum (rate(flask_http_request_duration_seconds_count{{route="{config.latency_route}"}}'
                    f"[{s}]))")),
-        dict(record=n.invalid_by_reason, expr=f"sum by (reason) (rate(model_input_invalid_total[{s}]))"),
-        dict(record=n.feedback_increase, expr=f"sum (increase(model_feedback_total[{h}]))",
+        dict(record=n.invalid_by_reason, expr=_over("sum by (reason) ", _answered(f"rate(model_input_invalid_total[{s}])"))),
+        dict(record=n.feedback_increase, expr=_sum("", "model_feedback_total", h),
              why="pairs behind the live error: the quality alert needs enough of them"),
         dict(record=n.mae_short, expr=_mean("model_absolute_error", s),
              why="live error from feedback, in the target's unit (model_info's `unit` label names it)"),
         dict(record=n.mae_long, expr=_mean("model_absolute_error", h)),
         dict(record=n.rmse_short,
-             expr=f"sqrt(sum (increase(model_squared_error_total[{s}])) / sum (increase(model_feedback_total[{s}])))"),
+             expr=f"sqrt(\n    {_indent(_ratio_of_sums('model_squared_error_total', 'model_feedback_total', s), 4)}\n)"),
         dict(record=n.rmse_long,
-             expr=f"sqrt(sum (increase(model_squared_error_total[{h}])) / sum (increase(model_feedback_total[{h}])))"),
+             expr=f"sqrt(\n    {_indent(_ratio_of_sums('model_squared_error_total', 'model_feedback_total', h), 4)}\n)"),
         dict(record=n.mape_short, expr=_mean("model_absolute_percentage_error", s),
              why="observed only for models whose target is never 0 (the card's train_min > 0): absent otherwise"),
         dict(record=n.mape_long, expr=_mean("model_absolute_percentage_error", h)),
@@ -411,13 +468,30 @@ def recording_groups(config: Config = CONFIG) -> list:
             {"name": "exporter", "rules": exporter}, {"name": "versions", "rules": version_rules(config)}]
 
 
+def _holdout(gauge: str) -> str:
+    """The primary's holdout value: one replica's (max), of the primary's card (each version exports its own);
+    on one line, for the alert texts' queries."""
+    return f"max({primary_only(gauge)})"
+
+
+def _holdout_scalar(gauge: str, guard: str = "") -> str:
+    """scalar() of the primary's holdout value, over lines, `guard` (` > 0`) inside."""
+    return f"scalar(\n  {_indent(_over('max ', _of_primary(gauge)), 2)}{guard}\n)"
+
+
+def _raw(expr: str) -> str:
+    """A Go template string constant holding `expr` as is: PromQL's double quotes need no escape in backticks."""
+    return f"`{expr}`"
+
+
 def _holdout_text() -> str:
     """The live model's holdout values, read from its gauges when the alert fires (no card number here)."""
-    unit = ('{{ with query "max by (unit) (model_info == 1)" }}'
+    unit = (f'{{{{ with query {_raw("max by (unit) (" + primary_only("model_info == 1") + ")")} }}}}'
             '{{ with . | first | label "unit" }} {{ . }}{{ end }}{{ end }}')
-    mae = f'{{{{ with query "max({HOLDOUT_MAE})" }}}}MAE {{{{ . | first | value | printf "%.5g" }}}}{unit}{{{{ end }}}}'
-    mape = (f'{{{{ with query "max({HOLDOUT_MAPE}) > 0" }}}}, MAPE {{{{ . | first | value | humanizePercentage }}}}'
-            "{{ end }}")
+    mae = (f'{{{{ with query {_raw(_holdout(HOLDOUT_MAE))} }}}}MAE {{{{ . | first | value | printf "%.5g" }}}}{unit}'
+           "{{ end }}")
+    mape = (f'{{{{ with query {_raw(_holdout(HOLDOUT_MAPE) + " > 0")} }}}}, MAPE '
+            "{{ . | first | value | humanizePercentage }}{{ end }}")
     return mae + mape
 
 
@@ -430,10 +504,10 @@ def _over_threshold(score: str, quantity: str, config: Config, indent: int = 4) 
     labels, by = ("feature, statistic", "feature") if quantity == "feature" else ("statistic", "")
     values = "model_feature_value" if quantity == "feature" else f"model_{quantity}"
     count = _sum(f"by ({by}) " if by else "", f"{values}_count", config.short_window)
-    threshold = f"max by ({labels}) (model_{quantity}_drift_threshold)"
+    threshold = _reference(f"by ({labels}) ", f"model_{quantity}_drift_threshold")
     on = f"on ({by})" if by else "on()"
-    return _indent(f"(\n    {score}\n  > on ({labels})\n    ({threshold} > 0)\n)\n"
-                   f"  and {on}\n    ({count} >= {config.drift_min_rows})", indent)
+    return _indent(f"(\n    {score}\n  > on ({labels})\n    (\n      {_indent(threshold, 6)}\n    > 0\n    )\n)\n"
+                   f"  and {on}\n    (\n      {_indent(count, 6)}\n    >= {config.drift_min_rows}\n    )", indent)
 
 
 STATISTIC_PHRASES = {
@@ -527,8 +601,8 @@ def alert_groups(config: Config = CONFIG) -> list:
               f'{{{{ $value | printf "%.3f" }}}} over {text.duration(s)} (threshold {psi}).{{{{ else }}}}'
               f"{_statistic_phrase('$labels.statistic')} of {{{{ $labels.feature }}}} against the training reference "
               f'is {{{{ $value | printf "%.4g" }}}} over {text.duration(s)} (calibrated threshold '
-              '{{ with query (printf "max(model_feature_drift_threshold{feature=%q,statistic=%q})" $labels.feature '
-              '$labels.statistic) }}{{ . | first | value | printf "%.4g" }}{{ end }}).{{ end }} Compare the live and '
+              f'{{{{ with query (printf {_raw(_holdout("model_feature_drift_threshold{feature=%q,statistic=%q}"))} '
+              '$labels.feature $labels.statistic) }}{{ . | first | value | printf "%.4g" }}{{ end }}).{{ end }} Compare the live and '
               "reference distributions; look for a unit change or a new data source upstream.", uid.model,
               why=[f"PSI over {psi}, or a statistic of model/drift.py over the threshold the card calibrated for it",
                    f"(label `statistic`). At least {c.drift_min_rows} rows: the thresholds are calibrated on windows "
@@ -550,15 +624,15 @@ def alert_groups(config: Config = CONFIG) -> list:
               f"{_statistic_phrase('$statistic')} of the "
               '{{ if eq $of "confidence" }}top class probabilities{{ else }}predictions{{ end }} against the '
               f'reference is {{{{ $value | printf "%.4g" }}}} over {text.duration(s)} (calibrated threshold '
-              '{{ with query (printf "max(model_%s_drift_threshold{statistic=%q})" $of $statistic) }}'
+              f'{{{{ with query (printf {_raw(_holdout("model_%s_drift_threshold{statistic=%q}"))} $of $statistic) }}}}'
               '{{ . | first | value | printf "%.4g" }}{{ end }}). Compare the live and reference distributions, '
               "and look for drifting features.{{ end }}", uid.model,
               why=["PSI of the prediction bins (a classifier's are its classes), or a statistic of a regressor's",
                    "predictions or of a classifier's top class probability over its calibrated threshold (label",
                    "`statistic`; confidence_* for the probability); the same rows as FeatureDrift"]),
         alert("ModelQualityDegraded",
-              f"(\n    {n.mae_long} > {factor} * scalar(max({HOLDOUT_MAE}))\n  or\n"
-              f"    {n.mape_long}\n      > {factor} * scalar(max({HOLDOUT_MAPE}) > 0)\n)\n"
+              f"(\n    {n.mae_long}\n      > {factor} * {_indent(_holdout_scalar(HOLDOUT_MAE), 6)}\n  or\n"
+              f"    {n.mape_long}\n      > {factor} * {_indent(_holdout_scalar(HOLDOUT_MAPE, ' > 0'), 6)}\n)\n"
               f"  and on() ({n.feedback_increase} >= {c.quality_min_feedback})",
               c.quality_for, "warning", f"Model error is {factor}x its holdout value",
               f"Over {text.the_last(h)} of feedback, {{{{ $value | printf \"%.5g\" }}}} is over {factor}x the "
@@ -568,17 +642,18 @@ def alert_groups(config: Config = CONFIG) -> list:
         alert("ClassificationQualityDegraded",
               "(\n" + "\n  or\n".join(
                   f'    label_replace({rule}, "measure", "{measure}", "", "")\n'
-                  f"      < scalar(max({HOLDOUT}{measure}){guard}) - {margin}{scored}"
+                  f"      < {_indent(_holdout_scalar(HOLDOUT + measure, guard), 6)} - {margin}{scored}"
                   for rule, measure, guard, scored in (
                       (n.accuracy_long, "accuracy", "", ""), (n.macro_f1_long, "macro_f1", "", ""),
                       (n.roc_auc_long, "roc_auc", " > 0",
-                       f"\n      and on() (sum (increase(model_feedback_score_count[{h}])) >= {c.quality_min_feedback})")))
+                       f"\n      and on() (\n        {_indent(_sum('', 'model_feedback_score_count', h), 8)}\n      >= "
+                       f"{c.quality_min_feedback}\n      )")))
               + f"\n)\n  and on() ({n.confusion_increase_long} >= {c.quality_min_feedback})",
               c.quality_for, "warning",
               f"Classifier {{{{ $labels.measure }}}} is over {margin} below its holdout value",
               f"Over {text.the_last(h)} of feedback, {{{{ $labels.measure }}}} is {{{{ $value | printf \"%.4g\" }}}}, "
               f"more than {margin} below the holdout value of the live model "
-              f'({{{{ with query (printf "max({HOLDOUT}%s)" $labels.measure) }}}}'
+              f'({{{{ with query (printf {_raw(_holdout(HOLDOUT + "%s"))} $labels.measure) }}}}'
               '{{ . | first | value | printf "%.4g" }}{{ end }}). Compare the live shares of the actual classes '
               "with the reference ones (label shift) and read the confusion matrix; consider retraining.", uid.model,
               why=["accuracy, macro F1 and (binary models with scores) ROC AUC against the live model's holdout",
@@ -586,12 +661,12 @@ def alert_groups(config: Config = CONFIG) -> list:
                    "exports 0: scalar() of nothing is NaN, and that comparison never fires. ROC AUC rests on the",
                    "pairs sent with a score (optional), so it needs that many of its own"]),
         alert("ConfidenceDrop",
-              f"{n.confidence_mean_short}\n  < scalar(max({HOLDOUT_CONFIDENCE}) > 0) - {confidence}\n"
+              f"{n.confidence_mean_short}\n  < {_indent(_holdout_scalar(HOLDOUT_CONFIDENCE, ' > 0'), 2)} - {confidence}\n"
               f"  and {enough_rows}",
               c.drift_for, "warning", f"Mean confidence is over {confidence} below its holdout value",
               'The mean top probability of the predictions is {{ $value | printf "%.3f" }} over '
               f"{text.the_last(s)}, more than {confidence} below the holdout mean of the live model "
-              f'({{{{ with query "max({HOLDOUT_CONFIDENCE})" }}}}{{{{ . | first | value | printf "%.3f" }}}}'
+              f'({{{{ with query {_raw(_holdout(HOLDOUT_CONFIDENCE))} }}}}{{{{ . | first | value | printf "%.3f" }}}}'
               "{{ end }}): it is less sure of the rows it sees now. Look for drifting features.", uid.model,
               why=["no feedback needed: the first sign of inputs the model was not trained on. A model without",
                    "predict_proba exports 0 (or no gauge): NaN, never fires"]),
@@ -634,7 +709,7 @@ def alert_groups(config: Config = CONFIG) -> list:
               "the PSI of its predictions against the primary's, for mae its MAE from feedback over the primary's, "
               "for accuracy its accuracy less the primary's; each over its canary_* limit (monitoring/config.py). "
               "Set a candidate's weight to 0 in routing.json (a shadow: remove it and its folder) and reload "
-              "(README: several versions).", uid.model,
+              "(README: several versions).", uid.canary,
               why=["each version other than the primary (a candidate, or a shadow on a copy of the traffic) against",
                    "the primary (model_version_role), signal by signal (label `signal`), each with enough calls,",
                    "rows or feedback on both sides; a single model exports no role and this never fires"]),

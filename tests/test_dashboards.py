@@ -27,11 +27,12 @@ import yaml
 from prometheus_client.utils import floatToGoString
 
 from grafana import build
+from grafana.canary import CHOSEN
 from grafana.panels import DATASOURCE_UID, TASKS, only
 from model.drift import edge_weights, scores, statistics
 from monitoring import text
 from monitoring.config import CONFIG
-from monitoring.rules import alert_groups
+from monitoring.rules import PRIMARY, Names, alert_groups, answered, primary_only
 from scripts import grafana_local
 from tests import provisioning
 from tests.servers import ROOT, VENV_BIN, Prometheus
@@ -41,6 +42,8 @@ DASHBOARDS = ROOT / "grafana" / "dashboards"
 PROVISIONING = ROOT / "grafana" / "provisioning"
 SCHEMAS = ROOT / "grafana" / "schemas"
 CHECK_JSONSCHEMA = VENV_BIN / "check-jsonschema"
+CANARY = CONFIG.dashboards.canary
+N = Names(CONFIG)
 RATE_INTERVAL = "15s"  # what Grafana's $__rate_interval is at this stack's 1 s scrape interval (>= 4 scrapes)
 SETTLE = 120  # seconds for every windowed rule to have data once the replay runs
 
@@ -93,9 +96,11 @@ def test_dashboards_have_the_uids_the_alerts_link_to():
     alerts = yaml.safe_load((ROOT / "prometheus" / "rules" / "alerts.yml").read_text())
     linked = {re.fullmatch(DASHBOARD_LINK, rule["annotations"]["dashboard"]).group(1)
               for group in alerts["groups"] for rule in group["rules"]}
-    assert linked == {b["uid"] for b in boards().values()} == set(dataclasses.astuple(CONFIG.dashboards)) == {
-        "api-golden-signals", "model-quality-drift", "replay-exporter"}
-    assert {name: b["uid"] for name, b in boards().items()} == {uid: uid for uid in linked}
+    uids = {b["uid"] for b in boards().values()}
+    assert uids == set(dataclasses.astuple(CONFIG.dashboards)) == {
+        "api-golden-signals", "model-quality-drift", "replay-exporter", "model-versions"}
+    assert linked == uids  # every dashboard is an alert's link (the versions' one CanaryWorse's)
+    assert {name: b["uid"] for name, b in boards().items()} == {uid: uid for uid in uids}
 
 
 def test_every_panel_has_title_unit_description_and_the_provisioned_datasource():
@@ -120,7 +125,7 @@ def test_every_panel_has_title_unit_description_and_the_provisioned_datasource()
             assert variable["datasource"]["uid"] == DATASOURCE_UID
         for annotation in board.get("annotations", {}).get("list", []):
             assert annotation["datasource"]["uid"] == DATASOURCE_UID
-    assert count == 70  # 15 + 45 + 10: a panel lost by a refactor shows here
+    assert count == 85  # 15 + 45 + 10 + 15: a panel lost by a refactor shows here
 
 
 def panel(board: str, title: str, kind: str | None = None) -> dict:
@@ -144,23 +149,63 @@ def test_the_dashboards_have_these_panels():
     drift = boards()["model-quality-drift"]
     heatmap = panel("model-quality-drift", "Prediction distribution ($target_unit)")
     assert heatmap["type"] == "heatmap" and heatmap["targets"][0]["format"] == "heatmap"
-    assert exprs(heatmap) == ['(sum by (le) (increase(model_prediction_bucket[$__rate_interval]))) and on() '
-                              '(max(model_info{task="regression"}) == 1)']
-    assert drift["annotations"]["list"][0]["expr"] == (
-        'ALERTS{alertstate="firing", alertname=~"FeatureDrift|PredictionDrift|ModelQualityDegraded|'
-        'ClassificationQualityDegraded|ConfidenceDrop|HighInvalidInputRatio|CanaryWorse"}')
+    assert exprs(heatmap) == [f"(sum by (le) ({primary_only('increase(model_prediction_bucket[$__rate_interval])')}))"
+                              ' and on() (max(model_info{task="regression"}) == 1)']
+    # the alerts whose `dashboard` link is this dashboard, the model alerts among them
+    alerts = yaml.safe_load((ROOT / "prometheus" / "rules" / "alerts.yml").read_text())
+    linked = [rule["alert"] for group in alerts["groups"] for rule in group["rules"]
+              if re.fullmatch(DASHBOARD_LINK, rule["annotations"]["dashboard"]).group(1) == "model-quality-drift"]
+    assert {"FeatureDrift", "PredictionDrift", "ModelQualityDegraded", "ClassificationQualityDegraded",
+            "ConfidenceDrop", "HighInvalidInputRatio"} <= set(linked)
+    assert drift["annotations"]["list"][0]["expr"] == f'ALERTS{{alertstate="firing", alertname=~"{"|".join(linked)}"}}'
     assert drift["annotations"]["list"][0]["step"] == CONFIG.evaluation_interval
     assert {v["name"] for v in boards()["api-golden-signals"]["templating"]["list"]} == {"instance", "route"}
     assert [v["name"] for v in drift["templating"]["list"]] == ["feature", "numeric_feature", "target", "target_unit"]
     assert [v["name"] for v in boards()["replay-exporter"]["templating"]["list"]] == ["target", "target_unit"]
+    # with several versions, the model in these stats is the primary
     serving = panel("model-quality-drift", "Serving path")
-    assert exprs(serving) == ["max by (serving_path) (model_info == 1)"]
+    assert exprs(serving) == [f"max by (serving_path) ({primary_only('model_info == 1')})"]
     assert serving["targets"][0]["legendFormat"] == "{{serving_path}}"
     version = panel("model-quality-drift", "Model version")
-    assert exprs(version) == ["max by (name, version, task, sha256) (model_info == 1)"]
+    assert exprs(version) == [f"max by (name, version, task, sha256) ({primary_only('model_info == 1')})"]
     assert version["targets"][0]["legendFormat"] == "{{name}} {{version}}, {{task}} ({{sha256}})"
+    # the versions' dashboard: the chosen version is one of the others (the primary is drawn beside it)
+    canary = boards()[CANARY]
+    assert [v["name"] for v in canary["templating"]["list"]] == ["version", "target", "target_unit"]
+    chooser = canary["templating"]["list"][0]
+    assert chooser["query"]["query"] == 'label_values(model_version_role{role!="primary"}, model_version)'
+    assert not chooser["multi"] and not chooser["includeAll"]
+    assert [a["expr"] for a in canary["annotations"]["list"]] == ['ALERTS{alertstate="firing", alertname="CanaryWorse"}']
+    for annotation in (drift["annotations"]["list"][0], canary["annotations"]["list"][0]):
+        assert set(annotation["tagKeys"].split(",")) == {"alertname", "feature", "model_version", "signal", "severity"}
+    assert list(rows(canary)) == ["Versions", "$version against the primary", "Behind the comparisons"]
+    assert {p["title"]: p["type"] for p in panels(canary)} == CANARY_PANELS
+    version_rules = {getattr(N, name) for name in vars(N) if name.startswith("version_")}
+    overview = {"Versions, roles and counts", "Share of the answered calls per version"}  # every version
+    for found in panels(canary):
+        for expr in exprs(found):
+            # the versions' rules, of the chosen version or of the primary
+            assert any(re.search(re.escape(rule) + r"(?![\w:])", expr) for rule in version_rules), expr
+            assert (f"{{{CHOSEN}}}" in expr or f"on (model_version) {PRIMARY}" in expr
+                    or N.version_primary_fraction in expr or found["title"] in overview), expr
 
 
+CANARY_PANELS = {
+    "Versions, roles and counts": "table", "Share of the answered calls per version": "timeseries",
+    "Failed calls: primary and $version": "timeseries", "Failed calls: $version minus primary": "timeseries",
+    "Prediction PSI: $version against the primary": "timeseries",
+    "p99 in the model: primary and $version": "timeseries", "p99 in the model: $version / primary": "timeseries",
+    "Predictions per bin: primary and $version": "barchart",
+    "MAE: primary and $version ($target_unit)": "timeseries", "MAE: $version / primary": "timeseries",
+    "Accuracy: primary and $version": "timeseries", "Accuracy: $version minus primary": "timeseries",
+    "Calls, last 5 min: primary and $version": "timeseries",
+    "Rows predicted, last 5 min: primary and $version": "timeseries",
+    "Feedback pairs, last hour: primary and $version": "timeseries",
+}
+CANARY_REGRESSOR_PANELS = {(CANARY, title) for title in ("MAE: primary and $version ($target_unit)",
+                                                          "MAE: $version / primary")}
+CANARY_CLASSIFIER_PANELS = {(CANARY, title) for title in ("Accuracy: primary and $version",
+                                                           "Accuracy: $version minus primary")}
 CLASSIFIER_PANELS = {
     # title: (type, what its queries read)
     "Accuracy, last hour": ("timeseries", ":model_confusion:accuracy1h"),
@@ -227,8 +272,8 @@ def test_task_panels_are_guarded_by_the_live_models_task():
             assert len(tasks) == 1, (name, found["title"], tasks)  # all of a panel's queries, or none
             guarded[(name, found["title"])] = tasks.pop()
     assert {k for k, task in guarded.items() if task == "classification"} == {
-        ("model-quality-drift", title) for title in CLASSIFIER_PANELS}
-    assert {k for k, task in guarded.items() if task == "regression"} == REGRESSOR_PANELS
+        ("model-quality-drift", title) for title in CLASSIFIER_PANELS} | CANARY_CLASSIFIER_PANELS
+    assert {k for k, task in guarded.items() if task == "regression"} == REGRESSOR_PANELS | CANARY_REGRESSOR_PANELS
     assert set(guarded.values()) == {None, *TASKS}
     # the guard is grafana.panels.only's, with the parentheses PromQL's precedence needs
     assert only("classification", "a - b") == '(a - b) and on() (max(model_info{task="classification"}) == 1)'
@@ -266,18 +311,79 @@ def test_panel_thresholds_are_the_alerts_from_monitoring_config():
     assert steps(panel("api-golden-signals", "5xx error ratio"))[-1] == (c.error_ratio_limit, "red")
     assert steps(panel("api-golden-signals", "CPU per worker", "stat"))[-1] == (c.saturation_limit, "red")
     # live error against the live model's holdout gauges, and the quality alert's limit, factor x holdout
-    regression = ' and on() (max(model_info{task="regression"}) == 1)'
-    assert exprs(panel("model-quality-drift", "MAE ($target_unit)")) == [e + regression for e in (
-        ":model_absolute_error:mean5m", ":model_absolute_error:mean1h", "max(model_holdout_mean_absolute_error)",
-        f"({text.number(c.quality_factor)} * max(model_holdout_mean_absolute_error))")]
-    assert exprs(panel("model-quality-drift", "MAPE"))[2:] == [
-        "max(model_holdout_mean_absolute_percentage_error)" + regression,
-        "(1.5 * max(model_holdout_mean_absolute_percentage_error))" + regression]
-    assert exprs(panel("model-quality-drift", "RMSE ($target_unit)")) == [e + regression for e in (
-        ":model_squared_error:rmse5m", ":model_squared_error:rmse1h", "max(model_holdout_root_mean_squared_error)")]
+    # ... the primary's holdout gauges, with several versions
+    def holdout(gauge: str) -> str:
+        return f"max({primary_only(gauge)})"
+
+    def regression(expr: str) -> str:
+        return only("regression", expr)
+
+    assert exprs(panel("model-quality-drift", "MAE ($target_unit)")) == [regression(e) for e in (
+        ":model_absolute_error:mean5m", ":model_absolute_error:mean1h", holdout("model_holdout_mean_absolute_error"),
+        f"{text.number(c.quality_factor)} * {holdout('model_holdout_mean_absolute_error')}")]
+    assert exprs(panel("model-quality-drift", "MAPE"))[2:] == [regression(e) for e in (
+        holdout("model_holdout_mean_absolute_percentage_error"),
+        f"1.5 * {holdout('model_holdout_mean_absolute_percentage_error')}")]
+    assert exprs(panel("model-quality-drift", "RMSE ($target_unit)")) == [regression(e) for e in (
+        ":model_squared_error:rmse5m", ":model_squared_error:rmse1h", holdout("model_holdout_root_mean_squared_error"))]
     described = [p["description"] for b in boards().values() for p in panels(b)]
     assert sum("fires above 1.5x holdout" in d for d in described) == 2
     assert sum("HighErrorRatio fires above 1% for 5 minutes" in d for d in described) == 1
+
+
+def test_canary_panels_draw_canary_worse_limits_from_monitoring_config():
+    """Each signal against the primary as CanaryWorse computes it (the same rule, the same operator against the
+    primary's sum), with its canary_* limit drawn (red where the alert fires), and the counts it waits for."""
+    c, canary = CONFIG, alert_expr("CanaryWorse")
+    assert (c.canary_error_margin, c.canary_latency_factor, c.canary_quality_factor, c.canary_accuracy_margin,
+            c.canary_psi_limit) == (0.01, 1.5, 1.2, 0.05, 0.2)
+    for title, rule, op, line, fires in (
+            ("Failed calls: $version minus primary", N.version_failed_ratio, "-",
+             [(None, "green"), (c.canary_error_margin, "red")], f"> {text.number(c.canary_error_margin)}"),
+            ("p99 in the model: $version / primary", N.version_latency, "/",
+             [(None, "green"), (c.canary_latency_factor, "red")], f"> {text.number(c.canary_latency_factor)}"),
+            ("MAE: $version / primary", N.version_mae, "/",
+             [(None, "green"), (c.canary_quality_factor, "red")], f"> {text.number(c.canary_quality_factor)}"),
+            ("Accuracy: $version minus primary", N.version_accuracy, "-",
+             [(None, "red"), (-c.canary_accuracy_margin, "green")], f"< -{text.number(c.canary_accuracy_margin)}")):
+        found = panel(CANARY, title)
+        assert steps(found) == line, title
+        assert found["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "dashed", title
+        (expr,) = exprs(found)
+        primary = f"sum ({rule} and on (model_version) {PRIMARY})"
+        assert f"{rule}{{{CHOSEN}}} {op} on () group_left {primary}" in expr, title
+        # the alert: the same rule against the same primary, compared with the limit drawn
+        tokens = (rule, op, "on ()", "group_left", "sum (", rule, "and on (model_version)", PRIMARY, ")", fires)
+        assert re.search(r"\s+".join(map(re.escape, tokens)), canary), title
+    assert steps(panel(CANARY, "Prediction PSI: $version against the primary")) == [
+        (None, "green"), (c.canary_psi_limit, "red")]
+    assert exprs(panel(CANARY, "Prediction PSI: $version against the primary")) == [
+        f"{N.version_prediction_psi}{{{CHOSEN}}}"]
+    assert f"{N.version_prediction_psi} > {text.number(c.canary_psi_limit)}" in canary
+    # the counts behind each comparison against the minimum the alert waits for (green from it on)
+    for title, count, minimum in (
+            ("Calls, last 5 min: primary and $version", N.version_calls_increase, c.canary_min_calls),
+            ("Rows predicted, last 5 min: primary and $version", N.version_rows_increase, c.drift_min_rows),
+            ("Feedback pairs, last hour: primary and $version", N.version_feedback_increase, c.quality_min_feedback)):
+        found = panel(CANARY, title)
+        assert steps(found) == [(None, "orange"), (minimum, "green")], title
+        assert exprs(found) == [f"{count} and on (model_version) {PRIMARY}", f"{count}{{{CHOSEN}}}"], title
+        assert f"({count} >= {minimum})" in canary, title
+    assert steps(panel(CANARY, "p99 in the model: primary and $version")) == [
+        (None, "green"), (c.canary_latency_floor_seconds, "orange")]
+    assert f"{N.version_latency} > {text.number(c.canary_latency_floor_seconds)}" in canary
+    described = " ".join(p["description"] for p in panels(boards()[CANARY]))
+    for phrase in ("CanaryWorse (signal error_ratio) fires above 0.01 (red) with 200 calls each side in 5 minutes",
+                   "CanaryWorse (signal prediction_psi) fires above 0.2 (red) with 500 rows each side",
+                   "CanaryWorse (signal latency) fires above 1.5x (red) for a candidate over 1 ms",
+                   "CanaryWorse (signal mae) fires above 1.2x (red) with 200 feedback pairs each side",
+                   "CanaryWorse (signal accuracy) fires below -0.05 (red) with 200 labelled pairs each side"):
+        assert phrase in described, phrase
+
+
+def squashed(expr: str) -> str:
+    """PromQL without white space: the same expression however the rule files lay it out on lines."""
+    return re.sub(r"\s+", "", expr)
 
 
 def alert_expr(name: str) -> str:
@@ -293,19 +399,22 @@ def test_classifier_limits_are_the_alerts_from_monitoring_config():
     assert (margin, confidence) == ("0.1", "0.05")
     quality, drop = alert_expr("ClassificationQualityDegraded"), alert_expr("ConfidenceDrop")
     classification = ' and on() (max(model_info{task="classification"}) == 1)'
+    # the primary's holdout gauges, with several versions
+    accuracy, macro_f1, roc_auc, mean_confidence = (f"max({primary_only(f'model_holdout_{name}')})" for name in (
+        "accuracy", "macro_f1", "roc_auc", "mean_confidence"))
     for title, live, holdout, drawn in (
-            ("Accuracy, last hour", ":model_confusion:accuracy1h", "max(model_holdout_accuracy)",
-             ["max(model_holdout_accuracy)", f"(max(model_holdout_accuracy) - {margin})"]),
-            ("Macro F1, last hour", ":model_confusion:macro_f1_1h", "max(model_holdout_macro_f1)",
-             ["max(model_holdout_macro_f1)", f"(max(model_holdout_macro_f1) - {margin})"]),
-            ("ROC AUC, last hour", ":model_feedback_score:roc_auc1h", "max(model_holdout_roc_auc) > 0",
-             ["(max(model_holdout_roc_auc) > 0)", f"((max(model_holdout_roc_auc) > 0) - {margin})"])):
+            ("Accuracy, last hour", ":model_confusion:accuracy1h", accuracy,
+             [f"({accuracy})", f"({accuracy} - {margin})"]),
+            ("Macro F1, last hour", ":model_confusion:macro_f1_1h", macro_f1,
+             [f"({macro_f1})", f"({macro_f1} - {margin})"]),
+            ("ROC AUC, last hour", ":model_feedback_score:roc_auc1h", f"{roc_auc} > 0",
+             [f"({roc_auc} > 0)", f"(({roc_auc} > 0) - {margin})"])):
         found = panel("model-quality-drift", title)
         assert exprs(found)[:3] == [e + classification for e in (live, *drawn)], title
         assert [t["legendFormat"] for t in found["targets"]][:3] == [
             "last hour", "holdout", f"alert: holdout - {margin}"]
         # the alert compares the same rule with the same gauge, less the same margin
-        assert live in quality and f"scalar({holdout}) - {margin}" in quality, title
+        assert live in quality and squashed(f"scalar({holdout}) - {margin}") in squashed(quality), title
         assert f"ClassificationQualityDegraded fires below holdout - {margin} (red)" in found["description"], title
     assert f"and on() (:model_confusion:increase1h >= {c.quality_min_feedback})" in quality
     auc = panel("model-quality-drift", "ROC AUC, last hour")
@@ -314,9 +423,9 @@ def test_classifier_limits_are_the_alerts_from_monitoring_config():
         for sign in "-+"]
     mean = panel("model-quality-drift", "Mean confidence, last 5 min")
     assert exprs(mean) == [":model_confidence:mean5m" + classification,
-                           "(max(model_holdout_mean_confidence) > 0)" + classification,
-                           f"((max(model_holdout_mean_confidence) > 0) - {confidence})" + classification]
-    assert f":model_confidence:mean5m\n  < scalar(max(model_holdout_mean_confidence) > 0) - {confidence}" in drop
+                           f"({mean_confidence} > 0)" + classification,
+                           f"(({mean_confidence} > 0) - {confidence})" + classification]
+    assert squashed(f":model_confidence:mean5m < scalar({mean_confidence} > 0) - {confidence}") in squashed(drop)
     assert f"(:model_predictions:increase5m >= {c.drift_min_rows})" in drop
     assert (f"ConfidenceDrop fires below holdout - {confidence} (red) with {c.drift_min_rows} rows predicted, for "
             f"{text.duration(c.drift_for)}") in mean["description"]
@@ -338,8 +447,10 @@ def test_distribution_panels_draw_the_alerts_lines():
     calibrated = f"false-alarms on at most {text.percent(c.drift_false_alarm_rate)} of windows of {c.drift_min_rows} values"
     fires = (f"fires above it with {c.drift_min_rows} rows predicted in {text.duration(c.short_window)}, for "
              f"{text.duration(c.drift_for)}")
+    # the primary's thresholds, with several versions
+    others = re.escape(primary_only("").strip())
     over = re.compile(r"/ on \((feature, )?statistic\) \(max by \((feature, )?statistic\) "
-                      r"\(model_(feature|prediction|confidence)_drift_threshold(\{[^{}]*\})?\) > 0\)")
+                      rf"\(model_(feature|prediction|confidence)_drift_threshold(\{{[^{{}}]*\}})? {others}\) > 0\)")
     scored = [t for t in DISTRIBUTION_PANELS if t.endswith("/ threshold, per feature")] + [
         "Prediction drift scores / threshold", "Confidence drift scores / threshold"]
     for title in scored:
@@ -408,7 +519,8 @@ def test_no_model_is_written_into_the_dashboards():
                          ("model-quality-drift", "Prediction distribution ($target_unit)"),
                          ("model-quality-drift", "Prediction: winsorized mean ($target_unit)"),
                          ("model-quality-drift", "Prediction: winsorized std ($target_unit)"),
-                         ("replay-exporter", "Last prediction vs actual ($target_unit)")):
+                         ("replay-exporter", "Last prediction vs actual ($target_unit)"),
+                         (CANARY, "MAE: primary and $version ($target_unit)")):
         found = panel(board, title)
         assert found["fieldConfig"]["defaults"]["unit"] == "short" and "$target_unit" in found["description"]
     assert exprs(panel("replay-exporter", "Last prediction vs actual ($target_unit)")) == [
@@ -506,8 +618,10 @@ def run(prometheus, target: dict, expr: str, now: float) -> list:
     return prometheus.query_range(expr, now - 10, now)
 
 
-def every_query(prometheus, unlisted: tuple = ()):
-    """(board, panel, target, expr with the variables set) of every panel query."""
+def every_query(prometheus, unlisted: tuple = (), versions: bool = False):
+    """(board, panel, target, expr with the variables set) of every panel query. A single model (not
+    `versions`) has no version to compare: the versions' dashboard's $version may list nothing."""
+    unlisted = unlisted if versions else (*unlisted, "version")
     for name, board in boards().items():
         values = variable_values(prometheus, board, unlisted)
         for found in panels(board):
@@ -515,18 +629,22 @@ def every_query(prometheus, unlisted: tuple = ()):
                 yield name, found, target, substitute(target["expr"], values)
 
 
-def failing_queries(prometheus, task: str, unlisted: tuple = ()) -> list:
+def failing_queries(prometheus, task: str, unlisted: tuple = (), versions: bool = False) -> list:
     """Queries for every model, and those guarded for `task`, without finite data; queries guarded for the
-    other task that return anything at all."""
+    other task that return anything at all. For a single model (not `versions`), the versions' dashboard
+    must have no data at all: there is no other version, and the single model is no version of one."""
     failures = []
     now = time.time()
     try:
-        queries = list(every_query(prometheus, unlisted))
+        queries = list(every_query(prometheus, unlisted, versions))
     except LookupError as e:
         return [str(e)]
     for name, found, target, expr in queries:
         result = run(prometheus, target, expr, now)
-        if task_of(expr) in (None, task):
+        if name == CANARY and not versions:
+            if result:
+                failures.append(f"data for a single model: {name} / {found['title']}: {expr}")
+        elif task_of(expr) in (None, task):
             if not finite(result):
                 failures.append(f"without data: {name} / {found['title']}: {expr}")
         elif result:
@@ -534,19 +652,19 @@ def failing_queries(prometheus, task: str, unlisted: tuple = ()) -> list:
     return failures
 
 
-def wait_for_every_query(prometheus, settle: float, task: str, unlisted: tuple = ()) -> None:
+def wait_for_every_query(prometheus, settle: float, task: str, unlisted: tuple = (), versions: bool = False) -> None:
     deadline = time.monotonic() + settle
-    failures = failing_queries(prometheus, task, unlisted)
+    failures = failing_queries(prometheus, task, unlisted, versions)
     while failures and time.monotonic() < deadline:
         time.sleep(2)
-        failures = failing_queries(prometheus, task, unlisted)
+        failures = failing_queries(prometheus, task, unlisted, versions)
     assert not failures, "\n".join(failures)
 
 
-def unguarded_data(prometheus, task: str, unlisted: tuple = ()) -> set:
+def unguarded_data(prometheus, task: str, unlisted: tuple = (), versions: bool = False) -> set:
     """Titles of the panels guarded for `task` with a query that would show data without its guard."""
     now = time.time()
-    return {found["title"] for _, found, target, expr in every_query(prometheus, unlisted)
+    return {found["title"] for _, found, target, expr in every_query(prometheus, unlisted, versions)
             if task_of(expr) == task and finite(run(prometheus, target, GUARD.sub("", expr), now))}
 
 
@@ -971,6 +1089,211 @@ def test_every_panel_query_returns_data_for_a_classifier(synthetic_classifier):
         "ClassificationQualityDegraded": ["accuracy", "macro_f1", "roc_auc"], "ConfidenceDrop": ["None"]}
 
 
+# --- synthetic series of a deployment of several versions ---------------------------------------------
+
+# a primary, a candidate answering a share of the requests and a shadow predicting a copy of them: every model
+# series once per version with a leading model_version (webapp.metrics), beside the same HTTP and exporter series.
+# label_values() lists the candidate first: the versions' dashboard shows it against the primary
+PRIMARY_VERSION, CANDIDATE_VERSION, SHADOW_VERSION = "1.0.0", "2.0.0", "2.1.0"
+ROLES = {PRIMARY_VERSION: "primary", CANDIDATE_VERSION: "candidate", SHADOW_VERSION: "shadow"}
+# each version's counts, as a share of the single model's: the candidate answers a quarter as many requests as
+# the primary, the shadow predicts a copy of both
+SHARES = {PRIMARY_VERSION: 1.0, CANDIDATE_VERSION: 0.25, SHADOW_VERSION: 1.25}
+# each version's card values, as a factor of the single model's: a panel that mixes cards shows it
+CARD_FACTORS = {PRIMARY_VERSION: 1.0, CANDIDATE_VERSION: 1.2, SHADOW_VERSION: 0.9}
+MARKERS = re.compile(r"model_(info|positive_class)\b")  # 1 marks what they name: no card value to scale
+# what CanaryWorse compares, per version: calls that reached the model and those it failed (unpredictable),
+# the time in the model (cumulative buckets), the predictions on the primary card's bins
+CALLS = {PRIMARY_VERSION: 8.0, CANDIDATE_VERSION: 2.0, SHADOW_VERSION: 10.0}
+FAILED = {PRIMARY_VERSION: 0.08, CANDIDATE_VERSION: 0.1, SHADOW_VERSION: 0.0}
+INFERENCE = {PRIMARY_VERSION: {0.0005: 7.2, 0.002: 7.99, math.inf: 8.0},
+             CANDIDATE_VERSION: {0.0005: 0.5, 0.002: 1.99, math.inf: 2.0},
+             SHADOW_VERSION: {0.0005: 0.0, 0.002: 2.0, math.inf: 10.0}}
+REGRESSOR_BINS = ("00:[-Inf,0.5)", "01:[0.5,1.5)", "02:[1.5,+Inf)")
+PRIMARY_BINS = {PRIMARY_VERSION: (3.0, 5.0, 2.0), CANDIDATE_VERSION: (0.2, 1.0, 1.3), SHADOW_VERSION: (3.2, 6.0, 3.3)}
+# absolute errors (sum, count) from the feedback that names each version
+ERRORS = {PRIMARY_VERSION: (1.5, 5.0), CANDIDATE_VERSION: (0.9, 1.5), SHADOW_VERSION: (1.0, 5.0)}
+# a classifier's feedback pairs by (actual, predicted), per version
+VERSION_CONFUSION = {PRIMARY_VERSION: CONFUSION,
+                     CANDIDATE_VERSION: {("ham", "ham"): 0.6, ("ham", "spam"): 0.2, ("spam", "ham"): 0.4,
+                                         ("spam", "spam"): 0.3},
+                     SHADOW_VERSION: {pair: 1.25 * rate for pair, rate in CONFUSION.items()}}
+
+
+def with_version(series: str, version: str) -> str:
+    name, brace, rest = series.partition("{")
+    return f'{name}{{model_version="{version}"' + (f",{rest}" if brace else "}")
+
+
+def compared(version: str, bins: dict) -> dict:
+    """The counter rates of one version that CanaryWorse compares (`bins`: {bin: rate} on the primary's bins)."""
+    return {"model_batch_size_count": CALLS[version],
+            'model_input_invalid_total{reason="unpredictable"}': FAILED[version],
+            **{f'model_inference_duration_seconds_bucket{{le="{floatToGoString(le)}"}}': rate
+               for le, rate in INFERENCE[version].items()},
+            **{f'model_prediction_primary_bin_total{{bin="{b}"}}': rate for b, rate in bins.items()}}
+
+
+def deployment(counters: dict, gauges: dict, own: dict) -> tuple[dict, dict]:
+    """(counter rates, gauges) of a deployment of ROLES: the series of no model as they are, and each model
+    series once per version, its rate scaled by SHARES and its card value by CARD_FACTORS, but for own[version]
+    ({series: rate}): those version's own. model_info names each version, model_version_role its role."""
+    model = re.compile(r"model_")
+    rates = {series: rate for series, rate in counters.items() if not model.match(series)}
+    values = {series: value for series, value in gauges.items() if not model.match(series)}
+    for version, role in ROLES.items():
+        mine = {series: rate * SHARES[version] for series, rate in counters.items() if model.match(series)}
+        mine.update(own[version])
+        rates.update({with_version(series, version): rate for series, rate in mine.items()})
+        for series, value in gauges.items():
+            if MARKERS.match(series):
+                values[with_version(re.sub(r'\bversion="[^"]*"', f'version="{version}"', series), version)] = value
+            elif model.match(series):
+                values[with_version(series, version)] = value * CARD_FACTORS[version]
+        values[f'model_version_role{{model_version="{version}",role="{role}"}}'] = 1.0
+    return rates, values
+
+
+def regressor_rates(version: str) -> dict:
+    total, count = ERRORS[version]
+    return {**compared(version, dict(zip(REGRESSOR_BINS, PRIMARY_BINS[version]))),
+            "model_absolute_error_sum": total, "model_absolute_error_count": count, "model_feedback_total": count}
+
+
+def classifier_rates(version: str) -> dict:
+    pairs = VERSION_CONFUSION[version]
+    predicted = {c: sum(rate for (_, p), rate in pairs.items() if p == c) for c in CLASSES}
+    return {**compared(version, predicted), "model_feedback_total": sum(pairs.values()),
+            **{f'model_confusion_total{{actual="{a}",predicted="{p}"}}': rate for (a, p), rate in pairs.items()}}
+
+
+VERSIONS = deployment(COUNTER_RATES, GAUGES, {v: regressor_rates(v) for v in ROLES})
+CLASSIFIER_VERSIONS = deployment(CLASSIFIER_COUNTER_RATES, CLASSIFIER_GAUGES, {v: classifier_rates(v) for v in ROLES})
+
+
+def histogram_quantile(q: float, cumulative: dict) -> float:
+    """Prometheus's histogram_quantile() of cumulative bucket counts {upper bound: count}, +Inf included."""
+    bounds = sorted(cumulative)
+    rank = q * cumulative[math.inf]
+    i = next(i for i, bound in enumerate(bounds) if cumulative[bound] >= rank)
+    if bounds[i] == math.inf:
+        return bounds[-2]
+    lower, below = (0.0, 0.0) if i == 0 else (bounds[i - 1], cumulative[bounds[i - 1]])
+    return lower + (bounds[i] - lower) * (rank - below) / (cumulative[bounds[i]] - below)
+
+
+def failed_ratio(version: str) -> float:
+    return FAILED[version] / (FAILED[version] + CALLS[version])
+
+
+def accuracy(pairs: dict) -> float:
+    return sum(rate for (a, p), rate in pairs.items() if a == p) / sum(pairs.values())
+
+
+@pytest.fixture(scope="module")
+def synthetic_versions(tmp_path_factory):
+    yield from scraping(*VERSIONS, tmp_path_factory.mktemp("versions"))
+
+
+@pytest.fixture(scope="module")
+def synthetic_classifier_versions(tmp_path_factory):
+    yield from scraping(*CLASSIFIER_VERSIONS, tmp_path_factory.mktemp("classifier-versions"))
+
+
+def shown_on(prometheus, board: str, title: str, ref: str, now: float, values: dict) -> list:
+    """What query `ref` of panel `title` of `board` returns at `now`, its variables set to `values`."""
+    (target,) = [t for t in panel(board, title)["targets"] if t["refId"] == ref]
+    return prometheus.query(substitute(target["expr"], values), now)
+
+
+def test_every_panel_query_returns_data_for_a_deployment_of_versions(synthetic_versions):
+    """Every panel has data with a primary, a candidate and a shadow, the versions' dashboard too; what it shows
+    is computed again from the served rates; the other dashboards show the primary's card and model, and
+    count the rows every answering version predicted (no shadow's)."""
+    prom = synthetic_versions
+    wait_for_every_query(prom, 60, "regression", versions=True)
+    canary = variable_values(prom, boards()[CANARY])
+    assert canary == {"version": CANDIDATE_VERSION, "target": "petal_width", "target_unit": "cm"}
+    now = time.time()
+
+    def show(title: str, ref: str = "A", board: str = CANARY, values: dict = canary) -> dict:
+        return by(shown_on(prom, board, title, ref, now, values), "model_version")
+
+    candidate = (CANDIDATE_VERSION,)
+    assert show("Failed calls: $version minus primary") == pytest.approx(
+        {candidate: failed_ratio(CANDIDATE_VERSION) - failed_ratio(PRIMARY_VERSION)}, rel=1e-9)
+    assert [show("Failed calls: primary and $version", ref) for ref in "AB"] == [
+        pytest.approx({(version,): failed_ratio(version)}, rel=1e-9) for version in (PRIMARY_VERSION, CANDIDATE_VERSION)]
+    assert show("p99 in the model: $version / primary") == pytest.approx({candidate: histogram_quantile(
+        0.99, INFERENCE[CANDIDATE_VERSION]) / histogram_quantile(0.99, INFERENCE[PRIMARY_VERSION])}, rel=1e-9)
+    # the PSI of the candidate's predictions against the primary's, in Python from the counts served
+    primary_shares = dict(zip(REGRESSOR_BINS, (r / sum(PRIMARY_BINS[PRIMARY_VERSION])
+                                               for r in PRIMARY_BINS[PRIMARY_VERSION])))
+    expected_psi = psi(dict(zip(REGRESSOR_BINS, PRIMARY_BINS[CANDIDATE_VERSION])), primary_shares)
+    assert expected_psi > CONFIG.canary_psi_limit
+    assert show("Prediction PSI: $version against the primary") == pytest.approx({candidate: expected_psi}, rel=1e-9)
+    bins = shown_on(prom, CANARY, "Predictions per bin: primary and $version", "B", now, canary)
+    assert by(bins, "bin") == pytest.approx({(b,): r / sum(PRIMARY_BINS[CANDIDATE_VERSION]) for b, r in zip(
+        REGRESSOR_BINS, PRIMARY_BINS[CANDIDATE_VERSION])}, rel=1e-9)
+    assert by(shown_on(prom, CANARY, "Predictions per bin: primary and $version", "A", now, canary), "bin") == (
+        pytest.approx({(b,): share for b, share in primary_shares.items()}, rel=1e-9))
+    mae = {version: total / count for version, (total, count) in ERRORS.items()}
+    assert [show("MAE: primary and $version ($target_unit)", ref) for ref in "AB"] == [
+        pytest.approx({(version,): mae[version]}, rel=1e-9) for version in (PRIMARY_VERSION, CANDIDATE_VERSION)]
+    assert show("MAE: $version / primary") == pytest.approx({candidate: 2.0}, rel=1e-9)
+    # the shadow answers nothing: the answered calls are the primary's and the candidate's
+    answered_calls = {v: CALLS[v] + FAILED[v] for v in (PRIMARY_VERSION, CANDIDATE_VERSION)}
+    assert show("Share of the answered calls per version") == pytest.approx(
+        {(v,): calls / sum(answered_calls.values()) for v, calls in answered_calls.items()}, rel=1e-9)
+    table = shown_on(prom, CANARY, "Versions, roles and counts", "A", now, canary)
+    assert sorted(by(table, "model_version", "role")) == sorted(ROLES.items())
+    calls = by(table, "model_version")
+    assert {v: calls[(v,)] / calls[(PRIMARY_VERSION,)] for v in ROLES} == pytest.approx(
+        {v: (CALLS[v] + FAILED[v]) / (CALLS[PRIMARY_VERSION] + FAILED[PRIMARY_VERSION]) for v in ROLES}, rel=1e-9)
+    # the model dashboard: the primary's model and card
+    model = variable_values(prom, boards()["model-quality-drift"])
+    version = shown_on(prom, "model-quality-drift", "Model version", "A", now, model)
+    assert [s["metric"] for s in version] == [{"name": "iris-width", "version": PRIMARY_VERSION, "task": "regression",
+                                               "sha256": "0123456789ab"}]
+    assert by(shown_on(prom, "model-quality-drift", "MAE ($target_unit)", "C", now, model))[()] == 0.25
+    assert by(shown_on(prom, "model-quality-drift", "$numeric_feature: winsorized mean", "B", now, model))[()] == (
+        SEPAL_LENGTH["mean"])
+    # raw series: the heatmap is the primary's histogram, the data-quality counts and the time in the model
+    # the answering versions' (the same queries of those versions' series by name, at the same time)
+    heatmap = shown_on(prom, "model-quality-drift", "Prediction distribution ($target_unit)", "A", now, model)
+    primary_buckets = prom.query(f'sum by (le) (increase(model_prediction_bucket{{model_version="{PRIMARY_VERSION}"}}'
+                                 f"[{RATE_INTERVAL}]))", now)
+    assert by(heatmap, "le") == by(primary_buckets, "le") and len(primary_buckets) == 3
+    answering = f'model_version=~"{PRIMARY_VERSION}|{CANDIDATE_VERSION}"'
+    missing = shown_on(prom, "model-quality-drift", "Missing values by feature", "A", now, model)
+    assert by(missing, "feature") == by(prom.query(
+        f"sum by (feature) (rate(model_feature_missing_total{{{answering}}}[{RATE_INTERVAL}]))", now), "feature")
+    assert by(missing, "feature")[("sepal_length",)] > 0
+    api = variable_values(prom, boards()["api-golden-signals"])
+    p99 = by(shown_on(prom, "api-golden-signals", "Time in the model, p50 / p99", "B", now, api))[()]
+    both = {le: INFERENCE[PRIMARY_VERSION][le] + INFERENCE[CANDIDATE_VERSION][le] for le in INFERENCE[PRIMARY_VERSION]}
+    assert p99 == pytest.approx(histogram_quantile(0.99, both), rel=1e-9)
+    assert p99 != pytest.approx(histogram_quantile(0.99, {le: both[le] + INFERENCE[SHADOW_VERSION][le]
+                                                          for le in both}), rel=1e-3)
+
+
+def test_every_panel_query_returns_data_for_a_deployment_of_classifiers(synthetic_classifier_versions):
+    prom = synthetic_classifier_versions
+    wait_for_every_query(prom, 60, "classification", unlisted=("target_unit",), versions=True)
+    canary = variable_values(prom, boards()[CANARY], unlisted=("target_unit",))
+    assert canary == {"version": CANDIDATE_VERSION, "target": "is_spam", "target_unit": ""}
+    now = time.time()
+    expected = {v: accuracy(VERSION_CONFUSION[v]) for v in (PRIMARY_VERSION, CANDIDATE_VERSION)}
+    assert expected[CANDIDATE_VERSION] - expected[PRIMARY_VERSION] < -CONFIG.canary_accuracy_margin
+    assert [by(shown_on(prom, CANARY, "Accuracy: primary and $version", ref, now, canary), "model_version")
+            for ref in "AB"] == [pytest.approx({(v,): a}, rel=1e-9) for v, a in expected.items()]
+    assert by(shown_on(prom, CANARY, "Accuracy: $version minus primary", "A", now, canary), "model_version") == (
+        pytest.approx({(CANDIDATE_VERSION,): expected[CANDIDATE_VERSION] - expected[PRIMARY_VERSION]}, rel=1e-9))
+    # the model dashboard's holdout line is the primary's card's, not the candidate's
+    model = variable_values(prom, boards()["model-quality-drift"], unlisted=("target_unit",))
+    assert by(shown_on(prom, "model-quality-drift", "Accuracy, last hour", "B", now, model))[()] == HOLDOUT["accuracy"]
+
+
 # --- a real replay ---------------------------------------------------------------------------------
 
 
@@ -999,7 +1322,9 @@ def test_alert_annotation_and_variables_are_valid_promql(replaying, card):
     for name, board in boards().items():
         for annotation in board.get("annotations", {}).get("list", []):
             replaying.prometheus.query(annotation["expr"])  # raises on invalid PromQL
-        values = variable_values(replaying.prometheus, board)
+        values = variable_values(replaying.prometheus, board, unlisted=("version",))
+        if name == CANARY:  # a single model: no version to compare
+            assert values == {"version": "", "target": card["target"]["name"], "target_unit": card["target"]["unit"]}
         if name == "model-quality-drift":
             distributed = [f for f, found in card["reference"]["features"].items() if "distribution" in found]
             assert values == {"feature": min(f["name"] for f in card["features"]), "numeric_feature": min(distributed),

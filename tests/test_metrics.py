@@ -57,6 +57,7 @@ def test_every_series_exists_at_zero_from_the_start(fresh, card):
     assert s.series("model_feature_reference_ratio") == n_bins
     assert s.series("model_prediction_bin_total") == len(card["reference"]["prediction"]["bins"])
     assert s.by("model_input_invalid_total", "reason") == {r: 0.0 for r in INVALID_REASONS}
+    assert s.series("model_call_errors_total") == 1 and s.sum("model_call_errors_total") == 0
     kinds = [f["kind"] for f in card["features"]]
     assert s.series("model_feature_missing_total") == len(kinds)
     assert s.series("model_feature_out_of_range_total") == kinds.count("numeric")
@@ -239,6 +240,7 @@ def test_a_model_that_cannot_predict_a_valid_input_is_a_422_counted_as_unpredict
     s = samples()
     assert s.sum("model_input_invalid_total", reason="unpredictable") == 2
     assert s.sum("flask_http_request_total", status="422") == 2
+    assert s.sum("model_call_errors_total") == 0  # the input's problem, not a failure of the model's
     assert s.sum("model_predictions_total") == 0 and s.sum("model_prediction_count") == 0
 
 
@@ -255,6 +257,32 @@ def test_unhandled_exception_is_counted(fresh, record, monkeypatch):
     assert s.sum("flask_http_request_total", status="500") == 1
     assert s.sum("flask_http_requests_in_progress") == 0
     assert math.isclose(s.sum("model_predictions_total"), 0)
+    assert s.sum("model_call_errors_total") == 1
+
+
+def test_a_model_that_raises_an_unexpected_error_is_a_500_counted_as_a_call_error(fresh, record, monkeypatch):
+    app, client, samples = fresh
+    predictor = app.extensions["model_service"].predictor
+    working = predictor.predict
+
+    def broken(rows):
+        if any(1234.5 in row for row in rows):  # the area of the broken requests
+            raise TypeError("a bug of the model's")
+        return working(rows)
+
+    monkeypatch.setattr(predictor, "predict", broken)
+    failed = [post(client, "/predict", dict(record, area=1234.5)),
+              post(client, "/predict", {"instances": [record, dict(record, area=1234.5)]})]
+    for answer in failed:
+        assert answer.status_code == 500 and answer.get_json()["reason"] == "internal_error"
+        assert "a bug" not in answer.get_data(as_text=True)
+    assert post(client, "/predict", record).status_code == 200
+    s = samples()
+    assert s.sum("model_call_errors_total") == 2
+    assert s.sum("flask_http_request_total", status="500") == 2
+    assert s.sum("model_input_invalid_total") == 0
+    # only the answered call is in the calls the rules divide by
+    assert s.sum("model_batch_size_count") == 1 and s.sum("model_predictions_total") == 1
 
 
 def test_a_request_cut_short_by_a_worker_timeout_keeps_its_route_and_counts_as_an_exception(fresh, record,
@@ -272,6 +300,7 @@ def test_a_request_cut_short_by_a_worker_timeout_keeps_its_route_and_counts_as_a
     assert s.sum("flask_http_request_exceptions_total") == 1
     assert s.sum("flask_http_request_total", status="500") == 1
     assert s.sum("flask_http_requests_in_progress") == 0
+    assert s.sum("model_call_errors_total") == 0  # the worker was stopped: the model raised nothing
 
 
 def test_small_and_batch_paths_count_the_same(model_dir, card, replay):

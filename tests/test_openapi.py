@@ -5,6 +5,9 @@ import pytest
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
+from tests.versions import write_routing
+from webapp import create_app
+
 
 @pytest.fixture(scope="module")
 def spec(app):
@@ -24,6 +27,75 @@ def response_schema(spec, path, method, status):
 def test_spec_is_valid_openapi(spec):
     validate(spec)
     assert set(spec["paths"]) == {"/predict", "/feedback", "/health", "/ready", "/model", "/openapi.json"}
+
+
+def header_parameters(spec) -> dict:
+    return {p["name"]: p for p in spec["paths"]["/predict"]["post"]["parameters"] if p["in"] == "header"}
+
+
+def test_a_single_model_takes_its_own_version_and_no_sticky_header(spec, card, client, record):
+    headers = header_parameters(spec)
+    assert set(headers) == {"X-Model-Version"}
+    assert headers["X-Model-Version"]["required"] is False
+    assert headers["X-Model-Version"]["schema"] == {"type": "string", "enum": [card["version"], ""]}  # "": absent
+    assert "unknown_model_version" in spec["paths"]["/predict"]["post"]["responses"]["400"]["description"]
+    # the API takes a feedback item's model_version for a single model too: its own
+    feedback = spec["components"]["schemas"]["Feedback"]
+    assert feedback["properties"]["model_version"]["enum"] == [card["version"]]
+    check(spec, feedback, {"prediction": 1e5, "actual": 1e5, "model_version": card["version"]})
+    assert client.post("/feedback", json={"prediction": 1e5, "actual": 1e5,
+                                          "model_version": card["version"]}).status_code == 202
+    for version in (card["version"], ""):
+        assert client.post("/predict", json=record, headers={"X-Model-Version": version}).status_code == 200
+
+
+@pytest.fixture
+def deployment_spec(version_folders, tmp_path):
+    """deployment_spec(routing) -> the /openapi.json of an app serving the three versions under that routing."""
+    def make(routing):
+        folder = tmp_path / "deployment"
+        folder.mkdir()
+        for version, source in version_folders.items():
+            (folder / version).symlink_to(source, target_is_directory=True)
+        write_routing(folder, **routing)
+        app = create_app({"MODEL_DIR": str(folder), "TESTING": True})
+        return app.test_client(), app.test_client().get("/openapi.json").get_json()
+    return make
+
+
+def test_a_deployment_lists_the_answering_versions_and_its_sticky_header(deployment_spec, record):
+    client, spec = deployment_spec({"primary": "1.0.0", "candidates": {"2.0.0": 20}, "shadow": ["1.0.1"],
+                                    "sticky_header": "X-Customer"})
+    validate(spec)
+    headers = header_parameters(spec)
+    assert set(headers) == {"X-Model-Version", "X-Customer"}
+    assert headers["X-Model-Version"]["schema"]["enum"] == ["1.0.0", "2.0.0", ""]  # a shadow never answers
+    assert headers["X-Customer"]["schema"] == {"type": "string"} and headers["X-Customer"]["required"] is False
+    feedback = spec["components"]["schemas"]["Feedback"]
+    assert feedback["properties"]["model_version"]["enum"] == ["1.0.0", "2.0.0"]
+    assert feedback["additionalProperties"] is False
+    # the spec agrees with the API on what a feedback item may name
+    for version, status in (("2.0.0", 202), ("1.0.1", 400)):
+        item = {"prediction": 1e5, "actual": 1e5, "model_version": version}
+        assert OAS30Validator({**feedback, "components": spec["components"]}).is_valid(item) is (status == 202)
+        resp = client.post("/feedback", json=item)
+        assert resp.status_code == status
+        check(spec, response_schema(spec, "/feedback", "post", status), resp.get_json())
+    for version, status in (("2.0.0", 200), ("1.0.1", 400)):
+        resp = client.post("/predict", json=record, headers={"X-Model-Version": version, "X-Customer": "c-1"})
+        assert resp.status_code == status
+        check(spec, response_schema(spec, "/predict", "post", status), resp.get_json())
+    assert resp.get_json()["reason"] == "unknown_model_version"
+
+
+def test_a_deployment_without_sticky_routing_has_no_sticky_header(deployment_spec):
+    _, spec = deployment_spec({"primary": "2.0.0", "candidates": {"1.0.0": 50, "1.0.1": 0},
+                               "sticky_header": None})
+    validate(spec)
+    headers = header_parameters(spec)
+    assert set(headers) == {"X-Model-Version"}
+    assert headers["X-Model-Version"]["schema"]["enum"] == ["2.0.0", "1.0.0", "1.0.1", ""]
+    assert spec["info"]["version"] == "2.0.0"  # the primary's card
 
 
 def test_record_schema_matches_the_card(spec, card):

@@ -4,9 +4,12 @@ Three real versions of the Ames model: 1.0.0 (the trained example), 2.0.0 (the s
 trees, several times worse) and 1.0.1 (a copy of 1.0.0 under another version, as a shadow).
 Through Flask's test client first, then through real gunicorn with its metrics port.
 """
+import hashlib
+import importlib
 import json
 import math
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -24,7 +27,7 @@ from monitoring.config import CONFIG
 from tests.scrape import scrape
 from tests.servers import ROOT, free_port, gunicorn, gunicorn_command, wait_until
 from tests.stack import Stack
-from tests.versions import write_routing
+from tests.versions import copy_version, write_routing
 from webapp import create_app
 from webapp.deployment import _check_shared
 from webapp.validation import RecordSchema
@@ -214,6 +217,71 @@ def test_one_model_folder_accepts_its_own_version_in_feedback(client, card):
     assert resp.status_code == 400 and resp.get_json()["reason"] == "unknown_model_version"
 
 
+BROKEN_AREA = 1234.5  # an area the card accepts; no probe row of the start-up self-check has it
+
+
+def _broken_on_area(predictor):
+    """predictor.predict, raising TypeError (a bug of the model's, not the input's) on a row of area BROKEN_AREA."""
+    working = predictor.predict
+
+    def predict(rows):
+        if any(BROKEN_AREA in row for row in rows):
+            raise TypeError("a bug of the model's")
+        return working(rows)
+    return predict
+
+
+def test_a_version_whose_model_raises_is_a_500_counted_as_its_own_call_error(deployment_of, record, monkeypatch):
+    app = create_app({"MODEL_DIR": str(deployment_of(ROUTING)), "TESTING": True})
+    assert {dict(ls)["model_version"]: v for (n, ls), v in registry_samples(app).items()
+            if n == "model_call_errors_total"} == {"1.0.0": 0, "2.0.0": 0, "1.0.1": 0}
+    candidate = app.extensions["deployment"].services["2.0.0"].predictor
+    monkeypatch.setattr(candidate, "predict", _broken_on_area(candidate))
+    client, broken = app.test_client(), dict(record, area=BROKEN_AREA)
+    on_candidate = {"X-Model-Version": "2.0.0"}
+    for doc in (broken, {"instances": [record, broken]}):
+        resp = post(client, "/predict", doc, on_candidate)
+        assert resp.status_code == 500 and resp.get_json()["reason"] == "internal_error"
+    assert post(client, "/predict", record, on_candidate).status_code == 200
+    assert post(client, "/predict", broken, {"X-Model-Version": "1.0.0"}).status_code == 200  # only 2.0.0 is broken
+    samples = registry_samples(app)
+    for version, errors in (("1.0.0", 0), ("2.0.0", 2), ("1.0.1", 0)):
+        assert total(samples, "model_call_errors_total", model_version=version) == errors
+    assert total(samples, "model_input_invalid_total") == 0
+    assert total(samples, "model_batch_size_count", model_version="2.0.0") == 1
+    # a shadow predicts a copy of what was answered: the two 500s never reached it
+    assert total(samples, "model_predictions_total", model_version="1.0.1") == 2
+
+
+@pytest.mark.parametrize("failure, call_errors, unpredictable", [
+    ("TypeError", 1, 0), ("ValueError", 0, 1), ("nan", 0, 1)])
+def test_a_shadow_whose_model_fails_is_counted_by_what_failed_and_the_answer_stays_200(deployment_of, record,
+                                                                                        monkeypatch, caplog,
+                                                                                        failure, call_errors,
+                                                                                        unpredictable):
+    app = create_app({"MODEL_DIR": str(deployment_of(ROUTING)), "TESTING": True})
+
+    def fails(rows):
+        if failure == "nan":
+            return [math.nan] * len(rows)
+        raise {"TypeError": TypeError, "ValueError": ValueError}[failure]("the shadow fails")
+
+    monkeypatch.setattr(app.extensions["deployment"].services["1.0.1"].predictor, "predict", fails)
+    client = app.test_client()
+    primary = post(client, "/predict", record, {"X-Model-Version": "1.0.0"})
+    assert primary.status_code == 200 and primary.get_json()["model_version"] == "1.0.0"
+    samples = registry_samples(app)
+    assert total(samples, "model_call_errors_total", model_version="1.0.1") == call_errors
+    assert total(samples, "model_input_invalid_total", model_version="1.0.1", reason="unpredictable") == unpredictable
+    assert total(samples, "model_predictions_total", model_version="1.0.1") == 0
+    assert total(samples, "model_call_errors_total", model_version="1.0.0") == 0
+    assert total(samples, "model_predictions_total", model_version="1.0.0") == 1
+    logged = [r for r in caplog.records if "shadow version 1.0.1" in r.getMessage()]
+    assert len(logged) == 1
+    # an unexpected error is logged with its traceback, as an answering version's 500 is
+    assert (logged[0].exc_info is not None) == (failure == "TypeError")
+
+
 # -- through real gunicorn ------------------------------------------------------------------------------
 
 def binomial_bound(n: int, p: float, sigmas: float = 4.5) -> float:
@@ -252,6 +320,82 @@ def test_split_sticky_and_shadow_through_gunicorn(deployment_of, record):
     assert samples.sum("model_predictions_total", model_version="1.0.1") == n + 2 * keys
     assert samples.sum("model_info", model_version="1.0.1") == 1
     assert "version 2.0.0" in log and "candidate at 20%" in log and "as shadow" in log
+
+
+# a fitted pipeline wrapped so that it raises TypeError on one area: a module of its own, so that the gunicorn
+# master can unpickle it (PYTHONPATH) without importing the tests
+BROKEN_MODEL_MODULE = """
+class RaisesOnArea:
+    def __init__(self, pipeline, area):
+        self.pipeline, self.area = pipeline, area
+        self.feature_names_in_ = pipeline.feature_names_in_
+
+    def predict(self, frame):
+        if (frame["area"] == self.area).any():
+            raise TypeError("a bug of the model's")
+        return self.pipeline.predict(frame)
+"""
+
+
+def broken_copy(model_dir, folder, version: str) -> "os.PathLike":
+    """A copy of model_dir as `version` whose pickle raises TypeError on rows of area BROKEN_AREA (and predicts
+    the others as model_dir does), its card's sha256 that of the new pickle; its class is imported from the path."""
+    wrapper = importlib.import_module("raises_on_area").RaisesOnArea
+    folder = copy_version(model_dir, folder, version)
+    data = pickle.dumps(wrapper(pickle.loads((folder / "model.pkl").read_bytes()), BROKEN_AREA))
+    (folder / "model.pkl").write_bytes(data)
+    card = json.loads((folder / "model_card.json").read_text())
+    card["artifact"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (folder / "model_card.json").write_text(json.dumps(card))
+    return folder
+
+
+def _shadow_counted(samples, version: str, errors: int, calls: int):
+    """samples once the shadow `version` has counted that many call errors, and that many one-row calls in its
+    rows and its batch sizes (written one after the other, so a scrape may fall between them), else None."""
+    done = (samples.sum("model_call_errors_total", model_version=version) == errors
+            and samples.sum("model_predictions_total", model_version=version) == calls
+            and samples.sum("model_batch_size_count", model_version=version) == calls)
+    return samples if done else None
+
+
+def test_call_errors_are_counted_per_version_through_gunicorn(version_folders, record, tmp_path, monkeypatch):
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "raises_on_area.py").write_text(BROKEN_MODEL_MODULE)
+    monkeypatch.syspath_prepend(str(modules))
+    folder = tmp_path / "deployment"
+    folder.mkdir()
+    (folder / "1.0.0").symlink_to(version_folders["1.0.0"], target_is_directory=True)
+    for version in ("1.1.0", "1.2.0"):
+        broken_copy(version_folders["1.0.0"], folder / version, version)
+    write_routing(folder, primary="1.0.0", candidates={"1.1.0": 0}, shadow=["1.2.0"])
+    broken = dict(record, area=BROKEN_AREA)
+    pythonpath = os.pathsep.join(p for p in (str(modules), os.environ.get("PYTHONPATH")) if p)
+    with gunicorn(folder, workers=2, extra_env={"PYTHONPATH": pythonpath}) as server, requests.Session() as http:
+        # every version's counter exists at 0 in the multiprocess folder from the first scrape
+        assert scrape(server.metrics_url).by("model_call_errors_total", "model_version") == {
+            "1.0.0": 0, "1.1.0": 0, "1.2.0": 0}
+        on_candidate = {"X-Model-Version": "1.1.0"}
+        statuses = [http.post(server.url + "/predict", json=broken, headers=on_candidate, timeout=10).status_code
+                    for _ in range(3)]
+        statuses.append(http.post(server.url + "/predict", json={"instances": [record, broken]},
+                                  headers=on_candidate, timeout=10).status_code)
+        statuses += [http.post(server.url + "/predict", json=broken, timeout=10).status_code for _ in range(5)]
+        statuses += [http.post(server.url + "/predict", json=record, headers=on_candidate, timeout=10).status_code
+                     for _ in range(2)]
+        # the shadow predicts the 7 answered requests after their answers: 5 of them raise in it
+        samples = wait_until(lambda: _shadow_counted(scrape(server.metrics_url), "1.2.0", errors=5, calls=2),
+                             10, "the last shadow")
+        log = server.stop()
+    assert statuses == [500] * 4 + [200] * 7
+    assert samples.by("model_call_errors_total", "model_version") == {"1.0.0": 0, "1.1.0": 4, "1.2.0": 5}
+    assert samples.sum("model_input_invalid_total") == 0
+    assert samples.by("model_predictions_total", "model_version") == {"1.0.0": 5, "1.1.0": 2, "1.2.0": 2}
+    assert samples.by("model_batch_size_count", "model_version") == {"1.0.0": 5, "1.1.0": 2, "1.2.0": 2}
+    assert samples.sum("flask_http_request_total", status="500") == 4
+    assert log.count("shadow version 1.2.0 raised TypeError") == 5
+    assert log.count("TypeError: a bug of the model's") == 9  # each traceback: 4 answered 500s, 5 shadow calls
 
 
 def test_a_folder_that_is_not_routed_stops_gunicorn_in_one_line(deployment_of, version_folders, tmp_path):

@@ -117,8 +117,9 @@ def other_version_lines(deployment) -> list:
     """One line per version beside the primary: its role, weight, sha256 and serving path."""
     lines = []
     for version, service in list(deployment.services.items())[1:]:
-        routing = deployment.router.routing
-        role = "shadow" if version in routing.shadow else f"candidate at {routing.weight(version):g}%"
+        role = deployment.role(version)
+        if role == "candidate":
+            role = f"candidate at {deployment.router.routing.weight(version):g}%"
         lines.append(f"version {version} (sha256 {service.card['artifact']['sha256'][:12]}) as {role}; "
                      f"{serving_line(service)}")
     return lines

@@ -22,9 +22,7 @@ def multiprocess_mode() -> bool:
 
 def init_instrumentation(app: Flask, deployment) -> None:
     if not app.config["METRICS_ENABLED"]:
-        app.extensions["model_metrics"] = NoMetrics()
-        app.extensions["version_metrics"] = {version: app.extensions["model_metrics"]
-                                             for version in deployment.services}
+        _set_model_metrics(app, no_metrics(deployment))
         app.extensions["http_rejections"] = None
         app.wsgi_app = rejections.refuse_unknown_methods(app.wsgi_app, None)
         return
@@ -60,6 +58,11 @@ def version_metrics(deployment, registry) -> dict:
     return made
 
 
+def no_metrics(deployment) -> dict:
+    """version -> NoMetrics, for every version (METRICS_ENABLED=0): one stand-in, as it keeps nothing."""
+    return dict.fromkeys(deployment.services, NoMetrics())
+
+
 def _set_model_metrics(app: Flask, metrics: dict) -> None:
     app.extensions["version_metrics"] = metrics
     app.extensions["model_metrics"] = next(iter(metrics.values()))  # the primary's: what no version is known for
@@ -93,7 +96,7 @@ def replace_model_metrics(app: Flask, deployment) -> None:
     """
     old = app.extensions["version_metrics"]
     if isinstance(app.extensions["model_metrics"], NoMetrics):
-        app.extensions["version_metrics"] = {version: app.extensions["model_metrics"] for version in deployment.services}
+        _set_model_metrics(app, no_metrics(deployment))
         return
     new = version_metrics(deployment, CollectorRegistry())  # may fail: then nothing has changed yet
     for metrics in old.values():

@@ -271,28 +271,35 @@ class ModelMetrics:
         self._version_values = (card["version"],) if version_label else ()
         self._counter, self._gauge, self._histogram = (labelled(kind, self._version_values)
                                                        for kind in (Counter, Gauge, Histogram))
-        self.predictions = self._counter("model_predictions", "Rows predicted (a batch of n counts n)", registry=registry)
-        self.inference = self._histogram("model_inference_duration_seconds",
-                                   "Time in the model per /predict call: encoding and estimator, no HTTP or validation",
-                                   buckets=INFERENCE_BUCKETS, registry=registry)
+        self.predictions = self._counter("model_predictions", "Rows predicted (a batch of n counts n)",
+                                         registry=registry)
+        self.inference = self._histogram("model_inference_duration_seconds", "Time in the model per /predict call: "
+                                         "encoding and estimator, no HTTP or validation",
+                                         buckets=INFERENCE_BUCKETS, registry=registry)
         self.batch = self._histogram("model_batch_size", "Rows per successful /predict call",
-                               buckets=BATCH_BUCKETS, registry=registry)
+                                     buckets=BATCH_BUCKETS, registry=registry)
         target = card["target"]
         info = self._gauge("model_info", "The model being served (value 1), its target and its serving path",
-                     ["name", "version", "sha256", "task", "target", "unit", "serving_path"],
-                     multiprocess_mode="max", registry=registry)
+                           ["name", "version", "sha256", "task", "target", "unit", "serving_path"],
+                           multiprocess_mode="max", registry=registry)
         # (gauge child, value) this model publishes: model_info, the holdout values and the reference shares
         self._published = [(info.labels(card["name"], card["version"], card["artifact"]["sha256"][:12],
                                         card["task"], target["name"], target["unit"], serving_path), 1)]
         invalid = self._counter("model_input_invalid", "Refused /predict requests, by the first problem's reason",
-                          ["reason"], registry=registry)
+                                ["reason"], registry=registry)
         self.invalid = {reason: invalid.labels(reason) for reason in INVALID_REASONS}
-        self.feedback = self._counter("model_feedback", "Feedback pairs (prediction, actual) received", registry=registry)
+        # a /predict call the model failed with anything but ValueError or ArithmeticError (those are the
+        # input's `unpredictable`): no label of its own, so the series exists at 0 once the counter is made
+        self.call_errors = self._counter("model_call_errors", "/predict calls whose model raised an unexpected "
+                                         "error, answered 500 (a shadow version's: logged, never answered)",
+                                         registry=registry)
+        self.feedback = self._counter("model_feedback", "Feedback pairs (prediction, actual) received",
+                                      registry=registry)
         self._init_features(card, registry)
         prediction_bins = self._counter("model_prediction_bin", "Predictions per reference bin (not cumulative); a "
-                                  "classifier's bins are its classes", ["bin"], registry=registry)
+                                        "classifier's bins are its classes", ["bin"], registry=registry)
         prediction_reference = self._gauge("model_prediction_reference_ratio", "Share of training-set predictions in "
-                                     "each bin (model card)", ["bin"], multiprocess_mode="max", registry=registry)
+                                           "each bin (model card)", ["bin"], multiprocess_mode="max", registry=registry)
         pred_ref = card["reference"]["prediction"]
         self._prediction_bins = [prediction_bins.labels(b) for b in pred_ref["bins"]]
         for label, fraction in zip(pred_ref["bins"], pred_ref["fractions"]):
@@ -343,13 +350,13 @@ class ModelMetrics:
              "mean_absolute_percentage_error"),
         ))
         self.absolute_error = self._histogram("model_absolute_error", "|actual - prediction|, in the target's unit; "
-                                        "bucket bounds are multiples of the card's holdout MAE",
-                                        buckets=error_buckets(holdout["mean_absolute_error"]), registry=registry)
+                                              "bucket bounds are multiples of the card's holdout MAE",
+                                              buckets=error_buckets(holdout["mean_absolute_error"]), registry=registry)
         self.squared_error = self._counter("model_squared_error",
-                                     "Sum of (actual - prediction)^2, for RMSE in PromQL", registry=registry)
+                                           "Sum of (actual - prediction)^2, for RMSE in PromQL", registry=registry)
         self.absolute_percentage_error = self._histogram("model_absolute_percentage_error",
-                                                   "|actual - prediction| / actual, a ratio (0.1 = 10%)",
-                                                   buckets=APE_BUCKETS, registry=registry)
+                                                         "|actual - prediction| / actual, a ratio (0.1 = 10%)",
+                                                         buckets=APE_BUCKETS, registry=registry)
         # a percentage error is kept for a target that was positive throughout training (a price, a count)
         self._percentage_errors = target["train_min"] > 0
         self._prediction_edges = np.array(card["reference"]["prediction"]["edges"], dtype=float)
@@ -370,18 +377,18 @@ class ModelMetrics:
         ))
         for name, what in (("precision", "precision"), ("recall", "recall"), ("f1", "F1")):
             gauge = self._gauge(f"model_holdout_{name}", f"Holdout {what} of each class (model card)", ["class"],
-                          multiprocess_mode="max", registry=registry)
+                                multiprocess_mode="max", registry=registry)
             self._published += [(gauge.labels(t), holdout["classes"][t][name]) for t in texts]
-        shares = self._gauge("model_class_reference_ratio", "Share of each actual class in the reference rows (model card)",
-                       ["class"], multiprocess_mode="max", registry=registry)
+        shares = self._gauge("model_class_reference_ratio", "Share of each actual class in the reference rows "
+                             "(model card)", ["class"], multiprocess_mode="max", registry=registry)
         self._published += list(zip((shares.labels(t) for t in texts), refs["actual"]["fractions"]))
         self._binary = len(texts) == 2
         if self._binary:
-            positive = self._gauge("model_positive_class", "1 for the class whose probability is the score (binary models)",
-                             ["class"], multiprocess_mode="max", registry=registry)
+            positive = self._gauge("model_positive_class", "1 for the class whose probability is the score "
+                                   "(binary models)", ["class"], multiprocess_mode="max", registry=registry)
             self._published.append((positive.labels(texts[1]), 1))
-        confusion = self._counter("model_confusion", "Feedback pairs by actual and predicted class (a confusion matrix)",
-                            ["actual", "predicted"], registry=registry)
+        confusion = self._counter("model_confusion", "Feedback pairs by actual and predicted class (a confusion "
+                                  "matrix)", ["actual", "predicted"], registry=registry)
         self._confusion = [[confusion.labels(a, p) for p in texts] for a in texts]
         self.confidence = self.score = self.feedback_score = self._confidence_quantity = None
         if target["probabilities"]:
@@ -392,16 +399,16 @@ class ModelMetrics:
                 dist["edges"] if dist is not None else refs["confidence"]["edges"], dist, "the top probabilities")
         if target["probabilities"] and self._binary:
             edges = SCORE_BUCKETS
-            self.score = self._histogram("model_score", "Probability of the positive class (model_positive_class) of each "
-                                   "prediction; bucket bounds: steps of 0.25 in log-odds", buckets=edges,
-                                   registry=registry)
+            self.score = self._histogram("model_score", "Probability of the positive class (model_positive_class) "
+                                         "of each prediction; bucket bounds: steps of 0.25 in log-odds",
+                                         buckets=edges, registry=registry)
             histogram = self._histogram("model_feedback_score", "Scores sent with feedback, by actual class; the same "
-                                  "bounds as model_score", ["actual"], buckets=edges, registry=registry)
+                                        "bounds as model_score", ["actual"], buckets=edges, registry=registry)
             self.feedback_score = [histogram.labels(t) for t in texts]
             self._score_bounds = np.array(self.feedback_score[0]._upper_bounds)
-            bin_counter = self._counter("model_feedback_score_bin", "Scores sent with feedback, by actual class and bucket, "
-                                  "not cumulative: `bin` is the `le` of model_feedback_score's bucket",
-                                  ["actual", "bin"], registry=registry)
+            bin_counter = self._counter("model_feedback_score_bin", "Scores sent with feedback, by actual class and "
+                                        "bucket, not cumulative: `bin` is the `le` of model_feedback_score's bucket",
+                                        ["actual", "bin"], registry=registry)
             bounds = [floatToGoString(b) for b in self._score_bounds]
             self._feedback_score_bins = [[bin_counter.labels(t, b) for b in bounds] for t in texts]
 
@@ -445,17 +452,17 @@ class ModelMetrics:
 
     def _init_features(self, card: dict, registry) -> None:
         missing = self._counter("model_feature_missing", "Null feature values in predicted rows", ["feature"],
-                          registry=registry)
+                                registry=registry)
         out_of_range = self._counter("model_feature_out_of_range",
-                               "Numeric values outside the training range (accepted and predicted)", ["feature"],
-                               registry=registry)
+                                     "Numeric values outside the training range (accepted and predicted)", ["feature"],
+                                     registry=registry)
         unknown = self._counter("model_feature_unknown_category",
-                          "Category strings never seen in training (accepted and predicted)", ["feature"],
-                          registry=registry)
-        bin_counter = self._counter("model_feature_bin", "Predicted rows per reference bin of each feature (not cumulative)",
-                              ["feature", "bin"], registry=registry)
+                                "Category strings never seen in training (accepted and predicted)", ["feature"],
+                                registry=registry)
+        bin_counter = self._counter("model_feature_bin", "Predicted rows per reference bin of each feature (not "
+                                    "cumulative)", ["feature", "bin"], registry=registry)
         reference = self._gauge("model_feature_reference_ratio", "Share of training rows in each bin (model card)",
-                          ["feature", "bin"], multiprocess_mode="max", registry=registry)
+                                ["feature", "bin"], multiprocess_mode="max", registry=registry)
         refs = card["reference"]
         self._bin_children = []  # flat: every (feature, bin) child, numeric features first, then the others
         self._missing, self._out_of_range, self._unknown = {}, {}, {}
@@ -763,6 +770,10 @@ class ModelMetrics:
         if child is not None:
             child.inc()
 
+    def observe_call_error(self) -> None:
+        """A call of this version's model that raised an unexpected error (webapp.model_call)."""
+        self.call_errors.inc()
+
     def observe_feedback(self, pairs: list) -> None:
         """A regressor's feedback: (prediction, actual) pairs of numbers."""
         predicted = np.array([p for p, _ in pairs])
@@ -811,6 +822,9 @@ class NoMetrics:
         pass
 
     def observe_invalid(self, reason):
+        pass
+
+    def observe_call_error(self):
         pass
 
     def observe_feedback(self, pairs):

@@ -2,8 +2,14 @@
 
 Feature properties, bounds, nullability and the batch limit come from the same
 card and config the validator uses; schemathesis and the tests read this spec.
+build_spec describes one card; with_routing adds what the deployment serving it
+accepts (the versions a request and a feedback item may name, the sticky header).
 """
+import copy
+
 from model.classes import label_text
+
+from .deployment import OVERRIDE_HEADER
 
 
 def _feature_schema(f: dict) -> dict:
@@ -200,3 +206,42 @@ def build_spec(card: dict, max_batch: int, max_content_length: int, feedback_bou
                 "request_id": {"type": "string", "nullable": True}}},
         }},
     }
+
+
+def with_routing(spec: dict, answering: tuple, sticky_header: "str | None" = None) -> dict:
+    """A copy of build_spec's document with the routing the API applies (webapp.deployment): `answering`,
+    the versions that answer (the primary first, then the candidates; a single model's own), is what
+    X-Model-Version and a feedback item's model_version may name; `sticky_header`, None for none."""
+    spec = copy.deepcopy(spec)
+    versions = list(answering)
+    shown = ", ".join(versions)
+    predict = spec["paths"]["/predict"]["post"]
+    parameters = [{
+        "name": OVERRIDE_HEADER, "in": "header", "required": False,
+        # "" is listed because the API takes an empty header as an absent one (it answers 200)
+        "schema": {"type": "string", "enum": versions + [""]},
+        "description": f"The version that answers ({shown}); absent or empty: "
+                       + ("the sticky header's version, else a weighted draw" if sticky_header else
+                          "a weighted draw" if len(versions) > 1 else "the model's own") +
+                       ". Any other value is a 400 unknown_model_version."}]
+    if sticky_header:
+        parameters.append({
+            "name": sticky_header, "in": "header", "required": False, "schema": {"type": "string"},
+            "description": f"Sticky routing key: requests with the same non-empty value are answered by the same "
+                           f"version (unless {OVERRIDE_HEADER} names one), chosen by the key's hash and the "
+                           "versions' weights; absent or empty: a weighted draw."})
+    predict["parameters"] = parameters
+    _add_reason(predict, f"an {OVERRIDE_HEADER} naming no version that answers here (unknown_model_version)")
+    feedback = spec["components"]["schemas"]["Feedback"]["properties"]
+    feedback["model_version"] = {"type": "string", "enum": versions,
+                                 "description": "The version that made the prediction (its answer's model_version); "
+                                                f"absent: the primary, {versions[0]}"}
+    _add_reason(spec["paths"]["/feedback"]["post"],
+                "a model_version that is not a version that answers here (unknown_model_version)")
+    return spec
+
+
+def _add_reason(operation: dict, reason: str) -> None:
+    # the operations share one 400 object (deepcopy keeps that sharing): each gets its own before its reason
+    operation["responses"]["400"] = dict(operation["responses"]["400"])
+    operation["responses"]["400"]["description"] += ", or " + reason

@@ -1,12 +1,11 @@
 """The HTTP endpoints. Each handler is thin: parse, validate, predict, answer."""
-import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
 from .deployment import OVERRIDE_HEADER
 from .errors import ApiError
 from .metrics_store import unwritten_series
 from .jsonbody import json_body
-from .metrics import now
+from .model_call import Unpredictable, answer_and_count
 from .routing import UnknownVersion
 from .shadow import shadow_predictions
 from .validation import parse_feedback
@@ -34,19 +33,19 @@ def predict():
     metrics = current_app.extensions["version_metrics"][version]
     rows, is_batch = service.schema.parse_predict(json_body(request))
     body = {"model_version": version, "request_id": g.request_id}
-    start = now()
+    try:
+        # any other error of the model is counted there as a call error, and stays a 500 (webapp.errors)
+        answer = answer_and_count(service, metrics, rows)
+    except Unpredictable as exc:
+        raise _unpredictable(exc, is_batch) from None
     if service.classes is not None:
-        indices, probabilities = _classify(service.predictor, rows, is_batch)
-        metrics.observe_classes(rows, indices, probabilities, now() - start)
-        answers = _class_answers(service.classes, indices, probabilities)
+        answers = _class_answers(service.classes, *answer)
         if is_batch:
             body["predictions"] = answers
         else:
             body.update(answers[0])
     else:
-        predictions = _predict(service.predictor, rows, is_batch)
-        metrics.observe_predictions(rows, predictions, now() - start)
-        values = predictions.tolist()
+        values = answer.tolist()
         if is_batch:
             body["predictions"] = values
         else:
@@ -69,46 +68,17 @@ def _class_answers(classes, indices, probabilities) -> list:
             for i, p in zip(indices.tolist(), probabilities.tolist())]
 
 
-def _unpredictable(exc: Exception):
-    current_app.logger.warning("request %s: the model raised %s: %s", g.request_id, type(exc).__name__, exc)
-    return ApiError(422, "unpredictable", f"the model cannot predict this input ({type(exc).__name__}); "
-                    "see the server log for this request_id")
-
-
-def _non_finite(values, is_batch: bool, what: str, problem: str):
-    bad = np.flatnonzero(~np.isfinite(values)).tolist()
-    return ApiError(422, "unpredictable", f"the model predicts no finite {what} for {len(bad)} record(s)",
-                    [{"field": f"instances[{i}]" if is_batch else "", "problem": f"{problem} {values[i]}"}
-                     for i in bad])
-
-
-def _classify(predictor, rows: list, is_batch: bool):
-    """(class positions, probabilities or None), or a 422 as _predict gives one."""
-    try:
-        indices, probabilities = predictor.classify(rows)
-    except (ValueError, ArithmeticError) as exc:
-        raise _unpredictable(exc) from None
-    if probabilities is not None:
-        finite = np.isfinite(probabilities).all(axis=1)
-        if not finite.all():
-            raise _non_finite(np.where(finite, 0.0, np.nan), is_batch, "probabilities", "probabilities")
-    return indices, probabilities
-
-
-def _predict(predictor, rows: list, is_batch: bool):
-    """The predictor's answers, or a 422 when the model cannot give a number for input the card accepts.
-
-    A model may fail on values its card allows (a log of 0, a value far outside its training range):
-    that is this input's problem, not the server's, and JSON has no NaN to answer with. Other
-    exceptions stay 500s.
-    """
-    try:
-        predictions = predictor.predict(rows)
-    except (ValueError, ArithmeticError) as exc:
-        raise _unpredictable(exc) from None
-    if not np.isfinite(predictions).all():
-        raise _non_finite(predictions, is_batch, "number", "predicted")
-    return predictions
+def _unpredictable(exc: Unpredictable, is_batch: bool) -> ApiError:
+    """The 422 of input the card accepts and the model cannot predict: what the model raised stays in the log;
+    non-finite answers are named by record."""
+    if exc.cause is not None:
+        name = type(exc.cause).__name__
+        current_app.logger.warning("request %s: the model raised %s: %s", g.request_id, name, exc.cause)
+        return ApiError(422, "unpredictable", f"the model cannot predict this input ({name}); "
+                        "see the server log for this request_id")
+    return ApiError(422, "unpredictable", f"the model predicts no finite {exc.what} for {len(exc.problems)} "
+                    "record(s)", [{"field": f"instances[{i}]" if is_batch else "", "problem": problem}
+                                  for i, problem in exc.problems])
 
 
 @bp.post("/feedback")
@@ -158,4 +128,7 @@ def model_card():
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(_service().spec)
+    from .openapi import with_routing
+    deployment = current_app.extensions["deployment"]
+    sticky = deployment.router.routing.sticky_header if deployment.router is not None else None
+    return jsonify(with_routing(_service().spec, deployment.answering, sticky))

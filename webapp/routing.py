@@ -56,6 +56,7 @@ class Routing:
     candidates: dict = field(default_factory=dict)
     shadow: tuple = ()
     sticky_header: "str | None" = DEFAULT_STICKY_HEADER
+    _primary_weight: float = field(init=False, repr=False, compare=False)  # what the candidates leave
 
     def __post_init__(self):
         _check_version(self.primary, "primary")
@@ -68,6 +69,7 @@ class Routing:
         total = sum((_exact(w) for w in self.candidates.values()), Decimal(0))
         if total > 100:
             raise RoutingError(f"candidates weights sum to {total} (> 100)")
+        object.__setattr__(self, "_primary_weight", float(100 - total))
         if not isinstance(self.shadow, (list, tuple)):
             raise RoutingError(f"shadow must be a list of versions, not {type(self.shadow).__name__}")
         for version in self.shadow:
@@ -100,7 +102,7 @@ class Routing:
     def weight(self, version: str) -> float:
         """Percent of live traffic: a candidate's own, the primary's the remainder, a shadow's 0."""
         if version == self.primary:
-            return float(100 - sum((_exact(w) for w in self.candidates.values()), Decimal(0)))
+            return self._primary_weight
         if version in self.candidates:
             return float(self.candidates[version])
         if version in self.shadow:
