@@ -11,40 +11,35 @@ from prometheus_client.registry import Collector
 from .state import LATENCY_BUCKETS, SKIP_REASONS
 
 
+def _counts(name: str, documentation: str, label: str, counts: dict) -> CounterMetricFamily:
+    """A counter family with one series per key of `counts` (its keys are a fixed list, or the card's)."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, n in counts.items():
+        family.add_metric([value], n)
+    return family
+
+
 class ReplayCollector(Collector):
     def __init__(self, state):
         self.state = state
 
     def collect(self):
         s = self.state.snapshot()
-        rows = CounterMetricFamily(
+        yield _counts(
             "replay_rows", "Replayed rows by final outcome, each row counted once: ok; invalid (a 4xx); "
             "http_error (any other status that is not retried); connection_error (abandoned while the API was "
             "unreachable, or timed out); bad_answer (an answer that started but is unusable: cut short, over "
-            "the size cap, not HTTP, or a 2xx without one finite number per row)", labels=["outcome"])
-        for outcome, n in s["rows"].items():
-            rows.add_metric([outcome], n)
-        yield rows
-        errors = CounterMetricFamily("replay_request_errors",
-                                     "Failed /predict attempts by kind (connection and unavailable are retried)",
-                                     labels=["kind"])
-        for kind, n in s["request_errors"].items():
-            errors.add_metric([kind], n)
-        yield errors
-        feedback = CounterMetricFamily(
+            "the size cap, not HTTP, or a 2xx without one finite number per row)", "outcome", s["rows"])
+        yield _counts("replay_request_errors", "Failed /predict attempts by kind (connection and unavailable are "
+                      "retried)", "kind", s["request_errors"])
+        yield _counts(
             "replay_feedback", "Feedback pairs (prediction, actual value) of predicted rows, by outcome: ok and "
             "failed were posted to /feedback; dropped were not (the feedback queue was full, or the exporter "
-            "was stopping)", labels=["outcome"])
-        for outcome, n in s["feedback"].items():
-            feedback.add_metric([outcome], n)
-        yield feedback
-        answers = CounterMetricFamily(
+            "was stopping)", "outcome", s["feedback"])
+        yield _counts(
             "replay_answers", "Rows the API answered (outcome ok), by the model_version its answer named: the "
             "versions GET /model said answer at start (the deployment's primary and candidates, or the one "
-            "model's), and \"other\" for any other version or none", labels=["model_version"])
-        for version, n in s["answers"].items():
-            answers.add_metric([version], n)
-        yield answers
+            "model's), and \"other\" for any other version or none", "model_version", s["answers"])
         # no unit in the names: the model card's target says what they measure (model_info's unit label)
         # a classifier's classes are no numbers: its gauges hold the class's position in the card's
         # target.classes, so that equal values still mean a right prediction on a shared panel

@@ -3,7 +3,6 @@ the feedback it posts, label-shift and concept-drift, the refusals; then the rea
 classifier API that checks every feedback pair, and against the real webapp serving a LogisticRegression,
 whose confusion counter must equal the confusion matrix computed offline."""
 import hashlib
-import http.server
 import json
 import queue
 import subprocess
@@ -25,6 +24,7 @@ from exporter.scenarios import ScenarioError, ScenarioTaskError
 from exporter.source import class_rows, read_table
 from exporter.state import ReplayState
 from model.classes import ClassIndex, label_text
+from tests.fake_api import FakeApi
 from tests.scrape import scrape
 from tests.servers import ROOT, Exporter, free_port, gunicorn
 
@@ -379,60 +379,34 @@ def test_feedback_pairs_carry_the_score_only_when_there_is_one(monkeypatch):
 
 # -- the command line, against a fake classifier API ---------------------------------------------------
 
-class FakeClassifierApi:
-    """GET /model, POST /predict and POST /feedback as the contract has them for a classifier, on a free loopback
-    port. /predict answers class 1 when x >= 0.5, with probability x (or `answer(record)`); /feedback refuses
-    what the API would (a label of another type or no class, a score outside [0, 1] or where none belongs)
-    and keeps every pair it accepts, in order."""
+class FakeClassifierApi(FakeApi):
+    """GET /model, POST /predict and POST /feedback as the contract has them for a classifier. /predict answers
+    class 1 when x >= 0.5, with probability x (or `answer(record)`); /feedback refuses what the API would (a
+    label of another type or no class, a score outside [0, 1] or where none belongs) and keeps every pair it
+    accepts, in order."""
 
     def __init__(self, card, answer=None):
-        self.card = card
         self.classifier = classifier_of(card)
         self.answer = answer or self.threshold
         self.pairs, self.refused, self.predicted = [], [], 0
         self.lock = threading.Lock()
-        api = self
+        super().__init__(card)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def predict(self, headers, body):
+        records = body["instances"] if "instances" in body else [body]
+        answers = [self.answer(r) for r in records]
+        with self.lock:
+            self.predicted += len(records)
+        return 200, {"predictions": answers} if "instances" in body else answers[0]
 
-            def log_message(self, *args):
-                pass
-
-            def reply(self, status, document):
-                data = json.dumps(document).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self.reply(200, api.card)
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path == "/predict":
-                    records = body["instances"] if "instances" in body else [body]
-                    answers = [api.answer(r) for r in records]
-                    with api.lock:
-                        api.predicted += len(records)
-                    self.reply(200, {"predictions": answers} if "instances" in body else answers[0])
-                else:
-                    problem = api.check(body)
-                    if problem:
-                        with api.lock:
-                            api.refused.append(problem)
-                        self.reply(400, {"error": problem})
-                    else:
-                        with api.lock:
-                            api.pairs.extend(body)
-                        self.reply(202, {"accepted": len(body)})
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    def feedback(self, body):
+        problem = self.check(body)
+        with self.lock:
+            if problem:
+                self.refused.append(problem)
+            else:
+                self.pairs.extend(body)
+        return (400, {"error": problem}) if problem else (202, {"accepted": len(body)})
 
     def threshold(self, record):
         p = record["x"]
@@ -448,10 +422,6 @@ class FakeClassifierApi:
             if scored != ("score" in pair) or scored and not 0 <= pair["score"] <= 1:
                 return f"[{i}].score {pair.get('score')!r}"
         return None
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

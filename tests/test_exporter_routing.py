@@ -6,17 +6,16 @@ renamed to X-Customer. Which version a key meets is computed here on its own wit
 and compared with what the API counted per version. A fake API then shows the exact headers and feedback
 items, and a single-model server that its feedback, naming its one version, is still accepted.
 """
-import http.server
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import requests
 
+from tests.fake_api import FakeApi
 from tests.scrape import scrape
 from tests.servers import ROOT, Exporter, free_port, gunicorn, wait_until
 from tests.versions import write_routing
@@ -161,51 +160,23 @@ def test_a_single_model_accepts_the_feedback_naming_its_version(model_dir):
 
 # -- the exact requests, against a fake API -----------------------------------------------------------
 
-class FakeDeployment:
-    """An API on a free port serving `card` with a deployment section at /model, answering each /predict with
-    the version `answer_for(routing key or None)` names, and recording every request."""
+class FakeDeployment(FakeApi):
+    """An API serving `card` with a deployment section at /model, answering each /predict with the version
+    `answer_for(routing key or None)` names, and recording every request."""
 
     def __init__(self, card: dict, answer_for):
-        self.card, self.answer_for = card, answer_for
-        self.predicts, self.feedback = [], []  # (headers, body) of each /predict; every feedback item
-        api = self
+        self.answer_for = answer_for
+        self.predicts, self.feedback_items = [], []  # (headers, body) of each /predict; every feedback item
+        super().__init__(card)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def predict(self, headers, body):
+        self.predicts.append((dict(headers), body))
+        version = self.answer_for(headers.get("X-Routing-Key"))
+        return 200, {"prediction": 100_000.0 + len(self.predicts), "model_version": version, "request_id": "r"}
 
-            def log_message(self, *args):
-                pass
-
-            def reply(self, status, document):
-                data = json.dumps(document).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self.reply(200, api.card)
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path == "/predict":
-                    api.predicts.append((dict(self.headers), body))
-                    version = api.answer_for(self.headers.get("X-Routing-Key"))
-                    self.reply(200, {"prediction": 100_000.0 + len(api.predicts), "model_version": version,
-                                     "request_id": "r"})
-                else:
-                    api.feedback.extend(body)
-                    self.reply(202, {"accepted": len(body)})
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def feedback(self, body):
+        self.feedback_items.extend(body)
+        return 202, {"accepted": len(body)}
 
 
 def test_each_row_sends_its_stripped_key_or_no_header_and_feedback_names_a_valid_answered_version(
@@ -235,8 +206,8 @@ def test_each_row_sends_its_stripped_key_or_no_header_and_feedback_names_a_valid
     assert all("customer" not in body for _, body in api.predicts)  # never sent as a feature
     assert [set(body) for _, body in api.predicts] == [{f["name"] for f in card["features"]}] * len(cells)
     named = [answers[k] if answers[k] in ("1.0.0", "2.0.0", "9.9.9") else None for k in keys]
-    assert [item.get("model_version") for item in api.feedback] == named
-    assert [item["prediction"] for item in api.feedback] == [100_001.0 + i for i in range(len(cells))]
+    assert [item.get("model_version") for item in api.feedback_items] == named
+    assert [item["prediction"] for item in api.feedback_items] == [100_001.0 + i for i in range(len(cells))]
     assert state.by("replay_answers_total", "model_version") == {"1.0.0": 5, "2.0.0": 3, "other": 4}
 
 
