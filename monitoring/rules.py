@@ -331,8 +331,10 @@ def answered(vector: str) -> str:
 
 
 def _primary(vector: str, by: str = "") -> str:
-    """The primary version's value of a per-version `vector`, with only the `by` labels left."""
-    return f"sum {by}(\n    {vector}\n  and on (model_version)\n    {PRIMARY}\n)"
+    """The primary version's value of a per-version `vector`, with only the `by` labels left. Nothing while two
+    versions read primary (a new primary reaching the replicas one by one): their sum is no one's value."""
+    return (f"sum {by}(\n    {vector}\n  and on (model_version)\n    {PRIMARY}\n"
+            f"  and on ()\n    (count {PRIMARY} == 1)\n)")
 
 
 def version_rules(config: Config = CONFIG) -> list:
