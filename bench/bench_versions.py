@@ -2,14 +2,15 @@
 
     .venv/bin/python -m bench.bench_versions [--reps 5] [--seconds 10]
 
-Four setups of the same Ames model, each started fresh under the project's gunicorn settings (2
+Five setups of the same Ames model, each started fresh under the project's gunicorn settings (2
 workers) and driven by wrk (2 threads) with one row a request, at 16 connections (saturated: every
 worker always busy, so a shadow's work after the answer queues the next requests) and at 1 (a
 client that waits for each answer: whether a shadow delays the answer itself):
 - the model folder, as served before deployments existed;
 - a deployment folder with only a primary (routing.json, one version: the same series as a model);
 - the primary and a copy of it as a candidate at 50% (every model metric labelled by model_version);
-- the primary and a copy of it in shadow (every request predicted twice, the second after the answer).
+- the primary and a copy of it in shadow on every request (each predicted twice, the second after the answer);
+- the primary and a copy of it in shadow on 10% of the requests (wrk sends no sticky key: a draw per request).
 Setups take turns in an order that turns each repetition; ratios are taken within a repetition,
 against the model folder, and their medians reported. Needs wrk (Debian package). Not run in CI.
 """
@@ -31,7 +32,8 @@ def deployments(model_dir: Path, base: Path) -> dict:
     for name, routing, extra in (
             ("one-version deployment", {"primary": "1.0.0"}, None),
             ("candidate at 50%", {"primary": "1.0.0", "candidates": {"1.0.1": 50}}, "1.0.1"),
-            ("shadow", {"primary": "1.0.0", "shadow": ["1.0.1"]}, "1.0.1")):
+            ("shadow at 100%", {"primary": "1.0.0", "shadow": ["1.0.1"]}, "1.0.1"),
+            ("shadow at 10%", {"primary": "1.0.0", "shadow": {"1.0.1": 10}}, "1.0.1")):
         folder = base / name.replace(" ", "-").replace("%", "")
         folder.mkdir()
         copy_version(model_dir, folder / "primary", "1.0.0")

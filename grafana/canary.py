@@ -18,7 +18,7 @@ from grafana.panels import (
 )
 from monitoring import text
 from monitoring.config import CONFIG as C
-from monitoring.rules import PRIMARY, Names, answered
+from monitoring.rules import PRIMARY, Names, answered, primary_value
 
 UID = C.dashboards.canary
 N = Names(C)
@@ -46,7 +46,7 @@ def primary(rule: str) -> str:
 
 def against_primary(rule: str, op: str) -> str:
     """The chosen version's value of `rule` less (`-`) or over (`/`) the primary's, as CanaryWorse computes it."""
-    return f"{chosen(rule)} {op} on () group_left sum ({primary(rule)})"
+    return f"{chosen(rule)} {op} on () group_left {primary_value(rule)}"
 
 
 def both(title: str, description: str, unit: str, rule: str, *, task: str | None = None, **options):

@@ -113,7 +113,7 @@ class Config:
 
     # --- several versions: a candidate (or shadow) against the primary ---------------------------------
     # CanaryWorse compares each other version with the primary over the same windows, on the same
-    # traffic split: a candidate on a share of the requests, a shadow on a copy of all of them.
+    # traffic split: a candidate on a share of the requests, a shadow on a copy of its share of them.
     # Failed calls (the model raising on valid input): one percentage point over the primary's ratio,
     # the same size as HighErrorRatio's whole limit
     canary_error_margin: float = 0.01

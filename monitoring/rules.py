@@ -330,7 +330,7 @@ def answered(vector: str) -> str:
     return f"{vector} unless on (model_version) {SHADOW}"
 
 
-def _primary(vector: str, by: str = "") -> str:
+def primary_value(vector: str, by: str = "") -> str:
     """The primary version's value of a per-version `vector`, with only the `by` labels left. Nothing while two
     versions read primary (a new primary reaching the replicas one by one): their sum is no one's value."""
     return (f"sum {by}(\n    {vector}\n  and on (model_version)\n    {PRIMARY}\n"
@@ -374,7 +374,7 @@ def version_rules(config: Config = CONFIG) -> list:
                                    of_primary=False),
              why=["each version's predictions on the primary's bins (every version counts its predictions on the",
                   "primary card's bins too), as shares"]),
-        dict(record=n.version_primary_fraction, expr=_primary(f, "by (bin) "),
+        dict(record=n.version_primary_fraction, expr=primary_value(f, "by (bin) "),
              why="the primary's shares: what every version's predictions are compared with"),
         dict(record=n.version_prediction_psi,
              expr=(f"sum by (model_version) (\n    (\n        {live}\n      - on (bin) group_left\n"
@@ -680,7 +680,7 @@ def alert_groups(config: Config = CONFIG) -> list:
               uid.model),
     ]
     def against_primary(rule: str, op: str, comparison: str) -> str:
-        return f"{rule}\n  {op} on () group_left\n{_primary(rule)}\n  {comparison}"
+        return f"{rule}\n  {op} on () group_left\n{primary_value(rule)}\n  {comparison}"
 
     canary_signals = (
         ("error_ratio", against_primary(n.version_failed_ratio, "-", f"> {text.number(c.canary_error_margin)}"),
@@ -699,7 +699,7 @@ def alert_groups(config: Config = CONFIG) -> list:
     canary_expr = "(\n" + "\n  or\n".join(
         f'  label_replace(\n    (\n        {_indent(signal, 8)}\n    )\n'
         f"      and on (model_version) ({count} >= {minimum})\n"
-        f"      and on () (\n        {_indent(_primary(count), 8)}\n      >= {minimum}\n      ),\n"
+        f"      and on () (\n        {_indent(primary_value(count), 8)}\n      >= {minimum}\n      ),\n"
         f'    "signal", "{name}", "", ""\n  )'
         for name, signal, count, minimum in canary_signals) + f"\n)\n  and on (model_version) {OTHERS}"
     versions = [

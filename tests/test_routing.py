@@ -84,8 +84,21 @@ def test_weight_of_an_unknown_version_is_refused():
     ({"primary": 1}, "primary 1 is not a version"),
     ({"primary": None}, "primary None is not a version"),
     ({"primary": "p", "candidates": ["a"]}, "candidates must be an object of version: weight, not list"),
-    ({"primary": "p", "shadow": "s"}, "shadow must be a list of versions, not str"),
+    ({"primary": "p", "shadow": "s"}, "shadow must be a list of versions or an object of version: percent, not str"),
+    ({"primary": "p", "shadow": 10}, "shadow must be a list of versions or an object of version: percent, not int"),
+    ({"primary": "p", "shadow": None}, "shadow must be a list of versions or an object of version: percent, "
+                                       "not NoneType"),
     ({"primary": "p", "shadow": [1]}, "shadow 1 is not a version"),
+    ({"primary": "p", "shadow": {"s/1": 5}}, "shadow 's/1' is not a version"),
+    ({"primary": "p", "shadow": {"": 5}}, "shadow '' is not a version"),
+    ({"primary": "p", "shadow": {"s": "10"}}, "shadow 's' has percent '10': a number from 0 to 100"),
+    ({"primary": "p", "shadow": {"s": True}}, "shadow 's' has percent True: a number from 0 to 100"),
+    ({"primary": "p", "shadow": {"s": None}}, "shadow 's' has percent None: a number from 0 to 100"),
+    ({"primary": "p", "shadow": {"s": [10]}}, "shadow 's' has percent [10]: a number from 0 to 100"),
+    ({"primary": "p", "shadow": {"s": -1}}, "shadow 's' has percent -1: a number from 0 to 100"),
+    ({"primary": "p", "shadow": {"s": 100.5}}, "shadow 's' has percent 100.5: a number from 0 to 100"),
+    ('{"primary": "p", "shadow": {"s": 1e400}}', "shadow 's' has percent inf: a number from 0 to 100"),
+    ('{"primary": "p", "shadow": {"s": 10, "s": 20}}', "not JSON: key 's' appears twice"),
     ({"primary": "p", "sticky_header": 5}, "sticky_header 5 is not an HTTP header name"),
     ({"primary": "1.0 beta"}, "primary '1.0 beta' is not a version: 1 to 64 of A-Z a-z 0-9 . _ : + -"),
     ({"primary": ""}, "primary '' is not a version"),
@@ -105,6 +118,9 @@ def test_weight_of_an_unknown_version_is_refused():
     ({"primary": "p", "shadow": ["p"]}, "version 'p' is both the primary and a shadow"),
     ({"primary": "p", "candidates": {"c": 10}, "shadow": ["c"]}, "version 'c' is both a candidate and a shadow"),
     ({"primary": "p", "shadow": ["s", "t", "s"]}, "shadow lists 's' more than once"),
+    ({"primary": "p", "shadow": {"p": 10}}, "version 'p' is both the primary and a shadow"),
+    ({"primary": "p", "candidates": {"c": 10}, "shadow": {"s": 5, "c": 5}},
+     "version 'c' is both a candidate and a shadow"),
     ({"primary": "p", "sticky_header": "X Routing"}, "sticky_header 'X Routing' is not an HTTP header name"),
     ({"primary": "p", "sticky_header": "X-Key:"}, "sticky_header 'X-Key:' is not an HTTP header name"),
     ({"primary": "p", "sticky_header": ""}, "sticky_header '' is not an HTTP header name"),
@@ -129,6 +145,39 @@ def test_weights_at_the_bounds_are_accepted(tmp_path):
     write_routing(tmp_path, {"primary": "p", "candidates": {"a": 0, "b": 100}})
     routing = load_routing(tmp_path)
     assert (routing.weight("a"), routing.weight("b"), routing.weight("p")) == (0.0, 100.0, 0.0)
+
+
+def test_a_shadow_list_copies_every_request_and_an_object_gives_each_its_percent(tmp_path):
+    write_routing(tmp_path, {"primary": "p", "shadow": ["a", "b"]})
+    listed = load_routing(tmp_path)
+    assert listed.shadow == ("a", "b")
+    assert [listed.shadow_percent(v) for v in listed.shadow] == [100.0, 100.0]
+    write_routing(tmp_path, '{"primary": "p", "candidates": {"c": 20}, "shadow": {"z": 10, "a": 0, "m": 12.5, '
+                            '"b": 100}}')
+    shared = load_routing(tmp_path)
+    assert shared.shadow == ("z", "a", "m", "b")  # the file's order, as a list's
+    assert shared.versions == ("p", "c", "z", "a", "m", "b")
+    assert "m" in shared.shadow and "c" not in shared.shadow
+    assert [shared.shadow_percent(v) for v in shared.shadow] == [10.0, 0.0, 12.5, 100.0]
+    # weight() stays the share of live traffic: a shadow answers none, whatever share it copies
+    assert [shared.weight(v) for v in shared.versions] == [80.0, 20.0, 0.0, 0.0, 0.0, 0.0]
+    for answering in ("p", "c", "unknown"):
+        with pytest.raises(KeyError):
+            shared.shadow_percent(answering)
+
+
+def test_a_shadow_list_equals_the_object_at_100_and_no_other():
+    assert Routing("p", shadow=["s"]) == Routing("p", shadow={"s": 100})
+    assert Routing("p", shadow=["s"]) != Routing("p", shadow={"s": 10})
+    assert Routing("p", shadow={"s": 10}) != Routing("p", shadow={"s": 20})
+    assert Routing("p", shadow={"s": 10}) == Routing("p", shadow={"s": 10.0})
+
+
+def test_the_shadow_object_is_not_changed_by_later_edits():
+    shadow = {"s": 10}
+    routing = Routing("p", shadow=shadow)
+    shadow["s"], shadow["t"] = 90, 50
+    assert routing.shadow == ("s",) and routing.shadow_percent("s") == 10.0
 
 
 def test_is_deployment(tmp_path):
@@ -321,3 +370,118 @@ def test_the_router_is_not_changed_by_later_edits_of_the_candidates():
     candidates["1.1.0"] = 90
     assert Router(routing).choose(None, None, 0.5) == "1.0.0"
     assert routing.weight("1.1.0") == 10.0
+
+
+# --- which shadows copy a request --------------------------------------------------------------------
+
+def no_draw() -> float:
+    raise AssertionError("a draw where the decision needs none")
+
+
+def binomial_bound(n: int, p: float, sigmas: float = 4.5) -> float:
+    """Half-width of the band a binomial count stays in but for a chance below 1e-5 (normal approximation)."""
+    return sigmas * math.sqrt(n * p * (1 - p))
+
+
+def test_a_shadow_at_100_always_copies_and_one_at_0_never_without_a_draw():
+    route = Router(Routing("1.0.0", shadow={"never": 0, "always": 100}))
+    assert route.shadows == ("never", "always")
+    assert route.copying(None, no_draw) == ("always",)
+    assert route.copying("customer-42", no_draw) == ("always",)
+    assert Router(Routing("1.0.0", shadow=["a", "b"])).copying(None, no_draw) == ("a", "b")
+    assert Router(Routing("1.0.0", shadow={"never": 0})).copying(None, no_draw) == ()
+    assert Router(Routing("1.0.0", {"1.1.0": 10})).copying("customer-42", no_draw) == ()
+
+
+def test_a_draw_below_the_percent_copies():
+    route = Router(Routing("1.0.0", shadow={"s": 10}))
+    assert [route.copying(None, lambda u=u: u) for u in (0.0, 0.0999999, 0.1, 0.9999)] == [("s",), ("s",), (), ()]
+    # the bound is the exact decimal: in floats 0.3 / 100 is 0.003 or 0.0029999999999999996 by the route taken
+    tiny = Router(Routing("1.0.0", shadow={"s": 0.3}))
+    assert tiny.copying(None, lambda: 0.003) == ()
+    assert tiny.copying(None, lambda: 0.0029999999999999996) == ("s",)
+
+
+def test_an_empty_key_is_no_key_for_the_shadows_too():
+    route = Router(Routing("1.0.0", shadow={"s": 10}))
+    assert route.copying("", lambda: 0.05) == ("s",)
+    assert route.copying("", lambda: 0.5) == ()
+
+
+def test_without_a_draw_given_the_module_draws_from_random(monkeypatch):
+    route = Router(Routing("1.0.0", shadow={"s": 10}))
+    monkeypatch.setattr(random, "random", lambda: 0.05)
+    assert route.copying(None) == ("s",)
+    monkeypatch.setattr(random, "random", lambda: 0.5)
+    assert route.copying(None) == ()
+
+
+def test_keyless_requests_are_copied_at_each_shadows_share_independently():
+    route = Router(Routing("1.0.0", {"1.1.0": 50}, {"s": 10, "all": 100, "t": 50}))
+    rng = random.Random(20261207)
+    n = 100_000
+    copies = [route.copying(None, rng.random) for _ in range(n)]
+    assert set(copies) == {("all",), ("s", "all"), ("all", "t"), ("s", "all", "t")}  # the file's order
+    on_s = sum("s" in c for c in copies)
+    on_t = sum("t" in c for c in copies)
+    on_both = sum(len(c) == 3 for c in copies)
+    # binomial(100,000, p): 4.5 sd is 427 copies at 10%, 712 at 50%, 310 for both at 5%
+    assert abs(on_s - 0.1 * n) <= binomial_bound(n, 0.1), on_s
+    assert abs(on_t - 0.5 * n) <= binomial_bound(n, 0.5), on_t
+    assert abs(on_both - 0.05 * n) <= binomial_bound(n, 0.05), on_both
+
+
+def test_the_shadow_point_is_the_key_salted_with_the_version():
+    digest = hashlib.sha256(b"1.2.0\0customer-42").digest()
+    top = int.from_bytes(digest[:8], "big")
+    u = Router.shadow_point("1.2.0", "customer-42")
+    assert u == (top >> 11) / 2**53
+    assert 0 <= Fraction(top, 2**64) - Fraction(u) < Fraction(1, 2**53)
+    assert u != Router.key_point("customer-42") and u != Router.shadow_point("1.2.1", "customer-42")
+    percent = math.ceil(u * 100)  # the least whole percent that copies this key
+    assert Router(Routing("1.0.0", shadow={"1.2.0": percent})).copying("customer-42", no_draw) == ("1.2.0",)
+    assert Router(Routing("1.0.0", shadow={"1.2.0": percent - 1})).copying("customer-42", no_draw) == ()
+
+
+def test_a_key_is_always_or_never_copied():
+    keys = [f"entity-{i}" for i in range(1000)]
+    first = {key: Router(Routing("1.0.0", shadow={"s": 30})).copying(key, no_draw) for key in keys}
+    again = Router(Routing("1.0.0", {"1.1.0": 90}, {"s": 30}))  # another router, other candidates: the same keys
+    assert all(again.copying(key, no_draw) == first[key] for key in keys for _ in range(3))
+    copied = [key for key in keys if first[key] == ("s",)]
+    # counted with integers, independently of the router: keys whose salted hash's first 8 bytes are below 30%
+    tops = {key: int.from_bytes(hashlib.sha256(f"s\0{key}".encode()).digest()[:8], "big") for key in keys}
+    assert copied == [key for key in keys if tops[key] < 2**64 * 30 // 100]
+    assert abs(len(copied) - 300) <= binomial_bound(1000, 0.3), len(copied)
+    assert len(copied) == 301  # pinned: a different hash or salt would change which entities are copied
+
+
+def test_raising_a_shadows_percent_only_adds_keys():
+    keys = [f"entity-{i}" for i in range(10_000)]
+    at_10, at_50 = ({key for key in keys if route.copying(key, no_draw)}
+                    for route in (Router(Routing("1.0.0", shadow={"s": p})) for p in (10, 50)))
+    assert at_10 < at_50
+    assert abs(len(at_10) - 1000) <= binomial_bound(10_000, 0.1), len(at_10)
+    assert abs(len(at_50) - 5000) <= binomial_bound(10_000, 0.5), len(at_50)
+
+
+def test_which_keys_a_shadow_copies_is_independent_of_the_version_that_answers_them():
+    route = Router(Routing("1.0.0", {"1.1.0": 50}, {"1.2.0": 50}))
+    keys = [f"entity-{i}" for i in range(10_000)]
+    combinations = {}
+    for key in keys:
+        pair = (route.choose(None, key), route.copying(key, no_draw))
+        combinations[pair] = combinations.get(pair, 0) + 1
+    assert set(combinations) == {(answers, copies) for answers in ("1.0.0", "1.1.0") for copies in ((), ("1.2.0",))}
+    # each combination is binomial(10,000, 25%) if the two hashes are independent: 4.5 sd is 195 keys
+    for pair, count in combinations.items():
+        assert abs(count - 2500) <= binomial_bound(10_000, 0.25), (pair, count)
+
+
+def test_two_shadows_on_a_share_copy_keys_independently():
+    route = Router(Routing("1.0.0", shadow={"a": 50, "b": 50}))
+    keys = [f"entity-{i}" for i in range(10_000)]
+    copies = [route.copying(key, no_draw) for key in keys]
+    for combination in ((), ("a",), ("b",), ("a", "b")):
+        count = copies.count(combination)
+        assert abs(count - 2500) <= binomial_bound(10_000, 0.25), (combination, count)

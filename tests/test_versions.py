@@ -30,6 +30,7 @@ from tests.stack import Stack
 from tests.versions import copy_version, write_routing
 from webapp import create_app
 from webapp.deployment import _check_shared
+from webapp.routing import Router, load_routing
 from webapp.validation import RecordSchema
 
 ROUTING = {"primary": "1.0.0", "candidates": {"2.0.0": 20}, "shadow": ["1.0.1"]}
@@ -76,7 +77,8 @@ def test_a_deployment_loads_every_version_and_says_so_in_model(deployment_of):
         "primary": "1.0.0", "sticky_header": "X-Routing-Key", "override_header": "X-Model-Version",
         "versions": [{"version": "1.0.0", "role": "primary", "weight_percent": 80.0, "serving_path": "compiled"},
                      {"version": "2.0.0", "role": "candidate", "weight_percent": 20.0, "serving_path": "compiled"},
-                     {"version": "1.0.1", "role": "shadow", "weight_percent": 0.0, "serving_path": "compiled"}]}
+                     {"version": "1.0.1", "role": "shadow", "weight_percent": 0.0, "shadow_percent": 100.0,
+                      "serving_path": "compiled"}]}
 
 
 @pytest.mark.parametrize("routing, versions, problem", [
@@ -282,6 +284,30 @@ def test_a_shadow_whose_model_fails_is_counted_by_what_failed_and_the_answer_sta
     assert (logged[0].exc_info is not None) == (failure == "TypeError")
 
 
+def test_a_request_no_shadow_copies_schedules_no_close_callback(deployment_of, record):
+    app = create_app({"MODEL_DIR": str(deployment_of({"primary": "1.0.0", "shadow": {"1.0.1": 50, "2.0.0": 0}})),
+                      "TESTING": True})
+    scheduled = []
+
+    @app.after_request
+    def _count_close_callbacks(response):  # the view's own response, before the test client adds its own
+        scheduled.append(len(response._on_close))
+        return response
+
+    router = app.extensions["deployment"].router
+    keys = [f"customer-{i}" for i in range(40)]
+    client = app.test_client()
+    for key in keys:
+        assert post(client, "/predict", record, {"X-Routing-Key": key}).status_code == 200
+    copied = [router.copying(key) == ("1.0.1",) for key in keys]
+    assert 0 < sum(copied) < len(keys)  # both kinds of request are here
+    assert scheduled == [int(c) for c in copied]
+    samples = registry_samples(app)
+    assert total(samples, "model_predictions_total", model_version="1.0.1") == sum(copied)
+    assert total(samples, "model_predictions_total", model_version="2.0.0") == 0  # at 0%: never
+    assert total(samples, "model_predictions_total", model_version="1.0.0") == len(keys)
+
+
 # -- through real gunicorn ------------------------------------------------------------------------------
 
 def binomial_bound(n: int, p: float, sigmas: float = 4.5) -> float:
@@ -320,6 +346,44 @@ def test_split_sticky_and_shadow_through_gunicorn(deployment_of, record):
     assert samples.sum("model_predictions_total", model_version="1.0.1") == n + 2 * keys
     assert samples.sum("model_info", model_version="1.0.1") == 1
     assert "version 2.0.0" in log and "candidate at 20%" in log and "as shadow" in log
+
+
+def test_a_shadow_on_a_share_through_gunicorn_copies_that_share_and_exactly_the_keys_routing_picks(deployment_of,
+                                                                                                    record):
+    # 2.0.0 copies every request after 1.0.1 has had its turn (the file's order): once 2.0.0 has counted every
+    # answered request, 1.0.1's count is final
+    routing = {"primary": "1.0.0", "shadow": {"1.0.1": 30, "2.0.0": 100}}
+    folder = deployment_of(routing)
+    router = Router(load_routing(folder))
+    n, keys = 1000, [f"user-{i}" for i in range(300)]
+    with gunicorn(folder, workers=2) as server, requests.Session() as http:
+        for _ in range(n):
+            assert http.post(server.url + "/predict", json=record, timeout=10).json()["model_version"] == "1.0.0"
+        keyless = wait_until(lambda: _copied_by(scrape(server.metrics_url), "2.0.0", n), 10, "the last shadow")
+        for key in keys:
+            for _ in range(2):
+                http.post(server.url + "/predict", json=record, timeout=10, headers={"X-Routing-Key": key})
+        samples = wait_until(lambda: _copied_by(scrape(server.metrics_url), "2.0.0", n + 2 * len(keys)), 10,
+                             "the last shadow")
+        described = requests.get(server.url + "/model", timeout=10).json()["deployment"]["versions"]
+        log = server.stop()
+    on_share = keyless.sum("model_predictions_total", model_version="1.0.1")
+    # keyless: a draw per request, binomial(1,000, 30%) (4.5 sd: 65 requests)
+    assert abs(on_share - 0.3 * n) <= binomial_bound(n, 0.3), on_share
+    # keyed: exactly the keys the routing module copies, each of their two requests
+    copied = sum("1.0.1" in router.copying(key) for key in keys)
+    assert samples.sum("model_predictions_total", model_version="1.0.1") - on_share == 2 * copied
+    assert abs(copied - 0.3 * len(keys)) <= binomial_bound(len(keys), 0.3), copied
+    assert samples.sum("model_predictions_total", model_version="1.0.0") == n + 2 * len(keys)
+    assert [(d["version"], d["role"], d["weight_percent"], d.get("shadow_percent")) for d in described] == [
+        ("1.0.0", "primary", 100.0, None), ("1.0.1", "shadow", 0.0, 30.0), ("2.0.0", "shadow", 0.0, 100.0)]
+    assert "version 1.0.1" in log and "as shadow on 30% of the answered requests" in log
+    assert "as shadow on 100% of the answered requests" in log
+
+
+def _copied_by(samples, version: str, n: int):
+    """samples once the shadow `version` has counted n rows, else None."""
+    return samples if samples.sum("model_predictions_total", model_version=version) == n else None
 
 
 # a fitted pipeline wrapped so that it raises TypeError on one area: a module of its own, so that the gunicorn

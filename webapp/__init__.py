@@ -114,12 +114,14 @@ def reload_model(app: Flask, log) -> bool:
 
 
 def other_version_lines(deployment) -> list:
-    """One line per version beside the primary: its role, weight, sha256 and serving path."""
+    """One line per version beside the primary: its role, weight (a shadow's percent), sha256 and serving path."""
     lines = []
     for version, service in list(deployment.services.items())[1:]:
         role = deployment.role(version)
         if role == "candidate":
             role = f"candidate at {deployment.router.routing.weight(version):g}%"
+        elif role == "shadow":
+            role = f"shadow on {deployment.router.routing.shadow_percent(version):g}% of the answered requests"
         lines.append(f"version {version} (sha256 {service.card['artifact']['sha256'][:12]}) as {role}; "
                      f"{serving_line(service)}")
     return lines

@@ -5,7 +5,8 @@ deployment folder (webapp.routing: a routing.json beside one folder per version)
 whole: every version is loaded and checked as a single model is, and the request schema must
 be the same for all of them, since one validation serves every version. Each request is then
 answered by the version the router picks (an explicit X-Model-Version, the sticky key's
-version, or a weighted draw), and every shadow version predicts on a copy after the answer.
+version, or a weighted draw), and each shadow version the router picks for it (every request, or
+a share: by the sticky key, or a draw) predicts on a copy after the answer.
 With several versions every model metric carries a model_version label, bounded by the
 versions the routing file names.
 """
@@ -52,8 +53,17 @@ class Deployment:
             if override is not None and override != self.primary.version:
                 raise UnknownVersion(override)
             return self.primary.version
-        key = headers.get(self.router.routing.sticky_header) if self.router.routing.sticky_header else None
-        return self.router.choose(override, key)
+        return self.router.choose(override, self._sticky_key(headers))
+
+    def copying(self, headers) -> tuple:
+        """The shadow versions that predict a copy of an answered request with these headers; () for none."""
+        if self.router is None:
+            return ()
+        return self.router.copying(self._sticky_key(headers))
+
+    def _sticky_key(self, headers) -> "str | None":
+        header = self.router.routing.sticky_header
+        return headers.get(header) if header else None
 
     def role(self, version: str) -> str:
         """primary, candidate or shadow."""
@@ -74,13 +84,17 @@ class Deployment:
         routing = self.router.routing
         return {"primary": routing.primary, "sticky_header": routing.sticky_header,
                 "override_header": OVERRIDE_HEADER,
-                "versions": [self._version(service, self.role(version), routing.weight(version))
+                "versions": [self._version(service, self.role(version), routing)
                              for version, service in self.services.items()]}
 
     @staticmethod
-    def _version(service, role: str, weight: float) -> dict:
-        return {"version": service.version, "role": role, "weight_percent": weight,
-                "serving_path": service.predictor.path}
+    def _version(service, role: str, routing) -> dict:
+        # weight_percent stays the share of live traffic (a shadow's is 0): what a shadow copies is a key of its own
+        described = {"version": service.version, "role": role, "weight_percent": routing.weight(service.version)}
+        if role == "shadow":
+            described["shadow_percent"] = routing.shadow_percent(service.version)
+        described["serving_path"] = service.predictor.path
+        return described
 
 
 def _request_schema(card: dict) -> list:

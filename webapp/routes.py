@@ -51,10 +51,11 @@ def predict():
         else:
             body["prediction"] = values[0]
     response = jsonify(body)
-    if deployment.shadows:
+    shadows = deployment.copying(request.headers)
+    if shadows:
         # after the answer is sent (the WSGI response's close): a shadow never delays it
-        response.call_on_close(shadow_predictions(deployment, current_app.extensions["version_metrics"], rows,
-                                                  g.request_id, current_app.logger))
+        response.call_on_close(shadow_predictions(deployment, shadows, current_app.extensions["version_metrics"],
+                                                  rows, g.request_id, current_app.logger))
     return response
 
 

@@ -1,5 +1,8 @@
 """Shadow versions: each predicts on a copy of an answered request, and is counted, never answered.
 
+Which shadows copy a request is the router's decision (webapp.routing: every request, or a share);
+this module runs the ones it picked.
+
 The work runs when the WSGI server closes the answered response (Werkzeug's call_on_close), after
 the answer's bytes are written: the client does not wait for it, though the worker is busy for its
 time. Outside the request by then, so it takes everything it needs as arguments. A shadow's model is
@@ -9,10 +12,10 @@ is its `unpredictable`, any other exception its call error; either is logged, ne
 from .model_call import Unpredictable, answer_and_count
 
 
-def shadow_predictions(deployment, version_metrics: dict, rows: list, request_id: str, log):
-    """A callable that has every shadow version of `deployment` predict `rows` and counts it."""
+def shadow_predictions(deployment, versions: tuple, version_metrics: dict, rows: list, request_id: str, log):
+    """A callable that has each of the shadow `versions` of `deployment` predict `rows` and counts it."""
     def run() -> None:
-        for version in deployment.shadows:
+        for version in versions:
             metrics = version_metrics[version]
             try:
                 answer_and_count(deployment.services[version], metrics, rows)
