@@ -103,8 +103,8 @@ def build() -> dashboard.Dashboard:
                 "Value #C": f"feedback pairs, {text.last(C.long_window)}"}))
     calls = f"({answered(N.version_calls_increase)} and on (model_version) {VERSIONS})"
     board.with_panel(graph(
-        "Share of the answered calls per version", f"Of the calls answered over {SHORT}, the share each version "
-        "answered (shadows answer none: theirs are copies). It follows the weights of routing.json, moved by "
+        "Share of the answered calls per version", f"Of the calls that reached a model over {SHORT} (answered, or "
+        "failed there), the share each answering version took (shadows answer none: theirs are copies). It follows the weights of routing.json, moved by "
         "sticky routing keys and by requests that name a version (X-Model-Version).", "percentunit",
         [query(f"{calls}\n  / ignoring (model_version) group_left\nsum {calls}", "{{model_version}}")],
         stacked=True))
@@ -112,8 +112,9 @@ def build() -> dashboard.Dashboard:
     board.with_row(dashboard.Row("$version against the primary"))
     board.with_panel(both(
         "Failed calls: primary and $version", f"Share of each version's calls over {SHORT} whose model raised on "
-        "input the card accepts (reason unpredictable): the version's own failures, which HTTP status counts do "
-        "not tell apart.", "percentunit", N.version_failed_ratio))
+        "input the card accepts (reason unpredictable) or with an unexpected error (model_call_errors_total, "
+        "answered 500): the version's own failures, which HTTP status counts do not tell apart.", "percentunit",
+        N.version_failed_ratio))
     board.with_panel(graph(
         "Failed calls: $version minus primary", f"The chosen version's failed share of calls less the primary's, "
         f"over {SHORT}. {ALERT} (signal error_ratio) fires above {text.number(C.canary_error_margin)} (red) "

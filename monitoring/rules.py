@@ -113,7 +113,7 @@ def _psi(fraction: str, reference: str, by: str, floor: float) -> str:
 
 def _answered(vector: str) -> str:
     """answered, with the filter on a line of its own."""
-    return f"{vector}\n  unless on (model_version) {SHADOW}"
+    return f"{vector}\n  unless on (model_version) {NOT_ANSWERING}"
 
 
 def _of_primary(vector: str) -> str:
@@ -155,8 +155,9 @@ def _as_class(vector: str, label: str) -> str:
 
 # the feedback series whose `actual` is the positive class: the one model_positive_class marks with 1
 # (binary models only: a multiclass model exports none, and its ROC rules have no series)
-POSITIVE = ('label_replace(\n  (model_positive_class unless on (model_version) (model_version_role{role!="primary"} == 1))'
-            '\n    == 1,\n  "actual", "$1", "class", "(.*)"\n)')
+POSITIVE = ('label_replace(\n'
+            '  (model_positive_class unless on (model_version) model_version:model_version_role:not_primary)\n'
+            '    == 1,\n  "actual", "$1", "class", "(.*)"\n)')
 
 
 def _positives(vector: str, keep: bool) -> str:
@@ -308,10 +309,29 @@ OTHERS = '(max by (model_version) (model_version_role{role!="primary"}) == 1)'
 CANDIDATES = '(max by (model_version) (model_version_role{role="candidate"}) == 1)'
 
 
-# the series of the versions a raw selector leaves out: set operators match many-to-many, so every
-# replica's role series may stay; a retired role reads 0 and no longer matches
-NOT_PRIMARY = '(model_version_role{role!="primary"} == 1)'
-SHADOW = '(model_version_role{role="shadow"} == 1)'
+# the versions a raw selector leaves out, recorded once (the `roles` group) so that every filter is one
+# short line: each a series per version of a deployment (its value is of no use), none for one model
+NOT_PRIMARY = "model_version:model_version_role:not_primary"  # POSITIVE above names it too
+NOT_ANSWERING = "model_version:model_version_role:not_answering"
+
+
+def role_rules() -> list:
+    """The sets of versions primary_only() and answered() leave out. Every version that ever had a role in
+    this Prometheus's sight (a retired one reads 0 until the webapp restarts, and its counters keep their
+    counts) is in both, but for what it is now: the one primary, or an answering version."""
+    versions = "max by (model_version) (model_version_role)"
+    return [
+        dict(record=NOT_PRIMARY,
+             expr=(f"{versions}\n  unless on (model_version)\n"
+                   f"(\n    {PRIMARY}\n  and on ()\n    (count {PRIMARY} == 1)\n)"),
+             why=["every version but the primary: candidates, shadows, and versions a reload removed (their",
+                  "counts stay in the windows for an hour); all of them while two versions read primary (a",
+                  "promotion reaching the replicas one by one), so that drift and quality read no mixture"]),
+        dict(record=NOT_ANSWERING,
+             expr=(f"{versions}\n  unless on (model_version)\n"
+                   '(max by (model_version) (model_version_role{role=~"primary|candidate"}) == 1)'),
+             why="the shadows, and versions a reload removed: what no client is answered by now"),
+    ]
 
 
 def primary_only(vector: str) -> str:
@@ -327,7 +347,7 @@ def primary_only(vector: str) -> str:
 def answered(vector: str) -> str:
     """`vector` without the shadows' series: what the clients were answered (every answering version's
     predictions and refusals); a shadow's are copies of requests another version answered."""
-    return f"{vector} unless on (model_version) {SHADOW}"
+    return f"{vector} unless on (model_version) {NOT_ANSWERING}"
 
 
 def primary_value(vector: str, by: str = "") -> str:
@@ -464,7 +484,8 @@ def recording_groups(config: Config = CONFIG) -> list:
     ]
     distribution = [rule for quantity in ("feature", "prediction", "confidence")
                     for rule in distribution_rules(quantity, config)]
-    return [{"name": "drift", "rules": drift}, {"name": "distribution", "rules": distribution},
+    return [{"name": "roles", "rules": role_rules()},
+            {"name": "drift", "rules": drift}, {"name": "distribution", "rules": distribution},
             {"name": "golden-signals", "rules": golden},
             {"name": "model", "rules": model}, {"name": "classification", "rules": classification_rules(config)},
             {"name": "exporter", "rules": exporter}, {"name": "versions", "rules": version_rules(config)}]

@@ -352,16 +352,18 @@ def test_prometheus_scrapes_every_target_and_records_every_rule(stack):
 
     # the stack serves the Ames regressor alone: the classification group's rules, and the distribution rules of
     # a classifier's confidence, read metrics it does not export; so do the rules that compare versions on the
-    # primary's prediction bins, which only a deployment of several versions counts
+    # primary's prediction bins, which only a deployment of several versions counts, and the roles group's (a
+    # single model exports no role)
     shipped = [g for f in sorted((ROOT / "prometheus" / "rules").glob("*.yml"))
                for g in yaml.safe_load(f.read_text())["groups"]]
     rules = [(g["name"], r["record"]) for g in shipped for r in g["rules"] if "record" in r]
     classifier_only = [name for group, name in rules if group == "classification" or "model_confidence" in name
                        or (group == "versions" and "model_confusion" in name)]
-    versions_only = [name for group, name in rules if group == "versions" and "model_prediction_primary_bin" in name]
+    versions_only = [name for group, name in rules
+                     if group == "roles" or group == "versions" and "model_prediction_primary_bin" in name]
     recorded = [name for _, name in rules if name not in classifier_only + versions_only]
     assert classifier_only and not any(query(stack, name) for name in classifier_only)
-    assert len(versions_only) == 3 and not any(query(stack, name) for name in versions_only)
+    assert len(versions_only) == 5 and not any(query(stack, name) for name in versions_only)
 
     def empty_rules():
         return [name for name in recorded

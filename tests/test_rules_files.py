@@ -53,7 +53,7 @@ def recorded() -> list:
 
 # what the single-model rules add to a raw series so that a deployment of several versions reads the primary
 # (or every answering version): one model exports no role, and the filters remove nothing
-VERSION_FILTERS = tuple(f"unless on (model_version) {f}" for f in (rules.NOT_PRIMARY, rules.SHADOW))
+VERSION_FILTERS = tuple(f"unless on (model_version) {f}" for f in (rules.NOT_PRIMARY, rules.NOT_ANSWERING))
 
 
 def without_filters(expr: str) -> str:
@@ -242,8 +242,8 @@ def test_classification_alerts_compare_with_the_holdout_gauges_and_no_literal():
 def test_the_regression_rules_are_unchanged_by_the_classification_ones():
     """A classifier's rules come as a group of their own: the other groups' rules are the regressors' as before."""
     groups = {g["name"]: g["rules"] for g in rules.recording_groups()}
-    assert list(groups) == ["drift", "distribution", "golden-signals", "model", "classification", "exporter",
-                            "versions"]
+    assert list(groups) == ["roles", "drift", "distribution", "golden-signals", "model", "classification",
+                            "exporter", "versions"]
     classification = [r["record"] for r in groups["classification"]]
     names = rules.Names()
     assert classification == [names.actual_predicted_increase_long, names.confusion_increase_long,
@@ -392,7 +392,7 @@ def test_every_recording_rule_is_read_by_an_alert_a_dashboard_or_the_readme_pict
                          (alert_exprs, panel_exprs, screenshots,
                           *(e for other, e in rule_exprs.items() if other != name)))]
     assert unread == []
-    assert len(rule_exprs) == 74
+    assert len(rule_exprs) == 76
 
 
 def test_every_recording_rule_has_a_hand_worked_unit_test():
@@ -411,8 +411,8 @@ def test_promtool_check_config(config):
 
 def test_promtool_check_rules():
     out = run("promtool", "check", "rules", *map(str, sorted((PROM / "rules").glob("*.yml"))))
-    assert "SUCCESS: 15 rules found" in out and "SUCCESS: 74 rules found" in out
-    assert (len(alerts()), len(recorded())) == (15, 74)
+    assert "SUCCESS: 15 rules found" in out and "SUCCESS: 76 rules found" in out
+    assert (len(alerts()), len(recorded())) == (15, 76)
 
 
 def test_promtool_rule_unit_tests(tmp_path):
