@@ -11,13 +11,14 @@ With several versions every model metric carries a model_version label, bounded 
 versions the routing file names.
 """
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from model.card import ModelIntegrityError
 
-from .routing import Router, RoutingError, UnknownVersion, find_versions, is_deployment, load_routing
-
-OVERRIDE_HEADER = "X-Model-Version"
+from .openapi import with_routing
+from .routing import (OVERRIDE_HEADER, Router, RoutingError, UnknownVersion, find_versions, is_deployment,
+                      load_routing)
 
 
 @dataclass
@@ -64,6 +65,13 @@ class Deployment:
     def _sticky_key(self, headers) -> "str | None":
         header = self.router.routing.sticky_header
         return headers.get(header) if header else None
+
+    @cached_property
+    def spec(self) -> dict:
+        """/openapi.json: the primary card's document with the routing this deployment applies, built once (a
+        reload makes a new Deployment)."""
+        sticky = self.router.routing.sticky_header if self.router is not None else None
+        return with_routing(self.primary.spec, self.answering, sticky)
 
     def role(self, version: str) -> str:
         """primary, candidate or shadow."""

@@ -9,7 +9,7 @@ import copy
 
 from model.classes import label_text
 
-from .deployment import OVERRIDE_HEADER
+from .routing import OVERRIDE_HEADER
 
 
 def _feature_schema(f: dict) -> dict:

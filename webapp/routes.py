@@ -1,12 +1,11 @@
 """The HTTP endpoints. Each handler is thin: parse, validate, predict, answer."""
 from flask import Blueprint, current_app, g, jsonify, request
 
-from .deployment import OVERRIDE_HEADER
 from .errors import ApiError
 from .metrics_store import unwritten_series
 from .jsonbody import json_body
 from .model_call import Unpredictable, answer_and_count
-from .routing import UnknownVersion
+from .routing import OVERRIDE_HEADER, UnknownVersion
 from .shadow import shadow_predictions
 from .validation import parse_feedback
 
@@ -129,7 +128,4 @@ def model_card():
 
 @bp.get("/openapi.json")
 def openapi():
-    from .openapi import with_routing
-    deployment = current_app.extensions["deployment"]
-    sticky = deployment.router.routing.sticky_header if deployment.router is not None else None
-    return jsonify(with_routing(_service().spec, deployment.answering, sticky))
+    return jsonify(current_app.extensions["deployment"].spec)

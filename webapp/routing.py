@@ -23,6 +23,7 @@ from pathlib import Path
 from model.card import CARD_FILE, ROUTING_FILE
 
 DEFAULT_STICKY_HEADER = "X-Routing-Key"
+OVERRIDE_HEADER = "X-Model-Version"  # names the answering version outright (for tests)
 _KEYS = ("primary", "candidates", "shadow", "sticky_header")
 _VERSION = re.compile(r"[A-Za-z0-9._:+-]{1,64}")  # as a card's version (model_card.schema.json label_value)
 _HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
